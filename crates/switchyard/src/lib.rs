@@ -1,1 +1,48 @@
-pub fn _x(){}
+//! Switchyard: a programmable HTTP and WebSocket reverse proxy engine.
+//!
+//! What http-proxy-3 and @fastify/reply-from are to Node.js, for hyper,
+//! tower and axum: build a [`Proxy`] once, then hand it requests from your
+//! own server with [`Proxy::web`], or run it on its own with
+//! [`Proxy::listen`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchyard::{Proxy, Target};
+//!
+//! let proxy = Proxy::builder()
+//!     .target(Target::parse("http://127.0.0.1:9000")?)
+//!     .configure(|o| {
+//!         o.xfwd = true;
+//!         o.change_origin = true;
+//!     })
+//!     .build()?;
+//! let server = proxy.listen("127.0.0.1:8000").await?;
+//! println!("proxying on {}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Requests and responses stream through; upstream connections are pooled
+//! (keep-alive) by default; hop-by-hop headers are stripped both ways
+//! (RFC 9110 §7.6.1); every failure is a [`ProxyError`] with one status
+//! code, and nothing on the request path panics. See [`Options`] for every
+//! http-proxy-3 option and [`Hooks`] for its events.
+#![warn(missing_docs)]
+
+mod body;
+mod error;
+mod hooks;
+mod options;
+mod proxy;
+pub mod server;
+mod target;
+mod upstream;
+
+pub use body::{Body, BodyEnd, BodyIdleTimeout};
+pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError};
+pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
+pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
+pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
+pub use server::{ListenOptions, Server, ServerTls};
+pub use target::{Protocol, Target};

@@ -1,0 +1,252 @@
+//! One error type for everything that can go wrong while proxying a request,
+//! and one place that maps it to a status code.
+//!
+//! | kind | status | why |
+//! | --- | --- | --- |
+//! | [`ProxyError::NoTarget`] | 500 | the caller gave neither `target` nor `forward` |
+//! | [`ProxyError::BadRequest`] | 400 | the client's request cannot be forwarded as sent |
+//! | [`ProxyError::UpstreamConnect`] | 502 | refused, unreachable, DNS failure, TLS handshake or verification failure |
+//! | [`ProxyError::ConnectTimeout`] | 504 | the connection to the upstream was not established in time |
+//! | [`ProxyError::UpstreamTimeout`] | 504 | the upstream accepted the request but sent no response head in time |
+//! | [`ProxyError::UpstreamReset`] | 502 | the upstream closed or reset the connection before a response head |
+//! | [`ProxyError::UpstreamMalformed`] | 502 | the upstream answered with bytes that are not HTTP |
+//! | [`ProxyError::Upgrade`] | 502 | the protocol switch with the upstream failed |
+//! | [`ProxyError::UnsupportedUpgrade`] | 501 | an upgrade the target's protocol cannot carry |
+//! | [`ProxyError::ClientTimeout`] | none | the client was idle longer than `timeout`: the connection is dropped |
+//! | [`ProxyError::ClientGone`] | none | the client went away: nothing can be written |
+//! | [`ProxyError::Internal`] | 500 | a bug or an impossible state; logged, never echoed |
+//!
+//! A refused connection is 502 in the engine (RFC 9110 §15.6.3: the gateway got
+//! no valid answer). The `switchyard` server answers 503 instead, as
+//! configurable-http-proxy does, by mapping the kind itself.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// A boxed error, as used for sources and body errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Which side of the proxy an error came from, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSide {
+    /// The client (downstream) side.
+    Downstream,
+    /// The upstream server side.
+    Upstream,
+    /// The proxy itself or its configuration.
+    Internal,
+}
+
+/// An error while proxying one request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// Neither `target` nor `forward` was configured.
+    #[error("must set target or forward")]
+    NoTarget,
+    /// The request cannot be forwarded as sent.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Connecting to the upstream failed (refused, unreachable, DNS, TLS).
+    #[error("connect to upstream {target} failed")]
+    UpstreamConnect {
+        /// The upstream, as `scheme://authority` (never shown to clients).
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// The connection to the upstream was not established in time.
+    #[error("connect to upstream timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The upstream sent no response head in time (`proxy_timeout`).
+    #[error("upstream timed out after {0:?}")]
+    UpstreamTimeout(Duration),
+    /// The upstream closed or reset the connection before answering.
+    #[error("upstream connection closed before a response")]
+    UpstreamReset(#[source] BoxError),
+    /// The upstream's answer was not valid HTTP.
+    #[error("malformed upstream response")]
+    UpstreamMalformed(#[source] BoxError),
+    /// The protocol switch with the upstream failed.
+    #[error("protocol upgrade failed")]
+    Upgrade(#[source] BoxError),
+    /// The request asks for an upgrade that the target's protocol cannot carry.
+    #[error("upgrade not supported to this target")]
+    UnsupportedUpgrade,
+    /// The client was idle for longer than the incoming `timeout`.
+    #[error("client idle for more than {0:?}")]
+    ClientTimeout(Duration),
+    /// The client went away before the response could be written.
+    #[error("client disconnected")]
+    ClientGone,
+    /// Something that should not happen.
+    #[error("internal proxy error")]
+    Internal(#[source] BoxError),
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The status code a client gets for this error, or `None` when nothing
+    /// should be written (the client is gone or timed out).
+    pub fn status(&self) -> Option<StatusCode> {
+        Some(match self {
+            Self::NoTarget | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamReset(_)
+            | Self::UpstreamMalformed(_)
+            | Self::Upgrade(_) => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UnsupportedUpgrade => StatusCode::NOT_IMPLEMENTED,
+            Self::ClientTimeout(_) | Self::ClientGone => return None,
+        })
+    }
+
+    /// Which side caused the error.
+    pub fn side(&self) -> ErrorSide {
+        match self {
+            Self::BadRequest(_) | Self::ClientTimeout(_) | Self::ClientGone => {
+                ErrorSide::Downstream
+            }
+            Self::UpstreamConnect { .. }
+            | Self::ConnectTimeout(_)
+            | Self::UpstreamTimeout(_)
+            | Self::UpstreamReset(_)
+            | Self::UpstreamMalformed(_)
+            | Self::Upgrade(_) => ErrorSide::Upstream,
+            Self::NoTarget | Self::UnsupportedUpgrade | Self::Internal(_) => ErrorSide::Internal,
+        }
+    }
+
+    /// True for the errors that mean the upstream could not be reached at all
+    /// (nothing was sent), which are always safe to retry.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::UpstreamConnect { .. } | Self::ConnectTimeout(_))
+    }
+
+    /// True for timeouts of any kind.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) | Self::ClientTimeout(_)
+        )
+    }
+
+    /// The short, generic text sent to clients for this error. It never
+    /// contains addresses or the upstream's own words.
+    pub fn public_message(&self) -> &'static str {
+        match self.status() {
+            Some(StatusCode::BAD_REQUEST) => "Bad Request",
+            Some(StatusCode::BAD_GATEWAY) => "Bad Gateway",
+            Some(StatusCode::GATEWAY_TIMEOUT) => "Gateway Timeout",
+            Some(StatusCode::NOT_IMPLEMENTED) => "Not Implemented",
+            _ => "Internal Server Error",
+        }
+    }
+}
+
+/// An error in the proxy's configuration, found when it is built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A target URL could not be used.
+    #[error("invalid target {input:?}: {reason}")]
+    Target {
+        /// The text that was given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A TLS setting could not be used.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// An option has a value that cannot work.
+    #[error("invalid option {name}: {reason}")]
+    Option {
+        /// The option's name.
+        name: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// An error of the stand-alone server (`listen`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS settings of the listener are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> BoxError {
+        Box::new(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn every_kind_maps_to_one_status() {
+        let d = Duration::from_secs(1);
+        let cases: Vec<(ProxyError, Option<u16>)> = vec![
+            (ProxyError::NoTarget, Some(500)),
+            (ProxyError::BadRequest("x"), Some(400)),
+            (
+                ProxyError::UpstreamConnect {
+                    target: "http://10.0.0.1:1".into(),
+                    source: io(std::io::ErrorKind::ConnectionRefused),
+                },
+                Some(502),
+            ),
+            (ProxyError::ConnectTimeout(d), Some(504)),
+            (ProxyError::UpstreamTimeout(d), Some(504)),
+            (
+                ProxyError::UpstreamReset(io(std::io::ErrorKind::ConnectionReset)),
+                Some(502),
+            ),
+            (
+                ProxyError::UpstreamMalformed(io(std::io::ErrorKind::InvalidData)),
+                Some(502),
+            ),
+            (
+                ProxyError::Upgrade(io(std::io::ErrorKind::Other)),
+                Some(502),
+            ),
+            (ProxyError::UnsupportedUpgrade, Some(501)),
+            (ProxyError::ClientTimeout(d), None),
+            (ProxyError::ClientGone, None),
+            (
+                ProxyError::Internal(io(std::io::ErrorKind::Other)),
+                Some(500),
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.status().map(|s| s.as_u16()), want, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn public_message_never_contains_the_target() {
+        let err = ProxyError::UpstreamConnect {
+            target: "http://10.1.2.3:8080".into(),
+            source: io(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(!err.public_message().contains("10.1.2.3"));
+        assert_eq!(err.side(), ErrorSide::Upstream);
+        assert!(err.is_connect());
+    }
+}

@@ -1,0 +1,533 @@
+//! The proxy: build once, then hand it requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version, request};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tracing::debug;
+
+use crate::body::{Body, BodyIdleTimeout};
+use crate::error::{ConfigError, ProxyError};
+use crate::hooks::{Aborted, Flow, FnHooks, Hooks};
+use crate::options::{ClientOptions, Options};
+use crate::target::{Protocol, Target};
+use crate::upstream::{self, ClientBodyError, Upstream};
+
+pub(crate) mod forward;
+pub(crate) mod headers;
+pub(crate) mod path;
+pub(crate) mod redirect;
+pub(crate) mod rewrite;
+pub(crate) mod upgrade;
+
+/// Facts about the client connection that the proxy needs (its address for
+/// `X-Forwarded-For`, TLS for `X-Forwarded-Proto`). `listen` puts this in
+/// each request's extensions; an embedding server should do the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+}
+
+/// A reverse proxy: forwards requests to targets and streams answers back.
+///
+/// Cheap to clone (one `Arc`) and shareable across tasks; every clone shares
+/// one pool of upstream connections.
+pub struct Proxy<H: Hooks = FnHooks> {
+    inner: Arc<Inner<H>>,
+}
+
+pub(crate) struct Inner<H> {
+    pub(crate) options: Arc<Options>,
+    pub(crate) upstream: Upstream,
+    pub(crate) hooks: H,
+}
+
+/// Builds a [`Proxy`].
+#[derive(Debug)]
+pub struct ProxyBuilder<H = FnHooks> {
+    options: Options,
+    client: ClientOptions,
+    hooks: H,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// A builder with default options and no hooks.
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder {
+            options: Options::default(),
+            client: ClientOptions::default(),
+            hooks: FnHooks::default(),
+        }
+    }
+
+    /// A proxy to `target` with every other option at its default.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the target does not parse.
+    pub fn to(target: &str) -> Result<Self, ConfigError> {
+        Self::builder().target(Target::parse(target)?).build()
+    }
+}
+
+impl<H: Hooks> Clone for Proxy<H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: Hooks> std::fmt::Debug for Proxy<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Hooks> Proxy<H> {
+    /// The default options of this proxy, to copy and change for
+    /// [`Proxy::web_with`].
+    pub fn options(&self) -> &Arc<Options> {
+        &self.inner.options
+    }
+
+    /// The hooks of this proxy.
+    pub fn hooks(&self) -> &H {
+        &self.inner.hooks
+    }
+
+    /// Proxies one request with the default options; errors become their
+    /// status code with a short generic body (after the `on_error` hook).
+    pub async fn web<B: Into<Body>>(&self, req: Request<B>) -> Response<Body> {
+        let opts = self.inner.options.clone();
+        self.web_with(req, &opts).await
+    }
+
+    /// Proxies one request with these options (http-proxy-3's
+    /// `proxy.web(req, res, options)`).
+    pub async fn web_with<B: Into<Body>>(&self, req: Request<B>, opts: &Options) -> Response<Body> {
+        match self.try_web_with(req, opts).await {
+            Ok(res) => res,
+            Err(err) => error_response(&err),
+        }
+    }
+
+    /// Proxies one request to `target`, with the default options otherwise:
+    /// the common case of a routing front end.
+    ///
+    /// # Errors
+    ///
+    /// The [`ProxyError`] when proxying failed and `on_error` gave no response.
+    pub async fn try_web_to<B: Into<Body>>(
+        &self,
+        req: Request<B>,
+        target: &Target,
+    ) -> Result<Response<Body>, ProxyError> {
+        let req = req.map(Into::into);
+        self.run(req, &self.inner.options, Some(target)).await
+    }
+
+    /// Proxies one request, returning the typed error instead of an error page.
+    ///
+    /// # Errors
+    ///
+    /// The [`ProxyError`] when proxying failed and `on_error` gave no
+    /// response. [`ProxyError::status`] says what to answer; `None` means the
+    /// client is gone or timed out and nothing should be written.
+    pub async fn try_web_with<B: Into<Body>>(
+        &self,
+        req: Request<B>,
+        opts: &Options,
+    ) -> Result<Response<Body>, ProxyError> {
+        let req = req.map(Into::into);
+        self.run(req, opts, None).await
+    }
+
+    async fn run(
+        &self,
+        req: Request<Body>,
+        opts: &Options,
+        target: Option<&Target>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let hooks = &self.inner.hooks;
+        let mut ctx = hooks.new_ctx();
+        let Some(target) = target.or(opts.target.as_ref()) else {
+            if let Some(fwd) = &opts.forward {
+                forward::send(&self.inner, req, fwd, opts);
+                return Ok(Response::new(Body::empty()));
+            }
+            return self.fail(&mut ctx, ProxyError::NoTarget);
+        };
+        let mut guard = hooks.observes_abort().then(|| AbortGuard {
+            inner: &self.inner,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            target: target.clone(),
+            armed: true,
+        });
+        let result = self.proxy(&mut ctx, req, target, opts).await;
+        if let Some(g) = &mut guard {
+            g.armed = false;
+        }
+        match result {
+            Ok(Done::Response(res)) => Ok(self.finish_body(res, ctx, opts)),
+            Ok(Done::Early(res)) => Ok(res),
+            Ok(Done::Upgrade(up)) => Ok(upgrade::finish(&self.inner, ctx, up)),
+            Err(err) => self.fail(&mut ctx, err),
+        }
+    }
+
+    /// Logs the error once and runs `on_error`.
+    fn fail(&self, ctx: &mut H::Ctx, err: ProxyError) -> Result<Response<Body>, ProxyError> {
+        match err.status() {
+            Some(status) if status.is_server_error() => {
+                debug!(error = %err, source = ?std::error::Error::source(&err), "proxy error");
+            }
+            _ => debug!(error = %err, "request not proxied"),
+        }
+        match self.inner.hooks.on_error(ctx, &err) {
+            Some(res) => Ok(res),
+            None => Err(err),
+        }
+    }
+
+    async fn proxy(
+        &self,
+        ctx: &mut H::Ctx,
+        req: Request<Body>,
+        target: &Target,
+        opts: &Options,
+    ) -> Result<Done, ProxyError> {
+        let hooks = &self.inner.hooks;
+        let (mut parts, body) = req.into_parts();
+        let body = body.into_downstream();
+        if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
+            return Ok(Done::Early(res));
+        }
+        let conn = parts.extensions.get::<ConnInfo>().copied();
+        let websocket = parts.version == Version::HTTP_11
+            && headers::is_websocket_upgrade(&parts.method, &parts.headers);
+        let on_upgrade = if websocket {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        let upgrade = on_upgrade.is_some();
+        if upgrade && target.protocol() == Protocol::Http2 {
+            return Err(ProxyError::UnsupportedUpgrade);
+        }
+        let body = match opts.timeout {
+            Some(limit) => body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d))),
+            None => body,
+        };
+        let body_len = if body.is_end_stream() {
+            Some(0)
+        } else {
+            body.size_hint().exact()
+        };
+        // The Host the client used, for `auto_rewrite`, before `change_origin`.
+        let client_host = match parts.uri.authority() {
+            Some(a) if parts.version == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
+            _ => parts.headers.get(header::HOST).cloned(),
+        };
+        let path = path::outgoing_path(target, &parts.uri, opts);
+        let forward_uri = match &opts.forward {
+            Some(fwd) if !upgrade => fwd
+                .uri_for(&path::outgoing_path(fwd, &parts.uri, opts))
+                .ok(),
+            _ => None,
+        };
+        let uri = target
+            .uri_for(&path)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        headers::request_headers(
+            &mut parts.headers,
+            &parts.method,
+            parts.version,
+            parts.uri.authority(),
+            body_len,
+            target,
+            opts,
+            headers::Downstream {
+                remote_ip: conn.map(|c| c.remote.ip()),
+                tls: conn.is_some_and(|c| c.tls),
+                upgrade,
+                h2_upstream: target.protocol() == Protocol::Http2,
+            },
+        );
+        parts.uri = uri;
+        if let Some(m) = &opts.method {
+            parts.method = m.clone();
+        }
+        parts.version = if target.protocol() == Protocol::Http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let flow = if upgrade {
+            hooks.on_proxy_request_ws(ctx, &mut parts)
+        } else {
+            hooks.on_proxy_request(ctx, &mut parts)
+        };
+        if let Flow::Respond(res) = flow {
+            return Ok(Done::Early(res));
+        }
+        let body = match (&opts.forward, forward_uri) {
+            (Some(fwd), Some(uri)) => forward::tee(&self.inner, &parts, uri, body, fwd),
+            _ => body,
+        };
+        let redirect_head = opts
+            .follow_redirects
+            .filter(|_| body_len == Some(0) && !upgrade)
+            .map(|max| (max, clone_head(&parts)));
+        let res = self
+            .send(Request::from_parts(parts, body), target, opts)
+            .await?;
+        let res = match redirect_head {
+            Some((max, head)) => redirect::follow(self, res, head, target, opts, max).await?,
+            None => res,
+        };
+        if let Some(on_upgrade) = on_upgrade {
+            return Ok(Done::Upgrade(upgrade::Pending {
+                on_upgrade,
+                response: res,
+            }));
+        }
+        let (mut head, body) = res.into_parts();
+        headers::response_headers(&mut head.headers, false);
+        let mut res = Response::from_parts(head, Body::from(body));
+        if let Flow::Respond(res) = hooks.on_proxy_response(ctx, &mut res) {
+            return Ok(Done::Early(res));
+        }
+        if !opts.self_handle_response {
+            let status = res.status();
+            rewrite::location(
+                res.headers_mut(),
+                status,
+                target,
+                client_host.as_ref(),
+                opts,
+            );
+            rewrite::cookies(
+                res.headers_mut(),
+                &opts.cookie_domain_rewrite,
+                &opts.cookie_path_rewrite,
+            );
+        }
+        Ok(Done::Response(res))
+    }
+
+    /// Sends one request upstream and waits for the response head, under
+    /// `proxy_timeout` (upstream) and `timeout` (client).
+    pub(crate) async fn send(
+        &self,
+        req: Request<Body>,
+        target: &Target,
+        opts: &Options,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let client = self.inner.upstream.client(target.protocol());
+        let fut = client.request(req);
+        let limit = match (opts.proxy_timeout, opts.timeout) {
+            (Some(p), Some(t)) if t < p => Some((t, true)),
+            (Some(p), _) => Some((p, false)),
+            (None, Some(t)) => Some((t, true)),
+            (None, None) => None,
+        };
+        let result = match limit {
+            None => fut.await,
+            Some((d, client_side)) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) if client_side => return Err(ProxyError::ClientTimeout(d)),
+                Err(_) => return Err(ProxyError::UpstreamTimeout(d)),
+            },
+        };
+        result.map_err(|e| upstream::classify(e, target.as_str()))
+    }
+
+    fn finish_body(&self, res: Response<Body>, ctx: H::Ctx, opts: &Options) -> Response<Body> {
+        let (head, mut body) = res.into_parts();
+        if let Some(limit) = opts.proxy_timeout {
+            body = body.with_idle_timeout(limit, |d| Box::new(BodyIdleTimeout(d)));
+        }
+        if self.inner.hooks.observes_end() {
+            let inner = self.inner.clone();
+            body = body.on_end(move |end| inner.hooks.on_end(ctx, end));
+        }
+        Response::from_parts(head, body)
+    }
+}
+
+enum Done {
+    /// The proxied response, to be finished (timeouts, end hook).
+    Response(Response<Body>),
+    /// A response to send as it is.
+    Early(Response<Body>),
+    /// An upstream answer to a WebSocket upgrade.
+    Upgrade(upgrade::Pending),
+}
+
+struct AbortGuard<'a, H: Hooks> {
+    inner: &'a Inner<H>,
+    method: Method,
+    uri: Uri,
+    target: Target,
+    armed: bool,
+}
+
+impl<H: Hooks> Drop for AbortGuard<'_, H> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.hooks.on_client_abort(&Aborted {
+                method: self.method.clone(),
+                uri: self.uri.clone(),
+                target: self.target.clone(),
+            });
+        }
+    }
+}
+
+/// A copy of a request head without its extensions, to send again.
+pub(crate) fn clone_head(parts: &request::Parts) -> request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
+/// The default answer for an error: its status and a short generic text.
+pub fn error_response(err: &ProxyError) -> Response<Body> {
+    let status = err.status().unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut res = Response::new(Body::from(err.public_message()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+// === impl ProxyBuilder ===
+
+impl<H: Hooks> ProxyBuilder<H> {
+    /// Replaces all request options.
+    #[must_use]
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Changes request options in place.
+    #[must_use]
+    pub fn configure(mut self, f: impl FnOnce(&mut Options)) -> Self {
+        f(&mut self.options);
+        self
+    }
+
+    /// Replaces all connection options.
+    #[must_use]
+    pub fn client_options(mut self, client: ClientOptions) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Changes connection options in place.
+    #[must_use]
+    pub fn configure_client(mut self, f: impl FnOnce(&mut ClientOptions)) -> Self {
+        f(&mut self.client);
+        self
+    }
+
+    /// The default target.
+    #[must_use]
+    pub fn target(mut self, target: Target) -> Self {
+        self.options.target = Some(target);
+        self
+    }
+
+    /// Uses these hooks (replacing any closures set before).
+    pub fn hooks<H2: Hooks>(self, hooks: H2) -> ProxyBuilder<H2> {
+        ProxyBuilder {
+            options: self.options,
+            client: self.client,
+            hooks,
+        }
+    }
+
+    /// Builds the proxy.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for invalid options or unreadable TLS material.
+    pub fn build(self) -> Result<Proxy<H>, ConfigError> {
+        self.options.validate()?;
+        let upstream = Upstream::new(&self.client)?;
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                options: Arc::new(self.options),
+                upstream,
+                hooks: self.hooks,
+            }),
+        })
+    }
+}
+
+impl ProxyBuilder<FnHooks> {
+    /// `proxyReq`: edit each outgoing request head.
+    #[must_use]
+    pub fn on_proxy_request(
+        mut self,
+        f: impl Fn(&mut request::Parts) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.proxy_request = Some(Arc::new(f));
+        self
+    }
+
+    /// `proxyReqWs`: edit each outgoing WebSocket upgrade head.
+    #[must_use]
+    pub fn on_proxy_request_ws(
+        mut self,
+        f: impl Fn(&mut request::Parts) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.proxy_request_ws = Some(Arc::new(f));
+        self
+    }
+
+    /// `proxyRes`: edit each upstream response before it is rewritten and sent.
+    #[must_use]
+    pub fn on_proxy_response(
+        mut self,
+        f: impl Fn(&mut Response<Body>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.proxy_response = Some(Arc::new(f));
+        self
+    }
+
+    /// `error`: answer failed requests yourself (`None` keeps the default).
+    #[must_use]
+    pub fn on_error(
+        mut self,
+        f: impl Fn(&ProxyError) -> Option<Response<Body>> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.error = Some(Arc::new(f));
+        self
+    }
+
+    /// `end`: called when each response body ends.
+    #[must_use]
+    pub fn on_end(mut self, f: impl Fn(crate::BodyEnd) + Send + Sync + 'static) -> Self {
+        self.hooks.end = Some(Arc::new(f));
+        self
+    }
+}

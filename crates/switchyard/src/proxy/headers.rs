@@ -1,0 +1,434 @@
+//! The request and response header passes: pure functions over heads.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+use crate::options::{Options, XfwdMode};
+use crate::target::Target;
+
+/// RFC 9110 §7.6.1 connection-specific fields, plus the proxy credentials
+/// (RFC 9110 §11.7: meant for this proxy, not the next hop). `upgrade` is
+/// handled apart, since it survives on a WebSocket tunnel.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("http2-settings"),
+];
+
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the request pass needs to know about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Downstream {
+    pub(crate) remote_ip: Option<IpAddr>,
+    pub(crate) tls: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) h2_upstream: bool,
+}
+
+/// Removes the hop-by-hop fields and every field the `Connection` header
+/// names. `Host` is never removed, whatever `Connection` lists.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| n != header::HOST && !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `TE: trailers` is how gRPC says it understands trailers; any other TE
+    // value is for this hop only.
+    if let Some(te) = headers.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// True when `Connection` lists `upgrade` and an `Upgrade` header is present.
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// True for a WebSocket handshake: GET, `Connection: upgrade`, `Upgrade: websocket`.
+pub(crate) fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && wants_upgrade(headers)
+        && headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The request pass: everything between the client's head and the head sent
+/// upstream, in http-proxy-3's order (framing, X-Forwarded-*, Host, auth,
+/// extra headers), with hop-by-hop fields stripped first.
+pub(crate) fn request_headers(
+    headers: &mut HeaderMap,
+    method: &Method,
+    version: Version,
+    authority: Option<&http::uri::Authority>,
+    body_len: Option<u64>,
+    target: &Target,
+    opts: &Options,
+    down: Downstream,
+) {
+    let had_length = headers.contains_key(header::CONTENT_LENGTH);
+    let had_chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    strip_hop_by_hop(headers, down.upgrade);
+    // HTTP/2 clients name the host in `:authority` (RFC 9113 §8.3.1); an
+    // HTTP/1 upstream needs it as `Host`.
+    if version == Version::HTTP_2
+        && let Some(a) = authority
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        headers.insert(header::HOST, v);
+    }
+    frame_request(
+        headers,
+        method,
+        body_len,
+        had_length || had_chunked,
+        down.h2_upstream,
+    );
+    if opts.xfwd {
+        forwarded_headers(headers, down, opts.xfwd_mode);
+    }
+    if opts.change_origin || !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, target.host_header().clone());
+    }
+    if let Some(auth) = &opts.auth {
+        headers.insert(header::AUTHORIZATION, auth.header().clone());
+    }
+    for (name, value) in &opts.headers {
+        headers.insert(name, value.clone());
+    }
+}
+
+/// Sets the body framing from what the body really is, never from what the
+/// client claimed: a body of known length gets `Content-Length`, one of
+/// unknown length is chunked by the client (we never write
+/// `Content-Length: 0` on a streamed body: CVE-2026-29057).
+fn frame_request(
+    headers: &mut HeaderMap,
+    method: &Method,
+    body_len: Option<u64>,
+    had_framing: bool,
+    h2_upstream: bool,
+) {
+    headers.remove(header::CONTENT_LENGTH);
+    match body_len {
+        Some(0) => {
+            // http-proxy-3 sends `Content-Length: 0` on DELETE and OPTIONS
+            // without a body, for servers that wait for one; only when the
+            // client sent no framing at all (research/library.md §6 item 7).
+            if had_framing || method == Method::DELETE || method == Method::OPTIONS {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+        }
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None if h2_upstream => {}
+        None => {
+            // Unknown length: HTTP/1 upstreams get chunked framing, set here
+            // so that hyper does not assume "no body" for a GET.
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
+}
+
+/// `X-Forwarded-For`, `-Port`, `-Proto` and `-Host` (http-proxy-3's XHeaders
+/// pass, with the port read correctly from an IPv6 `Host`).
+fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) {
+    let port = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_port)
+        .unwrap_or(if down.tls { 443 } else { 80 });
+    let proto = match (down.upgrade, down.tls) {
+        (false, false) => "http",
+        (false, true) => "https",
+        (true, false) => "ws",
+        (true, true) => "wss",
+    };
+    if let Some(ip) = down.remote_ip {
+        let ip = ip.to_canonical().to_string();
+        add_forwarded(headers, &X_FORWARDED_FOR, &ip, mode);
+    }
+    add_forwarded(headers, &X_FORWARDED_PORT, &port.to_string(), mode);
+    add_forwarded(headers, &X_FORWARDED_PROTO, proto, mode);
+    // http-proxy-3 sets X-Forwarded-Host only on plain requests, only if absent.
+    if !down.upgrade {
+        let host = headers.get(header::HOST).cloned();
+        match (mode, host) {
+            (XfwdMode::Replace, Some(h)) => {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+            (_, Some(h)) if !headers.contains_key(&X_FORWARDED_HOST) => {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, name: &HeaderName, value: &str, mode: XfwdMode) {
+    let existing = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let new = match mode {
+        XfwdMode::Append if !existing.is_empty() => format!("{existing},{value}"),
+        XfwdMode::SetIfAbsent if !existing.is_empty() => return,
+        _ => value.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&new) {
+        headers.insert(name, v);
+    }
+}
+
+/// The port of a `Host` value: `h:8080`, `[::1]:8080`; `None` when absent.
+pub(crate) fn host_port(host: &str) -> Option<u16> {
+    let port = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']')?.1.strip_prefix(':')?
+    } else {
+        host.rsplit_once(':')?.1
+    };
+    port.parse().ok()
+}
+
+/// The response pass for hop-by-hop fields. `Upgrade` survives on a 101.
+pub(crate) fn response_headers(headers: &mut HeaderMap, switching: bool) {
+    strip_hop_by_hop(headers, switching);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        raw: &[(&str, &str)],
+        method: Method,
+        body: Option<u64>,
+        f: impl FnOnce(&mut Options),
+        down: Downstream,
+    ) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in raw {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let t = Target::parse("http://upstream.test:8080/").unwrap();
+        let mut o = Options::default();
+        f(&mut o);
+        request_headers(&mut h, &method, Version::HTTP_11, None, body, &t, &o, down);
+        h
+    }
+
+    const PLAIN: Downstream = Downstream {
+        remote_ip: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        tls: false,
+        upgrade: false,
+        h2_upstream: false,
+    };
+
+    /// research/library.md §6 item 5: hop-by-hop fields and Connection-listed
+    /// fields are stripped before anything else; `TE: trailers` stays.
+    #[test]
+    fn strips_hop_by_hop_and_listed_fields() {
+        let h = run(
+            &[
+                ("host", "front"),
+                ("connection", "keep-alive, X-Drop, host"),
+                ("x-drop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authorization", "Basic x"),
+                ("te", "trailers"),
+                ("upgrade", "h2c"),
+                ("x-keep", "1"),
+            ],
+            Method::GET,
+            Some(0),
+            |_| (),
+            PLAIN,
+        );
+        for gone in [
+            "connection",
+            "x-drop",
+            "keep-alive",
+            "proxy-authorization",
+            "upgrade",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be stripped");
+        }
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-keep"], "1");
+        assert_eq!(h["host"], "front");
+    }
+
+    /// CVE-2026-29057: a chunked DELETE is forwarded chunked, never with CL 0.
+    #[test]
+    fn chunked_delete_stays_chunked() {
+        let h = run(
+            &[("transfer-encoding", "chunked")],
+            Method::DELETE,
+            None,
+            |_| (),
+            PLAIN,
+        );
+        assert!(!h.contains_key("content-length"));
+        assert_eq!(h["transfer-encoding"], "chunked");
+    }
+
+    /// research/library.md §6 item 7: CL 0 only without CL and TE.
+    #[test]
+    fn bodiless_delete_gets_content_length_zero() {
+        let h = run(&[], Method::DELETE, Some(0), |_| (), PLAIN);
+        assert_eq!(h["content-length"], "0");
+        let h = run(&[], Method::GET, Some(0), |_| (), PLAIN);
+        assert!(!h.contains_key("content-length"));
+    }
+
+    /// research/library.md §1.4 step 3, with the IPv6 port fixed.
+    #[test]
+    fn forwarded_headers_append_and_parse_ipv6_ports() {
+        let h = run(
+            &[("host", "[::1]:8080"), ("x-forwarded-for", "1.2.3.4")],
+            Method::GET,
+            Some(0),
+            |o| o.xfwd = true,
+            PLAIN,
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4,127.0.0.1");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "[::1]:8080");
+    }
+
+    #[test]
+    fn forwarded_modes() {
+        let raw = [("host", "a"), ("x-forwarded-for", "9.9.9.9")];
+        let h = run(
+            &raw,
+            Method::GET,
+            Some(0),
+            |o| {
+                o.xfwd = true;
+                o.xfwd_mode = XfwdMode::SetIfAbsent;
+            },
+            PLAIN,
+        );
+        assert_eq!(h["x-forwarded-for"], "9.9.9.9");
+        let h = run(
+            &raw,
+            Method::GET,
+            Some(0),
+            |o| {
+                o.xfwd = true;
+                o.xfwd_mode = XfwdMode::Replace;
+            },
+            PLAIN,
+        );
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+
+    /// WebSocket upgrades get ws/wss and no X-Forwarded-Host.
+    #[test]
+    fn upgrade_forwarded_proto() {
+        let h = run(
+            &[
+                ("host", "a"),
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+            Method::GET,
+            Some(0),
+            |o| o.xfwd = true,
+            Downstream {
+                tls: true,
+                upgrade: true,
+                ..PLAIN
+            },
+        );
+        assert_eq!(h["x-forwarded-proto"], "wss");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    /// research/library.md §6 items 2 and 4: change_origin, auth, headers order.
+    #[test]
+    fn host_auth_and_extra_headers() {
+        let h = run(
+            &[("host", "front"), ("authorization", "Bearer client")],
+            Method::GET,
+            Some(0),
+            |o| {
+                o.change_origin = true;
+                o.auth = Some(crate::options::BasicAuth::parse("u:p").unwrap());
+            },
+            PLAIN,
+        );
+        assert_eq!(h["host"], "upstream.test:8080");
+        assert_eq!(h["authorization"], "Basic dTpw");
+        let h = run(
+            &[],
+            Method::GET,
+            Some(0),
+            |o| {
+                o.auth = Some(crate::options::BasicAuth::parse("u:p").unwrap());
+                o.headers
+                    .insert("authorization", "Token mine".parse().unwrap());
+            },
+            PLAIN,
+        );
+        assert_eq!(h["authorization"], "Token mine");
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(host_port("a:8080"), Some(8080));
+        assert_eq!(host_port("[::1]:8080"), Some(8080));
+        assert_eq!(host_port("[::1]"), None);
+        assert_eq!(host_port("a"), None);
+        assert_eq!(host_port("a:x"), None);
+    }
+}

@@ -1,0 +1,286 @@
+//! `listen`: serve a [`Proxy`] on its own, over TCP or TLS, HTTP/1.1 and
+//! HTTP/2, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::pem::PemObject;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::error::{ConfigError, ServerError};
+use crate::hooks::Hooks;
+use crate::options::Pem;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// How `listen` serves.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Serve TLS with this certificate chain and key (PEM), as http-proxy-3's
+    /// `ssl` option; HTTP/2 is offered by ALPN.
+    pub tls: Option<ServerTls>,
+    /// Accept HTTP/2 (prior knowledge on plain TCP, ALPN on TLS). Default true.
+    pub http2: bool,
+    /// Close a connection whose request head has not arrived in this long
+    /// (slowloris). Default 30 s.
+    pub header_read_timeout: Option<Duration>,
+    /// The largest request head accepted, in bytes; larger gets 431.
+    /// Default 64 KiB.
+    pub max_header_size: usize,
+    /// How long a graceful shutdown waits for in-flight requests. Default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+/// A certificate chain and private key for a TLS listener.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: Pem,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Pem,
+}
+
+/// A running stand-alone proxy server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+// === impl ListenOptions ===
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            http2: true,
+            header_read_timeout: Some(Duration::from_secs(30)),
+            max_header_size: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+// === impl Server ===
+
+impl Server {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to
+    /// the shutdown timeout), and returns when the server is done.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+// === impl Proxy ===
+
+impl<H: Hooks> Proxy<H> {
+    /// Listens on `addr` with default [`ListenOptions`] (http-proxy-3's
+    /// `createProxyServer({target}).listen(port)`).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub async fn listen(&self, addr: impl ToSocketAddrs) -> Result<Server, ServerError> {
+        self.listen_with(addr, ListenOptions::default()).await
+    }
+
+    /// Listens on `addr` with these options.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Bind`] when the address cannot be bound, and
+    /// [`ServerError::Config`] when the TLS material is unusable.
+    pub async fn listen_with(
+        &self,
+        addr: impl ToSocketAddrs,
+        opts: ListenOptions,
+    ) -> Result<Server, ServerError> {
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(|t| tls_acceptor(t, opts.http2))
+            .transpose()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: "requested address".to_owned(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: "requested address".to_owned(),
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, self.clone(), opts, tls, cancel.clone()));
+        Ok(Server {
+            local_addr,
+            cancel,
+            task,
+        })
+    }
+}
+
+/// Builds the HTTP/1.1 + HTTP/2 connection builder `listen` uses.
+pub(crate) fn http_builder(
+    opts: &ListenOptions,
+    preserve_case: bool,
+) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_size.max(8 * 1024))
+        .preserve_header_case(preserve_case)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new());
+    if opts.http2 { b } else { b.http1_only() }
+}
+
+/// Builds a rustls acceptor from PEM material.
+///
+/// # Errors
+///
+/// [`ConfigError::Tls`] when the files cannot be read or parsed.
+pub fn tls_acceptor(tls: &ServerTls, http2: bool) -> Result<TlsAcceptor, ConfigError> {
+    let chain = CertificateDer::pem_slice_iter(&tls.cert.read()?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Tls(format!("bad certificate PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(ConfigError::Tls(
+            "no certificate in the certificate file".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key.read()?).map_err(|e| {
+        ConfigError::Tls(format!(
+            "bad key PEM (encrypted keys are not supported): {e}"
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| ConfigError::Tls(format!("certificate and key: {e}")))?;
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve<H: Hooks>(
+    listener: TcpListener,
+    proxy: Proxy<H>,
+    opts: ListenOptions,
+    tls: Option<TlsAcceptor>,
+    cancel: CancellationToken,
+) {
+    let builder = http_builder(&opts, false);
+    let graceful = GracefulShutdown::new();
+    let ws = proxy.options().ws;
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors or similar: back off, then go on.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            remote,
+            tls: tls.is_some(),
+        };
+        let proxy = proxy.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info);
+            if !ws {
+                req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+            }
+            let proxy = proxy.clone();
+            async move {
+                match proxy.try_web_with(req, proxy.options()).await {
+                    Ok(res) => Ok(res),
+                    Err(err) => match err.status() {
+                        Some(_) => Ok(crate::proxy::error_response(&err)),
+                        // Client gone or idle: close without an answer.
+                        None => Err(err),
+                    },
+                }
+            }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_limit = opts.header_read_timeout;
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let accept = acceptor.accept(stream);
+                    let stream = match handshake_limit {
+                        Some(limit) => match tokio::time::timeout(limit, accept).await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        },
+                        None => accept.await,
+                    };
+                    let stream = match stream {
+                        Ok(s) => s,
+                        Err(err) => {
+                            debug!(error = %err, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(err) = result {
+                debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(opts.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("shutdown timeout: closing connections with requests in flight");
+    }
+}

@@ -1,0 +1,445 @@
+//! The upstream client: one pooled hyper-util client per protocol, sharing a
+//! connector that speaks TCP, unix sockets and TLS (rustls).
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::body::Body;
+use crate::error::{BoxError, ConfigError, ProxyError};
+use crate::options::ClientOptions;
+use crate::target::{Address, Protocol};
+
+pub(crate) type HttpClient = Client<Connector, Body>;
+
+/// The three pooled clients, one per [`Protocol`].
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    http1: HttpClient,
+    auto: HttpClient,
+    http2: HttpClient,
+}
+
+/// Connects to the address a pool URI names, with TLS when it says so.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    inner: Arc<ConnectorInner>,
+}
+
+struct ConnectorInner {
+    tls: TlsConnector,
+    local_address: Option<IpAddr>,
+    connect_timeout: Option<Duration>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("name resolution failed")]
+    Resolve(#[source] io::Error),
+    #[error("connection failed")]
+    Connect(#[source] io::Error),
+    #[error("TLS handshake failed")]
+    Tls(#[source] io::Error),
+    #[error("not an upstream address")]
+    Address,
+}
+
+/// A connection to an upstream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    TcpTls(Box<TlsStream<TcpStream>>),
+    UnixTls(Box<TlsStream<UnixStream>>),
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub(crate) fn new(opts: &ClientOptions) -> Result<Self, ConfigError> {
+        let base = tls_config(opts)?;
+        let make = |alpn: &[&[u8]], h2_only: bool| {
+            let mut tls = base.clone();
+            tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            let connector = Connector {
+                inner: Arc::new(ConnectorInner {
+                    tls: TlsConnector::from(Arc::new(tls)),
+                    local_address: opts.local_address,
+                    connect_timeout: opts.connect_timeout,
+                }),
+            };
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(opts.pool_idle_timeout)
+                .pool_max_idle_per_host(opts.pool_max_idle_per_host)
+                .http1_preserve_header_case(opts.preserve_header_key_case)
+                .http2_only(h2_only);
+            if let Some(interval) = opts.http2_keep_alive_interval {
+                b.http2_keep_alive_interval(interval)
+                    .http2_keep_alive_while_idle(true);
+            }
+            b.build(connector)
+        };
+        Ok(Self {
+            http1: make(&[b"http/1.1"], false),
+            auto: make(&[b"h2", b"http/1.1"], false),
+            http2: make(&[b"h2"], true),
+        })
+    }
+
+    pub(crate) fn client(&self, protocol: Protocol) -> &HttpClient {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Auto => &self.auto,
+            Protocol::Http2 => &self.http2,
+        }
+    }
+}
+
+fn tls_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
+    let builder = if opts.secure {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &opts.ca {
+            let pem = ca.read()?;
+            let mut n = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| ConfigError::Tls(format!("bad CA PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ConfigError::Tls(format!("bad CA certificate: {e}")))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(ConfigError::Tls("the CA file holds no certificate".into()));
+            }
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    match &opts.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => {
+            let chain = chain.read()?;
+            let chain = CertificateDer::pem_slice_iter(&chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::Tls(format!("bad client certificate PEM: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(&key.read()?)
+                .map_err(|e| ConfigError::Tls(format!("bad client key PEM: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ConfigError::Tls(format!("client certificate: {e}")))
+        }
+    }
+}
+
+/// `secure: false`: accept any certificate, but still check the handshake
+/// signatures, so the session is at least bound to the key presented.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+// === impl Connector ===
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("local_address", &self.inner.local_address)
+            .finish()
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let (address, tls) = Address::from_uri(&uri).ok_or(ConnectError::Address)?;
+            let connect = inner.connect(address, tls);
+            match inner.connect_timeout {
+                Some(limit) => tokio::time::timeout(limit, connect)
+                    .await
+                    .map_err(|_| ConnectError::Timeout(limit))?,
+                None => connect.await,
+            }
+            .map(TokioIo::new)
+        })
+    }
+}
+
+impl ConnectorInner {
+    async fn connect(&self, address: Address, tls: bool) -> Result<Stream, ConnectError> {
+        match address {
+            Address::Unix(path) => {
+                let stream = UnixStream::connect(&path)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                if tls {
+                    let name =
+                        ServerName::try_from("localhost").map_err(|_| ConnectError::Address)?;
+                    let s = self
+                        .tls
+                        .connect(name, stream)
+                        .await
+                        .map_err(ConnectError::Tls)?;
+                    Ok(Stream::UnixTls(Box::new(s)))
+                } else {
+                    Ok(Stream::Unix(stream))
+                }
+            }
+            Address::Tcp { host, port } => {
+                let stream = self.tcp(&host, port).await?;
+                if tls {
+                    let name = ServerName::try_from(host.as_str())
+                        .map_err(|_| ConnectError::Address)?
+                        .to_owned();
+                    let s = self
+                        .tls
+                        .connect(name, stream)
+                        .await
+                        .map_err(ConnectError::Tls)?;
+                    Ok(Stream::TcpTls(Box::new(s)))
+                } else {
+                    Ok(Stream::Tcp(stream))
+                }
+            }
+        }
+    }
+
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(ConnectError::Resolve)?
+                .collect(),
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            if let Some(local) = self.local_address
+                && local.is_ipv4() != addr.is_ipv4()
+            {
+                continue;
+            }
+            match self.tcp_one(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(ConnectError::Connect(last))
+    }
+
+    async fn tcp_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(local) = self.local_address {
+            socket.bind(SocketAddr::new(local, 0))?;
+        }
+        socket.set_nodelay(true)?;
+        socket.connect(addr).await
+    }
+}
+
+// === impl Stream ===
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        let alpn_h2 = |alpn: Option<&[u8]>| alpn == Some(b"h2");
+        match self {
+            Self::Tcp(_) | Self::Unix(_) => Connected::new(),
+            Self::TcpTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
+                Connected::new().negotiated_h2()
+            }
+            Self::UnixTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
+                Connected::new().negotiated_h2()
+            }
+            Self::TcpTls(_) | Self::UnixTls(_) => Connected::new(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+            Stream::TcpTls($s) => $e,
+            Stream::UnixTls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Unix(s) => s.is_write_vectored(),
+            Self::TcpTls(s) => s.is_write_vectored(),
+            Self::UnixTls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Maps a client error to one [`ProxyError`] kind.
+pub(crate) fn classify(err: hyper_util::client::legacy::Error, target: &str) -> ProxyError {
+    if err.is_connect() {
+        let source = std::error::Error::source(&err);
+        if let Some(ConnectError::Timeout(d)) =
+            source.and_then(|s| s.downcast_ref::<ConnectError>())
+        {
+            return ProxyError::ConnectTimeout(*d);
+        }
+        return ProxyError::UpstreamConnect {
+            target: target.to_owned(),
+            source: Box::new(err),
+        };
+    }
+    // A failure of the request body is the client's doing.
+    let chain = || {
+        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+    };
+    if let Some(c) = chain().find_map(|e| e.downcast_ref::<ClientBodyError>()) {
+        return c.to_proxy_error();
+    }
+    for h in chain().filter_map(|e| e.downcast_ref::<hyper::Error>()) {
+        if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+            return ProxyError::UpstreamMalformed(Box::new(err));
+        }
+    }
+    ProxyError::UpstreamReset(Box::new(err))
+}
+
+/// The error an incoming body yields when the client stalls or goes away, so
+/// that it can be told apart from an upstream failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    #[error("client idle for more than {0:?}")]
+    Timeout(Duration),
+    #[error("client request body failed")]
+    Failed(#[source] BoxError),
+}
+
+impl ClientBodyError {
+    pub(crate) fn to_proxy_error(&self) -> ProxyError {
+        match self {
+            Self::Timeout(d) => ProxyError::ClientTimeout(*d),
+            Self::Failed(_) => ProxyError::ClientGone,
+        }
+    }
+}
