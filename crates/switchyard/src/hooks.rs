@@ -58,7 +58,7 @@ pub struct Aborted {
 /// http-proxy-3's events.
 pub trait Hooks: Send + Sync + 'static {
     /// Per-request state, created by [`Hooks::new_ctx`] and handed to each phase.
-    type Ctx: Send + 'static;
+    type Ctx: Send + Sync + 'static;
 
     /// Creates the state for one request.
     fn new_ctx(&self) -> Self::Ctx;
@@ -110,6 +110,10 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// A WebSocket tunnel is open (`open`).
     fn on_open(&self, _ctx: &mut Self::Ctx) {}
+
+    /// Bytes passed through an open tunnel: `n` bytes, from the client when
+    /// `from_client`. Called for every read, so keep it cheap.
+    fn on_tunnel_data(&self, _ctx: &Self::Ctx, _from_client: bool, _n: usize) {}
 
     /// A WebSocket tunnel closed (`close`), with its byte counts.
     fn on_close(&self, _ctx: Self::Ctx, _stats: TunnelStats) {}

@@ -71,19 +71,28 @@ pub(crate) fn finish<H: Hooks>(
             }
         };
         inner.hooks.on_open(&mut ctx);
-        let stats = tunnel(client, upstream).await;
+        let stats = tunnel(client, upstream, &*inner, &ctx).await;
         inner.hooks.on_close(ctx, stats);
     });
     Response::from_parts(head, Body::empty())
 }
 
-async fn tunnel(client: Upgraded, upstream: Upgraded) -> TunnelStats {
+async fn tunnel<H: Hooks>(
+    client: Upgraded,
+    upstream: Upgraded,
+    inner: &Inner<H>,
+    ctx: &H::Ctx,
+) -> TunnelStats {
     let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
     let (mut ur, mut uw) = tokio::io::split(TokioIo::new(upstream));
     let (mut up, mut down) = (0u64, 0u64);
     {
-        let mut c2u = std::pin::pin!(copy(&mut cr, &mut uw, &mut up));
-        let mut u2c = std::pin::pin!(copy(&mut ur, &mut cw, &mut down));
+        let mut c2u = std::pin::pin!(copy(&mut cr, &mut uw, &mut up, |n| {
+            inner.hooks.on_tunnel_data(ctx, true, n);
+        }));
+        let mut u2c = std::pin::pin!(copy(&mut ur, &mut cw, &mut down, |n| {
+            inner.hooks.on_tunnel_data(ctx, false, n);
+        }));
         let (result, client_ended) = tokio::select! {
             r = &mut c2u => (r, true),
             r = &mut u2c => (r, false),
@@ -103,7 +112,12 @@ async fn tunnel(client: Upgraded, upstream: Upgraded) -> TunnelStats {
     }
 }
 
-async fn copy<R, W>(r: &mut R, w: &mut W, count: &mut u64) -> io::Result<()>
+async fn copy<R, W>(
+    r: &mut R,
+    w: &mut W,
+    count: &mut u64,
+    mut on_data: impl FnMut(usize),
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -115,6 +129,7 @@ where
             let _ = w.shutdown().await;
             return Ok(());
         }
+        on_data(n);
         w.write_all(&buf[..n]).await?;
         w.flush().await?;
         *count += n as u64;
