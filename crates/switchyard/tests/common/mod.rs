@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub type Handler = Arc<
 pub struct Backend {
     pub addr: SocketAddr,
     pub task: tokio::task::JoinHandle<()>,
+    /// Connections accepted so far (to check pooling).
+    pub accepted: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -64,11 +67,14 @@ where
 {
     let addr = listener.local_addr().unwrap();
     let f = Arc::new(f);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, Ordering::SeqCst);
             let f = f.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -81,7 +87,11 @@ where
             });
         }
     });
-    Backend { addr, task }
+    Backend {
+        addr,
+        task,
+        accepted,
+    }
 }
 
 /// What an echo backend saw.
@@ -226,4 +236,318 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A value from /proc/self/status in KiB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One HTTP/1.1 client connection (no pool): every request on it goes over
+/// the same TCP connection, and the connection task reports when it ends.
+pub async fn h1_conn(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<switchyard::Body>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = within(TcpStream::connect(addr)).await.unwrap();
+    let (send, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(tcp)))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// One HTTP/2 prior-knowledge (h2c) client connection.
+pub async fn h2c_conn(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<switchyard::Body> {
+    let tcp = within(TcpStream::connect(addr)).await.unwrap();
+    let (send, conn) = within(hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// Collects a response body, under the safety net.
+pub async fn body_bytes<B>(body: B) -> Bytes
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    within(body.collect()).await.unwrap().to_bytes()
+}
+
+/// A request body generated on the fly: `total` bytes in `chunk`-sized
+/// frames, of unknown length (sent chunked), never held in memory at once.
+pub struct Generated {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl Generated {
+    pub fn new(total: u64, chunk_size: usize) -> Self {
+        Self {
+            remaining: total,
+            chunk: Bytes::from(vec![b'x'; chunk_size]),
+        }
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64);
+        self.remaining -= n;
+        let data = self.chunk.slice(..n as usize);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+}
+
+/// Counts the data bytes of a body without keeping them.
+pub async fn count_bytes<B>(mut body: B) -> u64
+where
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut n = 0u64;
+    while let Some(frame) = within(body.frame()).await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            n += bytes::Buf::remaining(&d) as u64;
+        }
+    }
+    n
+}
+
+/// A raw TCP peer that reads one request head, reports it on `head`, then
+/// holds the connection without answering, and reports on `closed` when the
+/// proxy closes its side.
+pub async fn holding_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (head_tx, head_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let head_tx = head_tx.clone();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut reported = false;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        Ok(n) => {
+                            seen.extend_from_slice(&buf[..n]);
+                            if !reported && contains(&seen, b"\r\n\r\n") {
+                                reported = true;
+                                let _ = head_tx.send(String::from_utf8_lossy(&seen).into_owned());
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, head_rx, closed_rx)
+}
+
+/// A test PKI made at test time: a CA, and a leaf it signed for
+/// `localhost` and `127.0.0.1`.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "switchyard test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls server config for the PKI's leaf, offering `alpn`.
+pub fn tls_server_config(pki: &Pki, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A rustls client config trusting only `ca_pem`, offering `alpn`.
+pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// An HTTPS backend (HTTP/1.1, and HTTP/2 when `alpn` offers `h2`).
+pub async fn tls_backend<F, Fut>(pki: &Pki, alpn: &[&[u8]], f: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<switchyard::Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_server_config(pki, alpn));
+    let f = Arc::new(f);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let f = f.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| {
+                    let f = f.clone();
+                    async move { Ok::<_, Infallible>(f(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        task,
+        accepted,
+    }
+}
+
+/// One HTTP/1.1 or HTTP/2 client connection over TLS to `addr`, verified
+/// against `ca_pem` for the name `localhost`. Returns the negotiated ALPN.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> (tokio_rustls::client::TlsStream<TcpStream>, Option<Vec<u8>>) {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca_pem, alpn));
+    let tcp = within(TcpStream::connect(addr)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = within(connector.connect(name, tcp)).await.unwrap();
+    let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    (tls, negotiated)
+}
+
+/// A WebSocket echo server on a raw TCP listener (tokio-tungstenite): it
+/// echoes text and binary messages, answers pings, and closes with code
+/// 4001 "server bye" when it receives the text `close-me`. It records the
+/// headers of every handshake.
+pub async fn ws_echo_backend() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let callback =
+                    move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, res| {
+                        s.lock().unwrap().push(req.headers().clone());
+                        Ok(res)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(t) if t.as_str() == "close-me" => {
+                            let _ = ws
+                                .close(Some(CloseFrame {
+                                    code: CloseCode::from(4001),
+                                    reason: "server bye".into(),
+                                }))
+                                .await;
+                        }
+                        m @ (Message::Text(_) | Message::Binary(_)) => {
+                            if ws.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
 }
