@@ -106,9 +106,14 @@ pub struct Seen {
 
 /// A backend that records each request and answers 200 with its path.
 pub async fn recording_backend() -> (Backend, Arc<Mutex<Vec<Seen>>>) {
+    recording_backend_on("127.0.0.1:0").await
+}
+
+/// [`recording_backend`] on another address (`[::1]:0` for IPv6).
+pub async fn recording_backend_on(addr: &str) -> (Backend, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let b = backend(move |req: Request<Incoming>| {
+    let handler = move |req: Request<Incoming>| {
         let s = s.clone();
         async move {
             let (parts, body) = req.into_parts();
@@ -127,8 +132,8 @@ pub async fn recording_backend() -> (Backend, Arc<Mutex<Vec<Seen>>>) {
             });
             Response::new(switchyard::Body::from(uri))
         }
-    })
-    .await;
+    };
+    let b = serve_on(TcpListener::bind(addr).await.unwrap(), handler);
     (b, seen)
 }
 
