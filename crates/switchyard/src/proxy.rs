@@ -230,6 +230,16 @@ impl<H: Hooks> Proxy<H> {
             Some(limit) => body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d))),
             None => body,
         };
+        // Both timeouts count from the client's last progress: a slow but
+        // steady upload is not idle, whatever its total time.
+        let activity = (opts.timeout.is_some() || opts.proxy_timeout.is_some()).then(Activity::new);
+        let body = match &activity {
+            Some(a) => {
+                let a = a.clone();
+                body.on_data(move |_| a.touch())
+            }
+            None => body,
+        };
         let body_len = if body.is_end_stream() {
             Some(0)
         } else {
@@ -291,7 +301,12 @@ impl<H: Hooks> Proxy<H> {
             .filter(|_| body_len == Some(0) && !upgrade)
             .map(|max| (max, clone_head(&parts)));
         let res = self
-            .send(Request::from_parts(parts, body), target, opts)
+            .send(
+                Request::from_parts(parts, body),
+                target,
+                opts,
+                activity.as_ref(),
+            )
             .await?;
         let res = match redirect_head {
             Some((max, head)) => redirect::follow(self, res, head, target, opts, max).await?,
@@ -328,28 +343,47 @@ impl<H: Hooks> Proxy<H> {
     }
 
     /// Sends one request upstream and waits for the response head, under
-    /// `proxy_timeout` (upstream) and `timeout` (client).
+    /// `proxy_timeout` (upstream) and `timeout` (client). Both are idle
+    /// limits counted from `activity`, the client's last progress (its head,
+    /// then each request body frame), as Node's socket timeouts are: a long
+    /// upload that keeps moving never expires them.
     pub(crate) async fn send(
         &self,
         req: Request<Body>,
         target: &Target,
         opts: &Options,
+        activity: Option<&Activity>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let client = self.inner.upstream.client(target.protocol());
-        let fut = client.request(req);
-        let limit = match (opts.proxy_timeout, opts.timeout) {
-            (Some(p), Some(t)) if t < p => Some((t, true)),
-            (Some(p), _) => Some((p, false)),
-            (None, Some(t)) => Some((t, true)),
-            (None, None) => None,
-        };
-        let result = match limit {
-            None => fut.await,
-            Some((d, client_side)) => match tokio::time::timeout(d, fut).await {
-                Ok(r) => r,
-                Err(_) if client_side => return Err(ProxyError::ClientTimeout(d)),
-                Err(_) => return Err(ProxyError::UpstreamTimeout(d)),
-            },
+        let mut fut = std::pin::pin!(client.request(req));
+        let start = tokio::time::Instant::now();
+        let result = if opts.timeout.is_none() && opts.proxy_timeout.is_none() {
+            fut.await
+        } else {
+            loop {
+                let last = activity.map_or(start, Activity::last);
+                let client_deadline = opts.timeout.map(|t| last + t);
+                let upstream_deadline = opts.proxy_timeout.map(|p| last + p);
+                let Some(deadline) = client_deadline.into_iter().chain(upstream_deadline).min()
+                else {
+                    break fut.await;
+                };
+                match tokio::time::timeout_at(deadline, &mut fut).await {
+                    Ok(r) => break r,
+                    Err(_) if activity.is_some_and(|a| a.last() > last) => {}
+                    Err(_) => {
+                        return Err(
+                            match (upstream_deadline, opts.proxy_timeout, opts.timeout) {
+                                (Some(u), Some(p), _) if u == deadline => {
+                                    ProxyError::UpstreamTimeout(p)
+                                }
+                                (_, _, Some(t)) => ProxyError::ClientTimeout(t),
+                                (_, p, None) => ProxyError::UpstreamTimeout(p.unwrap_or_default()),
+                            },
+                        );
+                    }
+                }
+            }
         };
         result.map_err(|e| upstream::classify(e, target.as_str()))
     }
@@ -374,6 +408,34 @@ enum Done {
     Early(Response<Body>),
     /// An upstream answer to a WebSocket upgrade.
     Upgrade(upgrade::Pending),
+}
+
+/// When the client's request last made progress, shared between the body
+/// (which touches it on each frame) and [`Proxy::send`] (which reads it).
+#[derive(Clone)]
+pub(crate) struct Activity {
+    base: tokio::time::Instant,
+    nanos: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            nanos: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let n = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos
+            .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.base
+            + std::time::Duration::from_nanos(self.nanos.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 struct AbortGuard<'a, H: Hooks> {

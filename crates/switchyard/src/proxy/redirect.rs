@@ -57,7 +57,7 @@ pub(crate) async fn follow<H: Hooks>(
             .uri_for(&path)
             .map_err(|_| ProxyError::UpstreamMalformed("bad redirect location".into()))?;
         let req = Request::from_parts(clone_head(&head), Body::empty());
-        res = proxy.send(req, &next, opts).await?;
+        res = proxy.send(req, &next, opts, None).await?;
         current = next;
     }
     Ok(res)

@@ -556,3 +556,41 @@ pub async fn ws_echo_backend() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>)
     });
     (addr, seen)
 }
+
+/// A backend that answers `answer` and sends what it saw on a channel, so a
+/// test can wait for a request that is not on the client's path (forward).
+pub async fn channel_backend(
+    answer: &'static str,
+) -> (Backend, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let b = backend(move |req: Request<Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let _ = tx.send(Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                version: parts.version,
+                headers: parts.headers,
+                body,
+            });
+            Response::new(switchyard::Body::from(answer))
+        }
+    })
+    .await;
+    (b, rx)
+}
+
+/// A port that refuses connections (bound, not listening) until `listen`
+/// is called on the returned socket.
+pub fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}

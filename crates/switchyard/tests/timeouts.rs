@@ -1,0 +1,185 @@
+//! `proxy_timeout`, `timeout` and `connect_timeout` (research/library.md
+//! §1.2, §6 item 11). Timer-driven tests run on tokio's paused clock: the
+//! runtime jumps to the next timer only when every task is idle, so expiry
+//! is decided by events, never by a race with the wall clock. The 30 s
+//! `within` net is later than every timeout tested here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+use switchyard::{Body, Options, Proxy, ProxyError, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// library.md §1.11 http/fetch-timeout and lib/http-proxy-passes-web-incoming
+/// ("proxyTimeout … after ≥100 ms"), §5 #10: a hanging upstream with
+/// `proxy_timeout` is a distinct `UpstreamTimeout`, answered 504.
+#[tokio::test(start_paused = true)]
+async fn proxy_timeout_on_a_hanging_upstream_is_504() {
+    let (addr, mut heads, mut closed) = holding_backend().await;
+    let mut opts = Options::to(Target::parse(&format!("http://{addr}")).unwrap());
+    opts.proxy_timeout = Some(Duration::from_secs(5));
+    let proxy = Proxy::builder().build().unwrap();
+    let started = tokio::time::Instant::now();
+    let err = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &opts))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamTimeout(d) if d == Duration::from_secs(5)));
+    assert!(err.is_timeout());
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert!(within(heads.recv()).await.is_some());
+    // The abandoned upstream request is cancelled.
+    within(closed.recv()).await.unwrap();
+
+    let res = within(proxy.web_with(Request::get("/").body(()).unwrap(), &opts)).await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(body_bytes(res.into_body()).await, "Gateway Timeout");
+}
+
+/// library.md §6 item 11: after the head, `proxy_timeout` limits each gap in
+/// the response body; a stalled body fails (the client sees a cut-off
+/// body, never a clean short one).
+#[tokio::test(start_paused = true)]
+async fn proxy_timeout_cuts_a_stalled_body() {
+    let (addr, _) = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst").await;
+    let mut opts = Options::to(Target::parse(&format!("http://{addr}")).unwrap());
+    opts.proxy_timeout = Some(Duration::from_secs(5));
+    let proxy = Proxy::builder().build().unwrap();
+    let res = within(proxy.web_with(Request::get("/").body(()).unwrap(), &opts)).await;
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = within(body.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    let err = within(body.frame()).await.unwrap().unwrap_err();
+    assert!(err.is::<switchyard::BodyIdleTimeout>(), "{err:?}");
+}
+
+/// library.md §1.2 `timeout` and §1.11 lib/http-proxy ("`timeout:3` hangs up
+/// the client"): a client that stops sending its body is dropped without
+/// any response.
+#[tokio::test(start_paused = true)]
+async fn timeout_drops_an_idle_client_without_a_response() {
+    let (b, _) = recording_backend().await;
+    let proxy = Proxy::builder()
+        .target(b.target())
+        .configure(|o| o.timeout = Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let mut c = within(tokio::net::TcpStream::connect(server.local_addr()))
+        .await
+        .unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = within(c.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+/// library.md §1.2 `timeout` (the `econnreset` case): while the upstream
+/// hangs, `timeout` drops the client without a response, and the upstream
+/// request is cancelled.
+#[tokio::test(start_paused = true)]
+async fn timeout_while_the_upstream_hangs() {
+    let (addr, mut heads, mut closed) = holding_backend().await;
+    let mut opts = Options::to(Target::parse(&format!("http://{addr}")).unwrap());
+    opts.timeout = Some(Duration::from_secs(3));
+    opts.proxy_timeout = Some(Duration::from_secs(20));
+    let proxy = Proxy::builder().build().unwrap();
+    let err = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &opts))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::ClientTimeout(_)), "{err:?}");
+    assert_eq!(
+        err.status(),
+        None,
+        "nothing is written to a timed-out client"
+    );
+    within(heads.recv()).await.unwrap();
+    within(closed.recv()).await.unwrap();
+
+    let server = listen(&Proxy::builder().options(opts).build().unwrap()).await;
+    let out = raw_request(
+        server.local_addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+/// A client that keeps sending is not cut by `timeout` or `proxy_timeout`:
+/// both are idle limits counted from the client's last progress, not
+/// totals (a slow upload longer than the limit still succeeds).
+#[tokio::test(start_paused = true)]
+async fn timeouts_are_idle_limits_during_an_upload() {
+    for proxy_timeout in [false, true] {
+        let (b, seen) = recording_backend().await;
+        let proxy = Proxy::builder()
+            .target(b.target())
+            .configure(|o| {
+                if proxy_timeout {
+                    o.proxy_timeout = Some(Duration::from_secs(5));
+                } else {
+                    o.timeout = Some(Duration::from_secs(5));
+                }
+            })
+            .build()
+            .unwrap();
+        let server = listen(&proxy).await;
+        let mut c = within(tokio::net::TcpStream::connect(server.local_addr()))
+            .await
+            .unwrap();
+        c.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab",
+        )
+        .await
+        .unwrap();
+        // The client's own pace (the scenario, not synchronisation): 4 s of
+        // silence, under the limit, twice, so 8 s in all, then the rest.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        c.write_all(b"c").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        c.write_all(b"d").await.unwrap();
+        let mut out = Vec::new();
+        within(c.read_to_end(&mut out)).await.unwrap();
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "proxy_timeout={proxy_timeout}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(&seen.lock().unwrap()[0].body[..], b"abcd");
+    }
+}
+
+/// library.md §6 item 11 ("connect … timeouts separately with typed
+/// errors"): an upstream that never completes the TCP handshake (its accept
+/// queue is full, so the kernel drops our SYN) is a `ConnectTimeout`, 504.
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_is_504() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the accept queue (never accepted) so further SYNs are dropped.
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        fillers.push(within(tokio::net::TcpStream::connect(addr)).await.unwrap());
+    }
+    let proxy = Proxy::builder()
+        .configure_client(|c| c.connect_timeout = Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let opts = Options::to(Target::parse(&format!("http://{addr}")).unwrap());
+    let err = within(proxy.try_web_with(Request::get("/").body(Body::empty()).unwrap(), &opts))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::ConnectTimeout(_)), "{err:?}");
+    assert!(err.is_connect() && err.is_timeout());
+    assert_eq!(err.status().unwrap(), 504);
+    drop(listener);
+}
