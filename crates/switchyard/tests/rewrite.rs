@@ -273,3 +273,41 @@ async fn cookies_untouched_by_default() {
     assert_eq!(got.len(), 3);
     assert_eq!(got[0], "a=1; Domain=backend.internal; Path=/app");
 }
+
+/// library.md §1.11 lib/http-proxy-passes-web-incoming ("followRedirects
+/// follows a 301") and §1.2 `followRedirects`: the proxy follows the hops
+/// itself, at most `follow_redirects` of them; past the limit the client
+/// gets the redirect as it is.
+#[tokio::test]
+async fn follow_redirects_with_a_limit() {
+    // /hop/N redirects to /hop/N-1 (relative); /hop/0 answers 200.
+    let b = backend(|req: Request<Incoming>| async move {
+        let n: u32 = req.uri().path()["/hop/".len()..].parse().unwrap();
+        if n == 0 {
+            return text(200, "arrived");
+        }
+        let mut r = text(301, "");
+        r.headers_mut().insert(
+            "location",
+            HeaderValue::from_str(&format!("/hop/{}", n - 1)).unwrap(),
+        );
+        r
+    })
+    .await;
+    let proxy = Proxy::builder().build().unwrap();
+    let mut opts = Options::to(b.target());
+    opts.follow_redirects = Some(3);
+    let res = within(proxy.web_with(Request::get("/hop/3").body(()).unwrap(), &opts)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_bytes(res.into_body()).await, "arrived");
+    let res = within(proxy.web_with(Request::get("/hop/4").body(()).unwrap(), &opts)).await;
+    assert_eq!(res.status(), 301);
+    assert_eq!(res.headers()["location"], "/hop/0");
+    // Off by default (unlike http-proxy-3's fetch path, §1.9).
+    let res = within(proxy.web_with(
+        Request::get("/hop/1").body(()).unwrap(),
+        &Options::to(b.target()),
+    ))
+    .await;
+    assert_eq!(res.status(), 301);
+}
