@@ -235,10 +235,11 @@ async fn post(state: &ApiState, route_path: &str, body: Body) -> Response<Body> 
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid 'target': {e}")),
     };
     let key = normalize_key(route_path).into_owned();
-    if state.host_routing && key != "/" {
-        if let Some(host) = key.split('/').nth(1) {
-            data.insert("host".to_owned(), Value::String(host.to_owned()));
-        }
+    if state.host_routing
+        && key != "/"
+        && let Some(host) = key.split('/').nth(1)
+    {
+        data.insert("host".to_owned(), Value::String(host.to_owned()));
     }
     tracing::info!("Adding route {key} -> {target}");
     match state.store.add(&key, target.clone(), data).await {

@@ -35,7 +35,7 @@ enum Source {
     /// `--error-target URL` (with a trailing `/`).
     Target {
         base: String,
-        client: Client<HttpConnector, Empty<Bytes>>,
+        client: Box<Client<HttpConnector, Empty<Bytes>>>,
     },
 }
 
@@ -67,7 +67,10 @@ impl ErrorPages {
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self {
-            source: Source::Target { base, client },
+            source: Source::Target {
+                base,
+                client: Box::new(client),
+            },
         }
     }
 

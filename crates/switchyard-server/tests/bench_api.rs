@@ -2,6 +2,8 @@
 //! one keep-alive connection, then list them. Run with
 //! `cargo test --release -p switchyard-server --test bench_api -- --ignored --nocapture`.
 
+#![allow(clippy::unwrap_used, reason = "benchmark support code")]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,7 +37,14 @@ fn exchange(reader: &mut BufReader<TcpStream>, req: &[u8]) -> (u16, Vec<u8>) {
 #[test]
 #[ignore = "benchmark: run with --release --ignored --nocapture"]
 fn add_and_list_10k_routes() {
-    let p = Proxy::start(&[]);
+    // With the default log level (three stdout lines per POST) and with `warn`.
+    for level in ["info", "warn"] {
+        add_and_list(level);
+    }
+}
+
+fn add_and_list(level: &str) {
+    let p = Proxy::start(&["--log-level", level]);
     let stream = TcpStream::connect(("127.0.0.1", p.api_port)).unwrap();
     stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream);

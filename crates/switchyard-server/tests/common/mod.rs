@@ -3,7 +3,12 @@
 //! Readiness is a log line (the binary logs `Proxy API at` only after every listener is
 //! bound), never a sleep. Every blocking read has a timeout.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "test support code"
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
