@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{Map, Value};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    // Install the handlers first: a SIGTERM right after start-up must stop us gracefully.
+    let term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let env = Env::from_process();
     if env.auth_token.is_none() {
         tracing::warn!("REST API is not authenticated.");
@@ -313,7 +317,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         tracing::info!("Route added / -> {target}");
     }
 
-    let stop = wait_for_signal().await;
+    let stop = wait_for_signal(term, int).await;
     tracing::warn!("{stop}");
     shutdown.cancel();
     while servers.join_next().await.is_some() {}
@@ -324,15 +328,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Waits for SIGTERM or SIGINT; returns CHP's log word for it.
-async fn wait_for_signal() -> &'static str {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Cannot install handlers (should not happen on Unix): run until killed.
-        std::future::pending::<()>().await;
-        return "Terminated";
-    };
+async fn wait_for_signal(mut term: Signal, mut int: Signal) -> &'static str {
     tokio::select! {
         _ = term.recv() => "Terminated",
         _ = int.recv() => "Interrupted",

@@ -91,7 +91,24 @@ impl Proxy {
             lines: rx,
             log: Vec::new(),
         };
-        proxy.wait_for_line("Proxy API at");
+        if extra
+            .windows(2)
+            .any(|w| w[0] == "--log-level" && w[1] != "info" && w[1] != "debug")
+        {
+            // The start-up lines are not logged: poll TCP connect on both ports instead.
+            let deadline = std::time::Instant::now() + IO_TIMEOUT;
+            for port in [port, api_port] {
+                while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "proxy not listening on {port}"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+        } else {
+            proxy.wait_for_line("Proxy API at");
+        }
         proxy
     }
 
