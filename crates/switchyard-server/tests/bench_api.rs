@@ -77,7 +77,7 @@ fn add_and_list(level: &str) {
         assert_eq!(v.as_object().unwrap().len(), 10_000);
     }
     println!(
-        "10,000 POSTs over one connection: {added:?} ({:.0}/s); GET all ({size} bytes): best of 5 {best:?}",
+        "--log-level {level}: 10,000 POSTs over one connection: {added:?} ({:.0}/s); GET all ({size} bytes): best of 5 {best:?}",
         10_000.0 / added.as_secs_f64()
     );
 }
