@@ -1,1 +1,357 @@
-fn main() {}
+//! `switchyard`: a drop-in replacement for configurable-http-proxy (CHP) 5.3.0.
+//!
+//! Wiring only: parse flags, build the store, TLS, error pages and metrics, bind every
+//! listener (any failure exits non-zero before serving), serve, stop on SIGTERM/SIGINT.
+
+mod api;
+mod cli;
+mod error_pages;
+mod listen;
+mod logging;
+mod metrics;
+mod path;
+mod public;
+mod store;
+mod time;
+mod tls;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Map, Value};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::api::ApiState;
+use crate::cli::{Cli, Env};
+use crate::error_pages::ErrorPages;
+use crate::listen::{Listener, ServeOptions};
+use crate::metrics::Metrics;
+use crate::public::{ForwardOptions, PublicState};
+use crate::store::memory::MemoryStore;
+use crate::store::{RouteStore, Target};
+
+/// Exit code for invalid usage and start-up failures (CHP uses 1 for both).
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Err(message) = cli.validate() {
+        eprintln!("error: {message}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    logging::init(cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    // Install the handlers first: a SIGTERM right after start-up must stop us gracefully.
+    let term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let env = Env::from_process();
+    if env.auth_token.is_none() {
+        tracing::warn!("REST API is not authenticated.");
+    }
+    if cli.ip.as_deref() == Some("*") {
+        tracing::warn!(
+            "Interpreting ip='*' as all-interfaces. Preferred usage is 0.0.0.0 for all IPv4 or '' for all-interfaces."
+        );
+    }
+
+    // TLS first: a bad certificate must stop us before any port is bound.
+    tls::warn_ignored(&cli);
+    let protocol = cli.ssl_protocol.as_deref();
+    let public_tls = tls::server_config(
+        &tls::ServerTls {
+            flag: "--ssl",
+            key: cli.ssl_key.as_deref(),
+            cert: cli.ssl_cert.as_deref(),
+            ca: cli.ssl_ca.as_deref(),
+            request_cert: cli.ssl_request_cert,
+            reject_unauthorized: cli.ssl_reject_unauthorized,
+            passphrase: env.ssl_key_passphrase.is_some(),
+        },
+        protocol,
+    )
+    .map_err(|e| e.to_string())?;
+    let api_tls = tls::server_config(
+        &tls::ServerTls {
+            flag: "--api-ssl",
+            key: cli.api_ssl_key.as_deref(),
+            cert: cli.api_ssl_cert.as_deref(),
+            ca: cli.api_ssl_ca.as_deref(),
+            request_cert: cli.api_ssl_request_cert,
+            reject_unauthorized: cli.api_ssl_reject_unauthorized,
+            passphrase: env.api_ssl_key_passphrase.is_some(),
+        },
+        protocol,
+    )
+    .map_err(|e| e.to_string())?;
+    // Handed to the engine's upstream client at integration (https targets, error target).
+    let _client_tls = tls::client_config(&cli).map_err(|e| e.to_string())?;
+    if cli.auto_rewrite {
+        tracing::info!("AutoRewrite of Location headers enabled.");
+    }
+    if cli.change_origin {
+        tracing::info!("Change Origin of host headers enabled.");
+    }
+    if let Some(proto) = &cli.protocol_rewrite {
+        tracing::info!("ProtocolRewrite enabled. Rewriting to {proto}");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn RouteStore> = Arc::new(MemoryStore::new());
+    let default_target = match &cli.default_target {
+        Some(t) => Some(Target::parse(t).map_err(|e| format!("--default-target {t}: {e}"))?),
+        None => None,
+    };
+    let error_pages = match (&cli.error_target, &cli.error_path) {
+        (Some(target), _) => {
+            Target::parse(target).map_err(|e| format!("--error-target {target}: {e}"))?;
+            ErrorPages::target(target)
+        }
+        (None, Some(dir)) => ErrorPages::dir(dir.clone()),
+        (None, None) => ErrorPages::builtin(),
+    };
+
+    // Bind everything; any failure exits non-zero (CHP kept running half up, §13 #7).
+    let public_listener = match &cli.socket {
+        Some(path) => Listener::bind_unix(path).await,
+        None => Listener::bind_tcp(cli.public_ip(), cli.public_port()).await,
+    }
+    .map_err(|e| format!("cannot listen on the public address: {e}"))?;
+    let api_listener = match &cli.api_socket {
+        Some(path) => Listener::bind_unix(path).await,
+        None => {
+            Listener::bind_tcp(
+                Some(&cli.api_ip)
+                    .filter(|ip| !ip.is_empty())
+                    .map(String::as_str),
+                cli.api_port(),
+            )
+            .await
+        }
+    }
+    .map_err(|e| format!("cannot listen on the API address: {e}"))?;
+    let metrics_listener = match (&cli.metrics_socket, cli.metrics_port) {
+        (Some(path), _) => Some(Listener::bind_unix(path).await),
+        (None, Some(port)) => Some(
+            Listener::bind_tcp(
+                Some(&cli.metrics_ip)
+                    .filter(|ip| !ip.is_empty())
+                    .map(String::as_str),
+                port,
+            )
+            .await,
+        ),
+        (None, None) => None,
+    }
+    .transpose()
+    .map_err(|e| format!("cannot listen on the metrics address: {e}"))?;
+    let https_port = cli.redirect_to.unwrap_or(cli.public_port());
+    let redirect_listener = match cli.redirect_port {
+        Some(port) if cli.socket.is_none() && cli.public_port() != 80 => Some(
+            Listener::bind_tcp(None, port)
+                .await
+                .map_err(|e| format!("cannot listen on the redirect port: {e}"))?,
+        ),
+        _ => None,
+    };
+
+    if let Some(target) = &default_target {
+        tracing::info!("Adding route / -> {target}");
+        let mut data = Map::new();
+        data.insert(
+            "target".to_owned(),
+            Value::String(target.as_str().to_owned()),
+        );
+        store
+            .add("/", target.clone(), data)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!(
+        "Proxying {} to {}",
+        public_listener.url(public_tls.is_some()),
+        default_target
+            .as_ref()
+            .map_or("(no default)", Target::as_str)
+    );
+    tracing::info!(
+        "Proxy API at {}/api/routes",
+        api_listener.url(api_tls.is_some())
+    );
+    if let Some(l) = &metrics_listener {
+        tracing::info!("Serve metrics at {}/metrics", l.url(false));
+    }
+
+    let shutdown = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let header_size = usize::try_from(cli.max_header_size).unwrap_or(usize::MAX);
+    let api_options = ServeOptions {
+        tls: api_tls.map(TlsAcceptor::from),
+        max_header_size: header_size,
+        header_read_timeout: Duration::from_secs(5),
+    };
+    let public_options = ServeOptions {
+        tls: public_tls.map(TlsAcceptor::from),
+        max_header_size: header_size,
+        header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
+    };
+
+    let public_state = Arc::new(PublicState {
+        store: store.clone(),
+        host_routing: cli.host_routing,
+        include_prefix: cli.include_prefix,
+        error_pages,
+        metrics: metrics.clone(),
+        options: ForwardOptions {
+            x_forward: cli.x_forward,
+            prepend_path: cli.prepend_path,
+            change_origin: cli.change_origin,
+            auto_rewrite: cli.auto_rewrite,
+            protocol_rewrite: cli.protocol_rewrite.clone(),
+            custom_headers: cli.custom_header.clone(),
+            insecure: cli.insecure,
+            timeout: cli.timeout.map(Duration::from_millis),
+            proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
+        },
+    });
+    servers.spawn(listen::serve(
+        public_listener,
+        public_options.clone(),
+        move |req| public::handle(public_state.clone(), req),
+        shutdown.clone(),
+    ));
+
+    let api_router = api::router(Arc::new(ApiState {
+        store: store.clone(),
+        auth_token: env.auth_token.clone(),
+        host_routing: cli.host_routing,
+        metrics: metrics.clone(),
+    }));
+    servers.spawn(listen::serve(
+        api_listener,
+        api_options.clone(),
+        move |req: http::Request<hyper::body::Incoming>| {
+            api_router.clone().oneshot(req.map(axum::body::Body::new))
+        },
+        shutdown.clone(),
+    ));
+
+    if let Some(listener) = metrics_listener {
+        let metrics = metrics.clone();
+        let options = ServeOptions {
+            tls: None,
+            ..api_options.clone()
+        };
+        servers.spawn(listen::serve(
+            listener,
+            options,
+            move |req| {
+                let metrics = metrics.clone();
+                async move { Ok(metrics_response(&metrics, &req)) }
+            },
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = redirect_listener {
+        tracing::info!(
+            "Added HTTP to HTTPS redirection from {} to {https_port}",
+            listener.url(false)
+        );
+        let options = ServeOptions {
+            tls: None,
+            ..public_options
+        };
+        servers.spawn(listen::serve(
+            listener,
+            options,
+            move |req| async move { Ok(public::redirect(&req, https_port)) },
+            shutdown.clone(),
+        ));
+    }
+
+    if let Some(pid_file) = &cli.pid_file {
+        tracing::info!(
+            "Writing pid {} to {}",
+            std::process::id(),
+            pid_file.display()
+        );
+        std::fs::write(pid_file, std::process::id().to_string())
+            .map_err(|e| format!("cannot write pid file {}: {e}", pid_file.display()))?;
+    }
+    if let Some(target) = &default_target {
+        tracing::info!("Route added / -> {target}");
+    }
+
+    let stop = wait_for_signal(term, int).await;
+    tracing::warn!("{stop}");
+    shutdown.cancel();
+    while servers.join_next().await.is_some() {}
+    if let Some(pid_file) = &cli.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; returns CHP's log word for it.
+async fn wait_for_signal(mut term: Signal, mut int: Signal) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "Terminated",
+        _ = int.recv() => "Interrupted",
+    }
+}
+
+/// `GET /metrics` exactly (a query string is 404, as in CHP); anything else 404.
+fn metrics_response<B>(
+    metrics: &Metrics,
+    req: &http::Request<B>,
+) -> http::Response<axum::body::Body> {
+    let is_metrics = req
+        .uri()
+        .path_and_query()
+        .map(http::uri::PathAndQuery::as_str)
+        == Some("/metrics");
+    if !is_metrics || (req.method() != http::Method::GET && req.method() != http::Method::HEAD) {
+        return error_pages::plain(http::StatusCode::NOT_FOUND);
+    }
+    let mut response = http::Response::new(axum::body::Body::from(metrics.render()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    response
+}

@@ -35,6 +35,7 @@ mod error;
 mod hooks;
 mod options;
 mod proxy;
+pub mod routing;
 pub mod server;
 mod target;
 mod upstream;

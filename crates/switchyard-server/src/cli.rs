@@ -1,0 +1,446 @@
+//! Command-line flags: exactly those of configurable-http-proxy 5.3.0 (chp.md §1), plus
+//! `--max-header-size`.
+//!
+//! Secrets (the API token, key passphrases) come from the environment only, as in CHP, and
+//! never appear in `Debug` output or logs.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Environment variable holding the REST API token.
+pub(crate) const AUTH_TOKEN_ENV: &str = "CONFIGPROXY_AUTH_TOKEN";
+/// Environment variable holding the passphrase of `--ssl-key`.
+pub(crate) const SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_SSL_KEY_PASSPHRASE";
+/// Environment variable holding the passphrase of `--api-ssl-key`.
+pub(crate) const API_SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_API_SSL_KEY_PASSPHRASE";
+
+const AFTER_HELP: &str = "\
+Environment:
+  CONFIGPROXY_AUTH_TOKEN              token for the REST API ('Authorization: token <t>');
+                                      empty or unset: the API is not authenticated
+  CONFIGPROXY_SSL_KEY_PASSPHRASE      passphrase of --ssl-key (encrypted keys are not supported:
+                                      decrypt with 'openssl pkey -in k.pem -out plain.pem')
+  CONFIGPROXY_API_SSL_KEY_PASSPHRASE  passphrase of --api-ssl-key (same)
+  RUST_LOG                            overrides --log-level with a tracing filter";
+
+/// A drop-in replacement for configurable-http-proxy.
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (configurable-http-proxy 5.3.0 compatible)"),
+    about = "A configurable-http-proxy compatible reverse proxy",
+    after_help = AFTER_HELP
+)]
+pub(crate) struct Cli {
+    /// Public-facing IP of the proxy ('' or '*' = all interfaces)
+    #[arg(long, value_name = "ip-address", conflicts_with = "socket")]
+    pub(crate) ip: Option<String>,
+    /// Public-facing port of the proxy (0 means the default, as in CHP)
+    #[arg(
+        long,
+        value_name = "n",
+        default_value_t = 8000,
+        conflicts_with = "socket"
+    )]
+    pub(crate) port: u16,
+    /// Path to a UNIX domain socket for the public-facing proxy (conflicts with --ip/--port)
+    #[arg(long, value_name = "path")]
+    pub(crate) socket: Option<PathBuf>,
+
+    /// SSL key to use, if any
+    #[arg(long, value_name = "keyfile")]
+    pub(crate) ssl_key: Option<PathBuf>,
+    /// SSL certificate to use, if any
+    #[arg(long, value_name = "certfile")]
+    pub(crate) ssl_cert: Option<PathBuf>,
+    /// SSL CA bundle used to verify client certificates (with --ssl-request-cert)
+    #[arg(long, value_name = "ca-file")]
+    pub(crate) ssl_ca: Option<PathBuf>,
+    /// Request SSL certs to authenticate clients
+    #[arg(long)]
+    pub(crate) ssl_request_cert: bool,
+    /// Reject unauthorized SSL connections (only meaningful with --ssl-request-cert)
+    #[arg(long)]
+    pub(crate) ssl_reject_unauthorized: bool,
+    /// TLS protocol: TLSv1_2 / TLSv1.2 or TLSv1_3 / TLSv1.3 (default: TLS 1.2 and 1.3)
+    #[arg(long, value_name = "ssl-protocol")]
+    pub(crate) ssl_protocol: Option<String>,
+    /// OpenSSL cipher list (accepted; rustls uses its own modern suites and ignores it)
+    #[arg(long, value_name = "ciphers")]
+    pub(crate) ssl_ciphers: Option<String>,
+    /// Allow RC4 ciphers (accepted; RC4 is never enabled)
+    #[arg(long)]
+    pub(crate) ssl_allow_rc4: bool,
+    /// SSL Diffie-Hellman parameters file (accepted; rustls offers ECDHE only)
+    #[arg(long, value_name = "dhparam-file")]
+    pub(crate) ssl_dhparam: Option<PathBuf>,
+
+    /// Inward-facing IP for API requests
+    #[arg(
+        long,
+        value_name = "ip",
+        default_value = "localhost",
+        conflicts_with = "api_socket"
+    )]
+    pub(crate) api_ip: String,
+    /// Inward-facing port for API requests (defaults to --port + 1)
+    #[arg(long, value_name = "n", conflicts_with = "api_socket")]
+    pub(crate) api_port: Option<u16>,
+    /// Path to a UNIX domain socket for the API (conflicts with --api-ip/--api-port)
+    #[arg(long, value_name = "path")]
+    pub(crate) api_socket: Option<PathBuf>,
+    /// SSL key to use, if any, for API requests
+    #[arg(long, value_name = "keyfile")]
+    pub(crate) api_ssl_key: Option<PathBuf>,
+    /// SSL certificate to use, if any, for API requests
+    #[arg(long, value_name = "certfile")]
+    pub(crate) api_ssl_cert: Option<PathBuf>,
+    /// SSL CA bundle used to verify API clients' certificates
+    #[arg(long, value_name = "ca-file")]
+    pub(crate) api_ssl_ca: Option<PathBuf>,
+    /// Request SSL certs to authenticate API clients
+    #[arg(long)]
+    pub(crate) api_ssl_request_cert: bool,
+    /// Reject unauthorized SSL connections to the API (only with --api-ssl-request-cert)
+    #[arg(long)]
+    pub(crate) api_ssl_reject_unauthorized: bool,
+
+    /// SSL key to use, if any, for connections to https targets
+    #[arg(long, value_name = "keyfile")]
+    pub(crate) client_ssl_key: Option<PathBuf>,
+    /// SSL certificate to use, if any, for connections to https targets
+    #[arg(long, value_name = "certfile")]
+    pub(crate) client_ssl_cert: Option<PathBuf>,
+    /// SSL CA bundle trusted for https targets (default: the Mozilla roots)
+    #[arg(long, value_name = "ca-file")]
+    pub(crate) client_ssl_ca: Option<PathBuf>,
+    /// Accepted for compatibility; no effect (as in CHP)
+    #[arg(long)]
+    pub(crate) client_ssl_request_cert: bool,
+    /// Accepted for compatibility; no effect (as in CHP; targets are always verified
+    /// unless --insecure)
+    #[arg(long)]
+    pub(crate) client_ssl_reject_unauthorized: bool,
+
+    /// Default proxy target (proto://host[:port])
+    #[arg(long, value_name = "host")]
+    pub(crate) default_target: Option<String>,
+    /// Alternate server for handling proxy errors (proto://host[:port])
+    #[arg(long, value_name = "host", conflicts_with = "error_path")]
+    pub(crate) error_target: Option<String>,
+    /// Alternate directory for error pages (<code>.html, then error.html)
+    #[arg(long, value_name = "path")]
+    pub(crate) error_path: Option<PathBuf>,
+
+    /// Redirect HTTP requests on this port to the server on HTTPS
+    #[arg(long, value_name = "redirect-port")]
+    pub(crate) redirect_port: Option<u16>,
+    /// Redirect HTTP requests from --redirect-port to this port
+    #[arg(long, value_name = "port")]
+    pub(crate) redirect_to: Option<u16>,
+    /// Write our PID to a file
+    #[arg(long, value_name = "pid-file")]
+    pub(crate) pid_file: Option<PathBuf>,
+
+    /// Don't add 'X-forward-' headers to proxied requests
+    #[arg(long = "no-x-forward", action = clap::ArgAction::SetFalse)]
+    pub(crate) x_forward: bool,
+    /// Avoid prepending target paths to proxied requests
+    #[arg(long = "no-prepend-path", action = clap::ArgAction::SetFalse)]
+    pub(crate) prepend_path: bool,
+    /// Don't include the routing prefix in proxied requests
+    #[arg(long = "no-include-prefix", action = clap::ArgAction::SetFalse)]
+    pub(crate) include_prefix: bool,
+    /// Rewrite the Location header host/port in redirect responses
+    #[arg(long)]
+    pub(crate) auto_rewrite: bool,
+    /// Changes the origin of the host header to the target URL
+    #[arg(long)]
+    pub(crate) change_origin: bool,
+    /// Rewrite the Location header protocol in redirect responses to the specified protocol
+    #[arg(long, value_name = "proto")]
+    pub(crate) protocol_rewrite: Option<String>,
+    /// Custom header to add to proxied requests ('key: value'; repeatable)
+    #[arg(long, value_name = "header", value_parser = parse_custom_header)]
+    pub(crate) custom_header: Vec<(String, String)>,
+    /// Skip checking target certificates
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Use host routing (host as first level of path)
+    #[arg(long)]
+    pub(crate) host_routing: bool,
+
+    /// IP for the metrics server ('' = all interfaces)
+    #[arg(
+        long,
+        value_name = "ip",
+        default_value = "",
+        conflicts_with = "metrics_socket"
+    )]
+    pub(crate) metrics_ip: String,
+    /// Port of the metrics server (no metrics server unless set)
+    #[arg(long, value_name = "n", conflicts_with = "metrics_socket")]
+    pub(crate) metrics_port: Option<u16>,
+    /// Path to a UNIX domain socket for the metrics server
+    #[arg(long, value_name = "path")]
+    pub(crate) metrics_socket: Option<PathBuf>,
+
+    /// Log level (error, warn, info, http, verbose, debug, silly)
+    #[arg(long, value_name = "loglevel", default_value = "info", value_parser = parse_log_level)]
+    pub(crate) log_level: LogLevel,
+    /// Idle timeout, in milliseconds, of a client connection during a web request
+    #[arg(long, value_name = "ms")]
+    pub(crate) timeout: Option<u64>,
+    /// Timeout, in milliseconds, waiting for the proxy target (then 503)
+    #[arg(long, value_name = "ms")]
+    pub(crate) proxy_timeout: Option<u64>,
+    /// Storage backend for routes: 'memory' (default). Node modules cannot be loaded.
+    #[arg(long, value_name = "storage-class", value_parser = parse_storage_backend)]
+    pub(crate) storage_backend: Option<StorageBackend>,
+    /// Keep-alive timeout, in milliseconds, of the public server
+    #[arg(long, value_name = "ms", default_value_t = 5000)]
+    pub(crate) keep_alive_timeout: u64,
+    /// Largest accepted request head (request line + headers), in bytes; larger gets 431.
+    /// (Not in CHP, where NODE_OPTIONS=--max-http-header-size was the workaround.)
+    #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
+    pub(crate) max_header_size: u32,
+}
+
+/// A winston log level, mapped onto tracing levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Where routes are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StorageBackend {
+    Memory,
+    /// Parsed so the message can be specific; refused at start-up for now.
+    Redis(String),
+}
+
+/// The environment variables read at start-up. `Debug` never shows the secrets.
+pub(crate) struct Env {
+    pub(crate) auth_token: Option<String>,
+    pub(crate) ssl_key_passphrase: Option<String>,
+    pub(crate) api_ssl_key_passphrase: Option<String>,
+}
+
+// === impl Cli ===
+
+impl Cli {
+    /// Cross-flag checks that clap cannot express. Returns the message to print.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.redirect_port.is_some() && self.ssl_key.is_none() && self.ssl_cert.is_none() {
+            return Err("HTTPS redirection specified but certificates not provided.".to_owned());
+        }
+        if let Some(StorageBackend::Redis(url)) = &self.storage_backend {
+            return Err(format!(
+                "--storage-backend {url}: the Redis route store is not supported yet; \
+                 use the default in-memory store"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The public listen address (`None` host: all interfaces).
+    pub(crate) fn public_port(&self) -> u16 {
+        if self.port == 0 { 8000 } else { self.port }
+    }
+
+    /// The public host to bind; '' and '*' mean all interfaces.
+    pub(crate) fn public_ip(&self) -> Option<&str> {
+        match self.ip.as_deref() {
+            None | Some("" | "*") => None,
+            Some(ip) => Some(ip),
+        }
+    }
+
+    /// The API port: `--api-port`, else public port + 1 (8001 with --socket).
+    pub(crate) fn api_port(&self) -> u16 {
+        match self.api_port {
+            Some(p) if p != 0 => p,
+            _ if self.socket.is_some() => 8001,
+            _ => self.public_port().wrapping_add(1),
+        }
+    }
+}
+
+impl fmt::Debug for Cli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cli")
+            .field("ip", &self.ip)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("api_ip", &self.api_ip)
+            .field("api_port", &self.api_port)
+            .field("api_socket", &self.api_socket)
+            .field("default_target", &self.default_target)
+            .field("error_target", &self.error_target)
+            .field("host_routing", &self.host_routing)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl LogLevel ===
+
+impl LogLevel {
+    pub(crate) fn as_filter(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+// === impl Env ===
+
+impl Env {
+    pub(crate) fn from_process() -> Self {
+        let non_empty = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            auth_token: non_empty(AUTH_TOKEN_ENV),
+            ssl_key_passphrase: non_empty(SSL_KEY_PASSPHRASE_ENV),
+            api_ssl_key_passphrase: non_empty(API_SSL_KEY_PASSPHRASE_ENV),
+        }
+    }
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_custom_header(value: &str) -> Result<(String, String), String> {
+    match value.find(':') {
+        Some(i) if i > 0 => {
+            let name = value[..i].trim();
+            let val = value[i + 1..].trim();
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("Invalid header name in custom header: {value}"))?;
+            http::HeaderValue::from_str(val)
+                .map_err(|_| format!("Invalid header value in custom header: {value}"))?;
+            Ok((name.to_owned(), val.to_owned()))
+        }
+        _ => Err(format!("A colon was expected in custom header: {value}")),
+    }
+}
+
+fn parse_log_level(value: &str) -> Result<LogLevel, String> {
+    Ok(match value.to_ascii_lowercase().as_str() {
+        "error" => LogLevel::Error,
+        "warn" | "warning" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "http" | "verbose" | "debug" => LogLevel::Debug,
+        "silly" | "trace" => LogLevel::Trace,
+        _ => {
+            return Err(format!(
+                "unknown log level '{value}' (expected error, warn, info, http, verbose, debug or silly)"
+            ));
+        }
+    })
+}
+
+fn parse_storage_backend(value: &str) -> Result<StorageBackend, String> {
+    let lower = value.to_ascii_lowercase();
+    if lower.is_empty() || lower == "memory" || lower == "memorystore" {
+        Ok(StorageBackend::Memory)
+    } else if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+        Ok(StorageBackend::Redis(value.to_owned()))
+    } else {
+        Err(format!(
+            "'{value}' looks like a Node.js module; switchyard cannot load Node modules. \
+             Supported: 'memory' (the default)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_chp() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.public_port(), 8000);
+        assert_eq!(cli.api_port(), 8001);
+        assert_eq!(cli.api_ip, "localhost");
+        assert_eq!(cli.metrics_ip, "");
+        assert!(cli.x_forward && cli.prepend_path && cli.include_prefix);
+        assert_eq!(cli.keep_alive_timeout, 5000);
+        assert_eq!(cli.log_level, LogLevel::Info);
+        assert_eq!(cli.public_ip(), None);
+    }
+
+    #[test]
+    fn port_zero_means_default_and_api_follows_port() {
+        assert_eq!(parse(&["--port", "0"]).unwrap().public_port(), 8000);
+        assert_eq!(parse(&["--port", "9000"]).unwrap().api_port(), 9001);
+        assert_eq!(parse(&["--socket", "/tmp/s"]).unwrap().api_port(), 8001);
+    }
+
+    #[test]
+    fn custom_header_split_at_first_colon_and_trimmed() {
+        let cli = parse(&[
+            "--custom-header",
+            " k2 : host:123 ",
+            "--custom-header",
+            "a:b",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.custom_header,
+            [("k2".into(), "host:123".into()), ("a".into(), "b".into())]
+        );
+        let err = parse(&["--custom-header", "nocolon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("A colon was expected in custom header: nocolon"),
+            "{err}"
+        );
+        assert!(parse(&["--custom-header", ":x"]).is_err());
+    }
+
+    #[test]
+    fn no_flags_negate() {
+        let cli = parse(&["--no-x-forward", "--no-prepend-path", "--no-include-prefix"]).unwrap();
+        assert!(!cli.x_forward && !cli.prepend_path && !cli.include_prefix);
+    }
+
+    #[test]
+    fn conflicts_and_validation() {
+        assert!(parse(&["--socket", "/s", "--port", "1"]).is_err());
+        assert!(parse(&["--api-socket", "/s", "--api-port", "1"]).is_err());
+        assert!(parse(&["--error-target", "http://x", "--error-path", "/e"]).is_err());
+        assert!(parse(&["--storage-backend", "configurable-http-proxy-redis-backend"]).is_err());
+        let redis = parse(&["--storage-backend", "redis://127.0.0.1"]).unwrap();
+        assert!(redis.validate().unwrap_err().contains("not supported yet"));
+        let redirect = parse(&["--redirect-port", "80"]).unwrap();
+        assert!(redirect.validate().is_err());
+        assert!(parse(&["--log-level", "DEBUG"]).is_ok());
+        assert!(parse(&["--log-level", "loud"]).is_err());
+        assert!(parse(&["--max-header-size", "10"]).is_err());
+    }
+}

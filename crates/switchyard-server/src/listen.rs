@@ -1,0 +1,210 @@
+//! Listeners (chp.md §2): TCP or UNIX socket, optional TLS, HTTP/1.1, graceful shutdown.
+//!
+//! One accept loop serves the public proxy, the API, the metrics and the redirect servers.
+//! On shutdown the listener closes at once, open connections finish their in-flight
+//! request (keep-alive connections are told to close) until a deadline.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run after a shutdown signal.
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Connection settings of one server.
+#[derive(Clone)]
+pub(crate) struct ServeOptions {
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// Largest request head, bytes (431 beyond).
+    pub(crate) max_header_size: usize,
+    /// Closes a connection that sends no complete request head for this long (this is
+    /// also the keep-alive idle timeout: hyper starts the timer when it waits for a head).
+    pub(crate) header_read_timeout: Duration,
+}
+
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("tls", &self.tls.is_some())
+            .field("max_header_size", &self.max_header_size)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Binds `host:port`; no host means all interfaces (IPv6 dual-stack, else IPv4).
+    pub(crate) async fn bind_tcp(host: Option<&str>, port: u16) -> io::Result<Self> {
+        let candidates: Vec<SocketAddr> = match host {
+            None => vec![
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+            ],
+            Some(h) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                let mut addrs: Vec<SocketAddr> =
+                    tokio::net::lookup_host((h, port)).await?.collect();
+                // `localhost` → prefer 127.0.0.1, as Node resolved it for CHP.
+                addrs.sort_by_key(|a| !a.is_ipv4());
+                addrs
+            }
+        };
+        let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
+        for addr in candidates {
+            match TcpListener::bind(addr).await {
+                Ok(l) => return Ok(Self::Tcp(l)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Binds a UNIX socket, replacing a stale socket file nobody listens on.
+    pub(crate) async fn bind_unix(path: &Path) -> io::Result<Self> {
+        if path.exists() && tokio::net::UnixStream::connect(path).await.is_err() {
+            std::fs::remove_file(path)?;
+        }
+        Ok(Self::Unix(UnixListener::bind(path)?, path.to_owned()))
+    }
+
+    /// `http://ip:port` or `http+unix://<path>` (for start-up logs).
+    pub(crate) fn url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        match self {
+            Self::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("{scheme}://{a}"),
+                Err(_) => format!("{scheme}://?"),
+            },
+            Self::Unix(_, p) => format!("{scheme}+unix://{}", p.display()),
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains up to [`SHUTDOWN_DEADLINE`].
+pub(crate) async fn serve<S, F>(
+    listener: Listener,
+    options: ServeOptions,
+    service: S,
+    shutdown: CancellationToken,
+) where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(options.max_header_size.max(8192))
+        .header_read_timeout(options.header_read_timeout);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let unix_path = match &listener {
+        Listener::Unix(_, p) => Some(p.clone()),
+        Listener::Tcp(_) => None,
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream)) => {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, &options, &builder, &graceful, service.clone());
+            }
+            Ok(Accepted::Unix(stream)) => {
+                spawn_connection(stream, &options, &builder, &graceful, service.clone());
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_DEADLINE) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+fn spawn_connection<IO, S, F>(
+    stream: IO,
+    options: &ServeOptions,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    service: S,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let builder = builder.clone();
+    let watcher = graceful.watcher();
+    let tls = options.tls.clone();
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(service);
+        let result = match tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+            Some(acceptor) => {
+                let Ok(Ok(tls_stream)) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                else {
+                    tracing::debug!("TLS handshake failed or timed out");
+                    return;
+                };
+                let conn =
+                    builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended with error: {e}");
+        }
+    });
+}

@@ -1,0 +1,53 @@
+//! Logs to stdout in CHP's (winston's) shape: `<ISO-8601 UTC> [ConfigProxy] <level>: <msg>`.
+
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::cli::LogLevel;
+use crate::time;
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `--log-level`.
+pub(crate) fn init(level: LogLevel) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_filter()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .event_format(ChpFormat)
+        .try_init();
+}
+
+struct ChpFormat;
+
+impl<S, N> FormatEvent<S, N> for ChpFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => "error",
+            Level::WARN => "warn",
+            Level::INFO => "info",
+            Level::DEBUG => "debug",
+            Level::TRACE => "silly",
+        };
+        write!(
+            writer,
+            "{} [ConfigProxy] {level}: ",
+            time::format_ms(time::now_ms())
+        )?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}

@@ -1,0 +1,387 @@
+//! Prometheus metrics (chp.md §9): CHP's nine custom metrics with the same names, types
+//! and labels, plus the standard `process_*` family read from `/proc`.
+//!
+//! Everything the request path touches is an atomic: counters, per-status counters (an
+//! array indexed by status code) and summaries (log-scale buckets). Quantiles are estimated
+//! from the buckets at scrape time (each bucket spans ±9%), over the whole process life
+//! rather than prom-client's 10-minute window.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Content type of the Prometheus text format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const QUANTILES: [f64; 7] = [0.01, 0.05, 0.5, 0.9, 0.95, 0.99, 0.999];
+/// Buckets per power of two, and powers of two covered (1 ns … ~68 s).
+const SUB: usize = 8;
+const OCTAVES: usize = 36;
+
+/// All metrics of the server.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) api_route_get: Counter,
+    pub(crate) api_route_add: Counter,
+    pub(crate) api_route_delete: Counter,
+    pub(crate) find_target_for_req: Summary,
+    pub(crate) last_activity_updating: Summary,
+    pub(crate) requests_ws: Counter,
+    pub(crate) requests_web: Counter,
+    pub(crate) requests_proxy: StatusCounter,
+    pub(crate) requests_api: StatusCounter,
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+/// A counter with a `status` label.
+#[derive(Debug)]
+pub(crate) struct StatusCounter(Box<[AtomicU64]>);
+
+/// Durations with estimated quantiles, `_sum` and `_count`.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    buckets: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            api_route_get: Counter::default(),
+            api_route_add: Counter::default(),
+            api_route_delete: Counter::default(),
+            find_target_for_req: Summary::new(),
+            last_activity_updating: Summary::new(),
+            requests_ws: Counter::default(),
+            requests_web: Counter::default(),
+            requests_proxy: StatusCounter::new(),
+            requests_api: StatusCounter::new(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        process::render(&mut out);
+        self.api_route_get
+            .render(&mut out, "api_route_get", "Count of API route get requests");
+        self.api_route_add
+            .render(&mut out, "api_route_add", "Count of API route add requests");
+        self.api_route_delete.render(
+            &mut out,
+            "api_route_delete",
+            "Count of API route delete requests",
+        );
+        self.find_target_for_req.render(
+            &mut out,
+            "find_target_for_req",
+            "Summary of find target requests",
+        );
+        self.last_activity_updating.render(
+            &mut out,
+            "last_activity_updating",
+            "Summary of last activity updating requests",
+        );
+        self.requests_ws
+            .render(&mut out, "requests_ws", "Count of websocket requests");
+        self.requests_web
+            .render(&mut out, "requests_web", "Count of web requests");
+        self.requests_proxy
+            .render(&mut out, "requests_proxy", "Count of proxy requests");
+        self.requests_api
+            .render(&mut out, "requests_api", "Count of API requests");
+        out
+    }
+}
+
+// === impl Counter ===
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            self.get()
+        );
+    }
+}
+
+// === impl StatusCounter ===
+
+impl StatusCounter {
+    fn new() -> Self {
+        Self((0..1000).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Counts one response with this status (codes outside 0..=999 are ignored).
+    pub(crate) fn inc(&self, status: u16) {
+        if let Some(c) = self.0.get(usize::from(status)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (status, c) in self.0.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+            }
+        }
+        out.push('\n');
+    }
+}
+
+// === impl Summary ===
+
+impl Summary {
+    fn new() -> Self {
+        Self {
+            buckets: (0..SUB * OCTAVES).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let idx = bucket_index(ns).min(self.buckets.len() - 1);
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn quantile(&self, counts: &[u64], total: u64, q: f64) -> f64 {
+        if total == 0 {
+            return 0.0;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_mid_ns(i) / 1e9;
+            }
+        }
+        bucket_mid_ns(counts.len() - 1) / 1e9
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for q in QUANTILES {
+            let v = self.quantile(&counts, total, q);
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}\n", self.count());
+    }
+}
+
+/// Log-linear bucket: the octave (position of the top bit) and the next 3 bits.
+fn bucket_index(ns: u64) -> usize {
+    let octave = 63 - ns.leading_zeros() as usize;
+    let frac = if octave >= 3 {
+        ((ns >> (octave - 3)) & 0b111) as usize
+    } else {
+        ((ns << (3 - octave)) & 0b111) as usize
+    };
+    octave * SUB + frac
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn bucket_mid_ns(idx: usize) -> f64 {
+    let octave = (idx / SUB) as i32;
+    let frac = (idx % SUB) as f64;
+    2f64.powi(octave) * (1.0 + (frac + 0.5) / SUB as f64)
+}
+
+/// `process_*` metrics from `/proc/self` (the names prom-client and the Go client use).
+mod process {
+    use std::fmt::Write as _;
+
+    /// Linux reports CPU times in USER_HZ ticks, which the kernel ABI fixes at 100.
+    const TICKS_PER_SEC: f64 = 100.0;
+    const PAGE_SIZE: f64 = 4096.0;
+
+    pub(super) fn render(out: &mut String) {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the `(comm)`, which may itself contain spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| -> f64 {
+            // `n` is the 1-based field number of proc(5); fields[0] is field 3.
+            fields
+                .get(n.wrapping_sub(3))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let user = field(14) / TICKS_PER_SEC;
+        let system = field(15) / TICKS_PER_SEC;
+        let start = boot_time() + field(22) / TICKS_PER_SEC;
+        let vsize = field(23);
+        let rss = field(24) * PAGE_SIZE;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+        let max_fds = max_fds();
+
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        };
+        metric(
+            "process_cpu_user_seconds_total",
+            "counter",
+            "Total user CPU time spent in seconds.",
+            user,
+        );
+        metric(
+            "process_cpu_system_seconds_total",
+            "counter",
+            "Total system CPU time spent in seconds.",
+            system,
+        );
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            user + system,
+        );
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            start.floor(),
+        );
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        );
+        metric(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            vsize,
+        );
+        #[allow(clippy::cast_precision_loss)]
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            open_fds as f64,
+        );
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max_fds,
+        );
+    }
+
+    fn boot_time() -> f64 {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    fn max_fds() -> f64 {
+        std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_nine_chp_metrics() {
+        let m = Metrics::new();
+        m.requests_proxy.inc(404);
+        m.requests_api.inc(201);
+        m.api_route_add.inc();
+        m.find_target_for_req.observe(Duration::from_micros(3));
+        let text = m.render();
+        for needle in [
+            "# TYPE api_route_get counter\napi_route_get 0",
+            "api_route_add 1",
+            "# TYPE api_route_delete counter",
+            "# TYPE find_target_for_req summary",
+            "find_target_for_req{quantile=\"0.999\"}",
+            "find_target_for_req_count 1",
+            "# TYPE last_activity_updating summary",
+            "last_activity_updating_count 0",
+            "# TYPE requests_ws counter",
+            "# TYPE requests_web counter",
+            "requests_proxy{status=\"404\"} 1",
+            "requests_api{status=\"201\"} 1",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_open_fds gauge",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn quantiles_are_close() {
+        let s = Summary::new();
+        for us in 1..=1000 {
+            s.observe(Duration::from_micros(us));
+        }
+        let counts: Vec<u64> = s
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let median = s.quantile(&counts, 1000, 0.5);
+        assert!((median - 500e-6).abs() < 500e-6 * 0.1, "{median}");
+        s.observe(Duration::from_secs(10_000));
+        s.observe(Duration::ZERO);
+    }
+}

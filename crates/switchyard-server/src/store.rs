@@ -1,0 +1,272 @@
+//! Where routes live (chp.md §12): the [`RouteStore`] interface and the route record.
+//!
+//! A route is a target, the arbitrary JSON object the client POSTed (kept verbatim and in
+//! order), and `last_activity`, an atomic millisecond timestamp the public listener bumps
+//! without a lock. The public listener never awaits the store: it looks up routes in a
+//! [`switchyard::routing`] snapshot that every store keeps in memory (the memory store *is*
+//! that snapshot; a shared store such as Redis would keep it as a synchronised cache).
+
+pub(crate) mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+use switchyard::routing::RouteMatch;
+
+use crate::time;
+
+/// The key under which `last_activity` appears in a route's JSON.
+pub(crate) const LAST_ACTIVITY: &str = "last_activity";
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn RouteStore>`).
+pub(crate) type StoreFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The route store interface (CHP's `BaseStore`: get, getAll, add, update, remove).
+pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
+    /// Adds or replaces the route at `key` (already normalised); sets `last_activity` to now.
+    fn add<'a>(
+        &'a self,
+        key: &'a str,
+        target: Target,
+        data: Map<String, Value>,
+    ) -> StoreFuture<'a, ()>;
+    /// The route stored at exactly `key`.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<Route>>>;
+    /// All routes in insertion order.
+    fn get_all(&self) -> StoreFuture<'_, Vec<Arc<Route>>>;
+    /// Removes the route at `key`; false when there was none.
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+    /// Sets `last_activity` of the route at `key` (if any) to `at_ms`, never moving it back.
+    #[allow(
+        dead_code,
+        reason = "for shared stores' batched flush; the memory store's routes are updated in place"
+    )]
+    fn update_last_activity<'a>(&'a self, key: &'a str, at_ms: i64) -> StoreFuture<'a, ()>;
+    /// The hot path: longest-prefix lookup in the in-memory snapshot. Never blocks.
+    fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
+}
+
+/// A store failure (only shared stores can fail; the memory store never does).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("route path is too deep")]
+    TooDeep,
+}
+
+/// A validated route target. The engine parses it into its own `Target` at integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    raw: String,
+}
+
+/// Why a target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    #[error("target must be an absolute URL with scheme http, https, http+unix or unix+http")]
+    Scheme,
+    #[error("target must have a host (or a socket path for http+unix)")]
+    NoHost,
+    #[error("target must not contain credentials (user:password@)")]
+    UserInfo,
+    #[error("target must not contain a fragment (#)")]
+    Fragment,
+    #[error("target is not a valid URL")]
+    Invalid,
+}
+
+/// One route: key, target, client data, last activity.
+pub(crate) struct Route {
+    key: Arc<str>,
+    target: Target,
+    /// The POSTed object, with `target`, `host` (host routing) and a `last_activity`
+    /// placeholder in CHP's key order; the placeholder is filled in when serialised.
+    data: Map<String, Value>,
+    last_activity_ms: AtomicI64,
+}
+
+// === impl Target ===
+
+impl Target {
+    /// Validates a target URL (reliability.md §2.11).
+    pub(crate) fn parse(raw: &str) -> Result<Self, TargetError> {
+        let (scheme, rest) = raw.split_once("://").ok_or(TargetError::Scheme)?;
+        let scheme = scheme.to_ascii_lowercase();
+        let unix = match scheme.as_str() {
+            "http" | "https" => false,
+            "http+unix" | "unix+http" => true,
+            _ => return Err(TargetError::Scheme),
+        };
+        if rest.contains('#') {
+            return Err(TargetError::Fragment);
+        }
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.contains('@') {
+            return Err(TargetError::UserInfo);
+        }
+        if authority.is_empty() {
+            return Err(TargetError::NoHost);
+        }
+        if raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
+            return Err(TargetError::Invalid);
+        }
+        if unix {
+            let path = percent_encoding::percent_decode_str(authority)
+                .decode_utf8()
+                .map_err(|_| TargetError::Invalid)?;
+            if path.is_empty() {
+                return Err(TargetError::NoHost);
+            }
+        } else {
+            let uri: http::Uri = raw.parse().map_err(|_| TargetError::Invalid)?;
+            if uri.host().is_none_or(str::is_empty) {
+                return Err(TargetError::NoHost);
+            }
+        }
+        Ok(Self {
+            raw: raw.to_owned(),
+        })
+    }
+
+    /// The target exactly as configured.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// A new route whose `last_activity` is `now_ms`.
+    pub(crate) fn new(
+        key: &str,
+        target: Target,
+        mut data: Map<String, Value>,
+        now_ms: i64,
+    ) -> Self {
+        // Keep a POSTed last_activity's position (JS assignment keeps key order), else append.
+        data.insert(LAST_ACTIVITY.to_owned(), Value::Null);
+        Self {
+            key: Arc::from(key),
+            target,
+            data,
+            last_activity_ms: AtomicI64::new(now_ms),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub(crate) fn last_activity_ms(&self) -> i64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records activity at `at_ms`; lock-free, never moves the timestamp back.
+    pub(crate) fn touch_at(&self, at_ms: i64) {
+        self.last_activity_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// Records activity now.
+    pub(crate) fn touch(&self) {
+        self.touch_at(time::now_ms());
+    }
+
+    /// The route's JSON object as CHP returns it (data + `last_activity`).
+    pub(crate) fn json(&self) -> RouteJson<'_> {
+        RouteJson(self)
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("key", &self.key)
+            .field("target", &self.target)
+            .field("last_activity_ms", &self.last_activity_ms())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serialises a route's data with the current `last_activity`, without copying the map.
+#[derive(Debug)]
+pub(crate) struct RouteJson<'a>(&'a Route);
+
+impl Serialize for RouteJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.data.len()))?;
+        for (k, v) in &self.0.data {
+            if k == LAST_ACTIVITY {
+                map.serialize_entry(k, &time::format_ms(self.0.last_activity_ms()))?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_validated() {
+        for ok in [
+            "http://127.0.0.1:8888",
+            "https://hub.example/base?x=1",
+            "http+unix://%2Ftmp%2Fsock",
+            "unix+http://%2Ftmp%2Fsock/path",
+            "HTTP://UPPER",
+        ] {
+            assert!(Target::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(Target::parse(""), Err(TargetError::Scheme));
+        assert_eq!(
+            Target::parse("file:///etc/passwd"),
+            Err(TargetError::Scheme)
+        );
+        assert_eq!(
+            Target::parse("gopher://127.0.0.1:6379/_INFO"),
+            Err(TargetError::Scheme)
+        );
+        assert_eq!(Target::parse("127.0.0.1:80"), Err(TargetError::Scheme));
+        assert_eq!(Target::parse("http://u:p@host"), Err(TargetError::UserInfo));
+        assert_eq!(Target::parse("http:///x"), Err(TargetError::NoHost));
+        assert_eq!(Target::parse("http://h/#frag"), Err(TargetError::Fragment));
+        assert_eq!(Target::parse("http+unix://"), Err(TargetError::NoHost));
+        assert_eq!(Target::parse("http://h/a b"), Err(TargetError::Invalid));
+    }
+
+    #[test]
+    fn json_keeps_key_order_and_fills_last_activity() {
+        let data: Map<String, Value> = serde_json::from_str(
+            r#"{"z":1,"last_activity":"old","target":"http://a","a":{"n":[1]}}"#,
+        )
+        .unwrap();
+        let route = Route::new("/x", Target::parse("http://a").unwrap(), data, 0);
+        route.touch_at(1_000);
+        route.touch_at(500);
+        let json = serde_json::to_string(&route.json()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"z":1,"last_activity":"1970-01-01T00:00:01.000Z","target":"http://a","a":{"n":[1]}}"#
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! rustls configuration from CHP's `--ssl-*`, `--api-ssl-*` and `--client-ssl-*` flags
+//! (chp.md §11), with the `ring` provider and PEM files read by `rustls-pki-types`.
+//!
+//! Differences from Node/OpenSSL, reported at start-up:
+//! * `--ssl-ciphers`, `--ssl-allow-rc4`, `--ssl-dhparam` are accepted and ignored: rustls
+//!   offers only modern AEAD suites with ECDHE key exchange.
+//! * `--ssl-protocol` accepts `TLSv1_2`/`TLSv1.2`, `TLSv1_3`/`TLSv1.3`, `TLS`/`SSLv23`
+//!   (both); TLS 1.0/1.1 are refused (rustls does not implement them).
+//! * Passphrase-protected (encrypted) private keys are refused with a clear message.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SupportedProtocolVersion,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use crate::cli::Cli;
+
+/// A TLS set-up that cannot be built; the message names the flag and the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TlsError(String);
+
+/// The server-side flags of one listener (public or API).
+#[derive(Debug)]
+pub(crate) struct ServerTls<'a> {
+    pub(crate) flag: &'static str,
+    pub(crate) key: Option<&'a Path>,
+    pub(crate) cert: Option<&'a Path>,
+    pub(crate) ca: Option<&'a Path>,
+    pub(crate) request_cert: bool,
+    pub(crate) reject_unauthorized: bool,
+    pub(crate) passphrase: bool,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Protocol versions from `--ssl-protocol`.
+pub(crate) fn protocol_versions(
+    protocol: Option<&str>,
+) -> Result<&'static [&'static SupportedProtocolVersion], TlsError> {
+    static BOTH: [&SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static V12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static V13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    let Some(p) = protocol else {
+        return Ok(&BOTH);
+    };
+    let p = p
+        .trim_end_matches("_method")
+        .replace('.', "_")
+        .to_ascii_lowercase();
+    match p.as_str() {
+        "tlsv1_2" | "tls1_2" => Ok(&V12),
+        "tlsv1_3" | "tls1_3" => Ok(&V13),
+        "tls" | "sslv23" | "tls_server" | "tls_client" => Ok(&BOTH),
+        _ => Err(TlsError(format!(
+            "--ssl-protocol {}: unsupported; use TLSv1_2 or TLSv1_3 (TLS 1.0/1.1 and SSL are not available)",
+            protocol.unwrap_or_default()
+        ))),
+    }
+}
+
+/// Logs the OpenSSL-only options that rustls ignores.
+pub(crate) fn warn_ignored(cli: &Cli) {
+    if cli.ssl_ciphers.is_some() {
+        tracing::warn!("--ssl-ciphers is ignored: rustls uses its own modern cipher suites");
+    }
+    if cli.ssl_dhparam.is_some() {
+        tracing::warn!("--ssl-dhparam is ignored: rustls offers ECDHE key exchange only");
+    }
+    if cli.ssl_allow_rc4 {
+        tracing::warn!("--ssl-allow-rc4 is ignored: RC4 is never enabled");
+    }
+}
+
+/// A server config, or `None` when neither key nor certificate was given.
+pub(crate) fn server_config(
+    flags: &ServerTls<'_>,
+    protocol: Option<&str>,
+) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+    let (key_path, cert_path) = match (flags.key, flags.cert) {
+        (None, None) => return Ok(None),
+        (Some(k), Some(c)) => (k, c),
+        _ => {
+            return Err(TlsError(format!(
+                "{0}-key and {0}-cert must be given together",
+                flags.flag
+            )));
+        }
+    };
+    let certs = read_certs(cert_path, &format!("{}-cert", flags.flag))?;
+    let key = read_key(key_path, &format!("{}-key", flags.flag), flags.passphrase)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocol_versions(protocol)?)
+        .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
+    let builder = if flags.request_cert {
+        let roots = match flags.ca {
+            Some(ca) => root_store(ca, &format!("{}-ca", flags.flag))?,
+            None => webpki_root_store(),
+        };
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let verifier = if flags.reject_unauthorized {
+            verifier
+        } else {
+            verifier.allow_unauthenticated()
+        };
+        let verifier = verifier
+            .build()
+            .map_err(|e| TlsError(format!("{}-ca: {e}", flags.flag)))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError(format!("{}-key/{}-cert: {e}", flags.flag, flags.flag)))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// The client config for https targets and an https error target.
+pub(crate) fn client_config(cli: &Cli) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(protocol_versions(cli.ssl_protocol.as_deref())?)
+        .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
+    let roots = match &cli.client_ssl_ca {
+        Some(ca) => root_store(ca, "--client-ssl-ca")?,
+        None => webpki_root_store(),
+    };
+    let builder = builder.with_root_certificates(roots);
+    let mut config = match (&cli.client_ssl_key, &cli.client_ssl_cert) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(key), Some(cert)) => builder
+            .with_client_auth_cert(
+                read_certs(cert, "--client-ssl-cert")?,
+                read_key(key, "--client-ssl-key", false)?,
+            )
+            .map_err(|e| TlsError(format!("--client-ssl-key/--client-ssl-cert: {e}")))?,
+        _ => {
+            return Err(TlsError(
+                "--client-ssl-key and --client-ssl-cert must be given together".to_owned(),
+            ));
+        }
+    };
+    if cli.insecure {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(NoVerification(provider())));
+    }
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| TlsError(format!("{flag} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{flag} {}: no certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path, flag: &str, passphrase: bool) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let text =
+        std::fs::read(path).map_err(|e| TlsError(format!("{flag} {}: {e}", path.display())))?;
+    if text.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(TlsError(format!(
+            "{flag} {}: passphrase-protected keys are not supported{}; decrypt it first \
+             (openssl pkey -in key.pem -out plain.pem)",
+            path.display(),
+            if passphrase {
+                " (the passphrase variable is set but cannot be used)"
+            } else {
+                ""
+            }
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(&text)
+        .map_err(|e| TlsError(format!("{flag} {}: {e}", path.display())))
+}
+
+fn root_store(path: &Path, flag: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(read_certs(path, flag)?);
+    if added == 0 {
+        return Err(TlsError(format!(
+            "{flag} {}: no usable CA certificate",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+fn webpki_root_store() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// `--insecure`: accept any target certificate (signatures are still checked).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!(protocol_versions(None).unwrap().len(), 2);
+        assert_eq!(protocol_versions(Some("TLSv1_2")).unwrap().len(), 1);
+        assert_eq!(protocol_versions(Some("TLSv1.3")).unwrap().len(), 1);
+        assert_eq!(protocol_versions(Some("TLSv1_2_method")).unwrap().len(), 1);
+        assert!(protocol_versions(Some("TLSv1")).is_err());
+        assert!(protocol_versions(Some("SSLv3")).is_err());
+    }
+
+    #[test]
+    fn server_config_from_generated_pem_and_encrypted_key_refused() {
+        let dir = std::env::temp_dir().join(format!("switchyard-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert_path, key_path, enc_path) =
+            (dir.join("c.pem"), dir.join("k.pem"), dir.join("e.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(
+            &enc_path,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let flags = |key: &'static Path| ServerTls {
+            flag: "--ssl",
+            key: Some(key),
+            cert: Some(Box::leak(cert_path.clone().into_boxed_path())),
+            ca: Some(Box::leak(cert_path.clone().into_boxed_path())),
+            request_cert: true,
+            reject_unauthorized: false,
+            passphrase: false,
+        };
+        let ok = flags(Box::leak(key_path.clone().into_boxed_path()));
+        assert!(server_config(&ok, None).unwrap().is_some());
+        let enc = flags(Box::leak(enc_path.into_boxed_path()));
+        let err = server_config(&enc, None).unwrap_err().to_string();
+        assert!(err.contains("passphrase-protected"), "{err}");
+        let only_key = ServerTls { cert: None, ..ok };
+        assert!(server_config(&only_key, None).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

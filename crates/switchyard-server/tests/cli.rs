@@ -1,0 +1,346 @@
+//! The command line of chp.md §1 and the process behaviour of §1.3, against the binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use common::{Proxy, TOKEN, free_port, run_to_exit, temp_dir};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// chp.md §1: `--help` lists CHP's flags (stdout, exit 0); `--version` exits 0.
+#[test]
+fn help_and_version() {
+    let out = run_to_exit(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--ip",
+        "--port",
+        "--socket",
+        "--ssl-key",
+        "--ssl-cert",
+        "--ssl-ca",
+        "--ssl-request-cert",
+        "--ssl-reject-unauthorized",
+        "--ssl-protocol",
+        "--ssl-ciphers",
+        "--ssl-allow-rc4",
+        "--ssl-dhparam",
+        "--api-ip",
+        "--api-port",
+        "--api-socket",
+        "--api-ssl-key",
+        "--api-ssl-cert",
+        "--api-ssl-ca",
+        "--api-ssl-request-cert",
+        "--api-ssl-reject-unauthorized",
+        "--client-ssl-key",
+        "--client-ssl-cert",
+        "--client-ssl-ca",
+        "--client-ssl-request-cert",
+        "--client-ssl-reject-unauthorized",
+        "--default-target",
+        "--error-target",
+        "--error-path",
+        "--redirect-port",
+        "--redirect-to",
+        "--pid-file",
+        "--no-x-forward",
+        "--no-prepend-path",
+        "--no-include-prefix",
+        "--auto-rewrite",
+        "--change-origin",
+        "--protocol-rewrite",
+        "--custom-header",
+        "--insecure",
+        "--host-routing",
+        "--metrics-ip",
+        "--metrics-port",
+        "--metrics-socket",
+        "--log-level",
+        "--timeout",
+        "--proxy-timeout",
+        "--storage-backend",
+        "--keep-alive-timeout",
+        "--max-header-size",
+        "CONFIGPROXY_AUTH_TOKEN",
+        "CONFIGPROXY_SSL_KEY_PASSPHRASE",
+        "CONFIGPROXY_API_SSL_KEY_PASSPHRASE",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = run_to_exit(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5.3.0"));
+}
+
+/// chp.md §1: unknown options and bad values exit 1 with a message on stderr.
+#[test]
+fn bad_flags_exit_1() {
+    for (args, needle) in [
+        (&["--x"][..], "--x"),
+        (&["--port", "abc"][..], "--port"),
+        (&["--port", "70000"][..], "--port"),
+        (&["--socket", "/tmp/s", "--port", "1"][..], "--socket"),
+        (
+            &["--error-target", "http://h", "--error-path", "/e"][..],
+            "--error",
+        ),
+        (
+            &["--custom-header", "nocolon"][..],
+            "A colon was expected in custom header: nocolon",
+        ),
+        (&["--log-level", "loud"][..], "loud"),
+        (
+            &["--storage-backend", "configurable-http-proxy-redis-backend"][..],
+            "cannot load Node modules",
+        ),
+        (
+            &["--storage-backend", "redis://127.0.0.1:6379"][..],
+            "not supported yet",
+        ),
+        (
+            &["--redirect-port", "8080"][..],
+            "HTTPS redirection specified but certificates not provided.",
+        ),
+        (
+            &[
+                "--ssl-key",
+                "/nonexistent/k.pem",
+                "--ssl-cert",
+                "/nonexistent/c.pem",
+            ][..],
+            "/nonexistent/c.pem",
+        ),
+        (
+            &["--ssl-key", "/nonexistent/k.pem"][..],
+            "must be given together",
+        ),
+        (
+            &["--default-target", "file:///etc/passwd"][..],
+            "--default-target",
+        ),
+    ] {
+        let out = run_to_exit(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = format!(
+            "{}{}",
+            stderr_of(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+}
+
+/// chp.md §1.3 / §13 #7: a bind failure exits non-zero (CHP kept running half up).
+#[test]
+fn bind_failure_exits_non_zero() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let api = free_port().to_string();
+    let out = run_to_exit(&["--ip", "127.0.0.1", "--port", &port, "--api-port", &api]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot listen on the public address"));
+}
+
+/// chp.md §1.3: start-up lines (`Route added / -> X` is what CHP's cli_spec waits for),
+/// `--pid-file` written and removed, SIGTERM logged as `Terminated` and a clean stop.
+#[test]
+fn startup_log_pid_file_and_sigterm() {
+    let dir = temp_dir("pid");
+    let pid_file = dir.join("proxy.pid");
+    let mut p = Proxy::start(&[
+        "--default-target",
+        "http://127.0.0.1:9",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    p.wait_for_line("Adding route / -> http://127.0.0.1:9");
+    p.wait_for_line("Route added / -> http://127.0.0.1:9");
+    assert!(
+        p.wait_for_line("Proxying ")
+            .contains("to http://127.0.0.1:9")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        p.child.id().to_string()
+    );
+    let status = p.signal("TERM");
+    assert!(status.success(), "{status:?}");
+    p.wait_for_line("Terminated");
+    assert!(!pid_file.exists());
+}
+
+/// chp.md §1.3: SIGINT is logged as `Interrupted`; in-flight-free stop is immediate.
+#[test]
+fn sigint_stops() {
+    let mut p = Proxy::start(&[]);
+    let started = Instant::now();
+    assert!(p.signal("INT").success());
+    p.wait_for_line("Interrupted");
+    assert!(started.elapsed().as_secs() < 5);
+}
+
+/// chp.md §1.1: `--socket` / `--api-socket` / `--metrics-socket` serve on UNIX sockets.
+#[test]
+fn unix_sockets() {
+    let dir = temp_dir("sock");
+    let (public, api, metrics) = (dir.join("p.sock"), dir.join("a.sock"), dir.join("m.sock"));
+    let mut child = common::command(
+        &[
+            "--socket",
+            public.to_str().unwrap(),
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--metrics-socket",
+            metrics.to_str().unwrap(),
+        ],
+        Some(TOKEN),
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("Proxy API at"))
+    );
+    let exchange = |path: &std::path::Path, req: &str| {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let r = exchange(
+        &api,
+        &format!(
+            "GET /api/routes HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = exchange(
+        &public,
+        "GET /_chp_healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = exchange(
+        &metrics,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.contains("requests_web"), "{r}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert!(!public.exists() && !api.exists());
+}
+
+/// chp.md §1.1 `--error-path`: `<code>.html`, else `error.html`, as text/html.
+#[test]
+fn error_path_pages() {
+    let dir = temp_dir("errors");
+    std::fs::write(dir.join("404.html"), "custom 404").unwrap();
+    std::fs::write(dir.join("error.html"), "custom error").unwrap();
+    let p = Proxy::start(&["--error-path", dir.to_str().unwrap()]);
+    let r = p.public("GET", "/missing", &[]);
+    assert_eq!((r.status, r.body.as_str()), (404, "custom 404"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    let r = p.public("GET", "/%", &[]);
+    assert_eq!((r.status, r.body.as_str()), (400, "custom error"));
+}
+
+/// chp.md §8 `--error-target`: `GET <target>/<code>?url=<escaped url>`, original status kept,
+/// Content-Type copied; an unreachable error target falls back to the plain text.
+#[test]
+fn error_target_pages() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!(
+        "http://127.0.0.1:{}/errs",
+        server.local_addr().unwrap().port()
+    );
+    let p = Proxy::start(&["--error-target", &target]);
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/x-err\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").unwrap();
+        head
+    });
+    let r = p.public("GET", "/foo/bar?a=b&c=%20d", &[]);
+    let head = handle.join().unwrap();
+    assert!(
+        head.starts_with("GET /errs/404?url=%2Ffoo%2Fbar%3Fa%3Db%26c%3D%2520d HTTP/1.1"),
+        "{head}"
+    );
+    assert_eq!((r.status, r.body.as_str()), (404, "hello"));
+    assert_eq!(r.header("content-type"), Some("text/x-err"));
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let p = Proxy::start(&["--error-target", &dead]);
+    let r = p.public("GET", "/x", &[]);
+    assert_eq!((r.status, r.body.as_str()), (404, "Not Found"));
+}
+
+/// chp.md §6 / §13 #6: a WebSocket upgrade with no route gets 404 and the socket closes.
+#[test]
+fn websocket_without_route_is_closed() {
+    let p = Proxy::start(&[]);
+    let out = common::raw(
+        p.port,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+}
+
+/// chp.md §16 #7: request heads beyond `--max-header-size` get 431; 20 KiB passes by default.
+#[test]
+fn max_header_size() {
+    let p = Proxy::start(&[]);
+    let big = "x".repeat(20 * 1024);
+    assert_eq!(
+        p.public("GET", "/_chp_healthz", &[("X-Big", &big)]).status,
+        200
+    );
+    let p = Proxy::start(&["--max-header-size", "16384"]);
+    let out = common::raw(
+        p.port,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    );
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+}
+
+/// chp.md §11 `--redirect-port`: 301 to https with the proxy port (none for 443).
+#[test]
+fn redirect_port() {
+    let dir = temp_dir("redirect");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    let redirect = free_port();
+    let mut p = Proxy::start(&[
+        "--ssl-key",
+        k.to_str().unwrap(),
+        "--ssl-cert",
+        c.to_str().unwrap(),
+        "--redirect-port",
+        &redirect.to_string(),
+        "--redirect-to",
+        "443",
+    ]);
+    p.wait_for_line("Added HTTP to HTTPS redirection");
+    let r = common::request(redirect, "GET", "/a?b=1", &[], None);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://127.0.0.1/a?b=1"));
+}
