@@ -119,8 +119,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         protocol,
     )
     .map_err(|e| e.to_string())?;
-    // Handed to the engine's upstream client at integration (https targets, error target).
-    let _client_tls = tls::client_config(&cli).map_err(|e| e.to_string())?;
+    // Validates the --client-ssl-* and --insecure flags before any port is bound;
+    // the engine builds its own upstream TLS from the same files.
+    tls::client_config(&cli).map_err(|e| e.to_string())?;
     if cli.auto_rewrite {
         tracing::info!("AutoRewrite of Location headers enabled.");
     }
@@ -231,23 +232,31 @@ async fn run(cli: Cli) -> Result<(), String> {
         header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
     };
 
+    let forward_options = ForwardOptions {
+        x_forward: cli.x_forward,
+        prepend_path: cli.prepend_path,
+        change_origin: cli.change_origin,
+        auto_rewrite: cli.auto_rewrite,
+        protocol_rewrite: cli.protocol_rewrite.clone(),
+        custom_headers: cli.custom_header.clone(),
+        insecure: cli.insecure,
+        client_ca: cli.client_ssl_ca.clone().map(Into::into),
+        client_cert: cli
+            .client_ssl_cert
+            .clone()
+            .zip(cli.client_ssl_key.clone())
+            .map(|(c, k)| (c.into(), k.into())),
+        timeout: cli.timeout.map(Duration::from_millis),
+        proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
+    };
+    let engine = public::engine(&forward_options, metrics.clone()).map_err(|e| e.to_string())?;
     let public_state = Arc::new(PublicState {
         store: store.clone(),
         host_routing: cli.host_routing,
         include_prefix: cli.include_prefix,
         error_pages,
         metrics: metrics.clone(),
-        options: ForwardOptions {
-            x_forward: cli.x_forward,
-            prepend_path: cli.prepend_path,
-            change_origin: cli.change_origin,
-            auto_rewrite: cli.auto_rewrite,
-            protocol_rewrite: cli.protocol_rewrite.clone(),
-            custom_headers: cli.custom_header.clone(),
-            insecure: cli.insecure,
-            timeout: cli.timeout.map(Duration::from_millis),
-            proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
-        },
+        engine,
     });
     servers.spawn(listen::serve(
         public_listener,

@@ -8,20 +8,104 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::error_pages::{self, ErrorPages};
+use crate::error_pages::ErrorPages;
 use crate::metrics::Metrics;
 use crate::path;
 use crate::store::{Route, RouteStore};
 
-/// Proxy options from the command line, handed to the engine at integration.
+/// The engine with the server's hooks: `last_activity` on client→server
+/// WebSocket traffic (chp.md §7).
+pub(crate) type Engine = switchyard::Proxy<ActivityHooks>;
+
+/// Builds the engine from the command-line proxy options.
+pub(crate) fn engine(
+    opts: &ForwardOptions,
+    metrics: Arc<Metrics>,
+) -> Result<Engine, switchyard::ConfigError> {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &opts.custom_headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            switchyard::ConfigError::Option {
+                name: "--custom-header",
+                reason: format!("{name:?} is not a header name"),
+            }
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| switchyard::ConfigError::Option {
+            name: "--custom-header",
+            reason: format!("{value:?} is not a header value"),
+        })?;
+        headers.append(name, value);
+    }
+    switchyard::Proxy::builder()
+        .configure(|o| {
+            o.xfwd = opts.x_forward;
+            o.prepend_path = opts.prepend_path;
+            o.change_origin = opts.change_origin;
+            o.auto_rewrite = opts.auto_rewrite;
+            o.protocol_rewrite.clone_from(&opts.protocol_rewrite);
+            o.headers = headers;
+            o.timeout = opts.timeout;
+            o.proxy_timeout = opts.proxy_timeout;
+            o.ws = true;
+        })
+        .configure_client(|c| {
+            c.secure = !opts.insecure;
+            c.ca = opts.client_ca.clone().map(switchyard::Pem::File);
+            c.client_cert = opts
+                .client_cert
+                .clone()
+                .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
+        })
+        .hooks(ActivityHooks { metrics })
+        .build()
+}
+
+/// Records WebSocket activity on the route the request was routed to.
+#[derive(Debug)]
+pub(crate) struct ActivityHooks {
+    metrics: Arc<Metrics>,
+}
+
+/// The route of a request, carried to the hooks in its extensions.
+#[derive(Clone)]
+struct RouteOf(Arc<Route>);
+
+impl switchyard::Hooks for ActivityHooks {
+    type Ctx = Option<Arc<Route>>;
+
+    fn new_ctx(&self) -> Self::Ctx {
+        None
+    }
+
+    fn on_start(
+        &self,
+        ctx: &mut Self::Ctx,
+        req: &http::request::Parts,
+        _target: &switchyard::Target,
+    ) -> switchyard::Flow {
+        *ctx = req.extensions.get::<RouteOf>().map(|r| r.0.clone());
+        switchyard::Flow::Continue
+    }
+
+    fn observes_end(&self) -> bool {
+        false
+    }
+
+    fn observes_abort(&self) -> bool {
+        false
+    }
+
+    fn on_tunnel_data(&self, ctx: &Self::Ctx, from_client: bool, _n: usize) {
+        if from_client && let Some(route) = ctx {
+            touch(route, &self.metrics);
+        }
+    }
+}
+
+/// Proxy options from the command line.
 #[derive(Debug, Clone, Default)]
-#[allow(
-    dead_code,
-    reason = "read by the engine call in `forward` at integration"
-)]
 pub(crate) struct ForwardOptions {
     pub(crate) x_forward: bool,
     pub(crate) prepend_path: bool,
@@ -30,6 +114,10 @@ pub(crate) struct ForwardOptions {
     pub(crate) protocol_rewrite: Option<String>,
     pub(crate) custom_headers: Vec<(String, String)>,
     pub(crate) insecure: bool,
+    /// `--client-ssl-ca`: extra CA for https targets.
+    pub(crate) client_ca: Option<std::path::PathBuf>,
+    /// `--client-ssl-cert` and `--client-ssl-key`.
+    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// `--timeout`: idle timeout of the client socket during a web request.
     pub(crate) timeout: Option<Duration>,
     /// `--proxy-timeout`: idle timeout on the upstream (fires → 503).
@@ -44,7 +132,7 @@ pub(crate) struct PublicState {
     pub(crate) include_prefix: bool,
     pub(crate) error_pages: ErrorPages,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) options: ForwardOptions,
+    pub(crate) engine: Engine,
 }
 
 /// The outcome of the route lookup for one request.
@@ -111,6 +199,7 @@ pub(crate) async fn handle(
         &state,
         routed,
         record_request_activity(req, &route, &state.metrics),
+        &original_url,
     )
     .await;
     if !upgrade {
@@ -164,27 +253,51 @@ pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, 
 // ============================================================================================
 /// Forwards a routed request to `routed.route.target()` and returns the response.
 ///
-/// The engine call goes here: `switchyard::Proxy::web` (or its upgrade path when
-/// `routed.upgrade`) with the target, `routed.forward_path_and_query` as the path and
-/// `state.options` as per-request options. Engine errors map to 503 (connect, reset,
-/// `--proxy-timeout`) or 500 and go through [`error_response`] (web) / a bare
-/// `503` + close (WebSocket), and count in `requests_proxy`.
+/// The engine gets the request with its path replaced by
+/// `routed.forward_path_and_query` (the target's own path is prepended by the
+/// engine, per `--no-prepend-path`). Engine errors map as CHP's (chp.md §8):
+/// anything on the upstream side is 503, a request that cannot be forwarded
+/// 400, anything else 500; WebSocket errors get a bare status and a close.
 pub(crate) async fn forward(
     state: &PublicState,
     routed: Routed,
-    req: Request<Body>,
+    mut req: Request<switchyard::Body>,
+    original_url: &str,
 ) -> Response<Body> {
-    // wired to switchyard::Proxy in the integration step
-    drop(req);
-    tracing::error!(
-        "502 {} -> {}{} (upgrade: {}, options: {:?}): proxying is not wired to the engine yet",
-        routed.prefix,
-        routed.route.target(),
-        routed.forward_path_and_query,
-        routed.upgrade,
-        state.options,
-    );
-    error_pages::plain(StatusCode::BAD_GATEWAY)
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = routed.forward_path_and_query.parse().ok();
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => {
+            return error_response(state, StatusCode::BAD_REQUEST, routed.upgrade, original_url)
+                .await;
+        }
+    }
+    req.extensions_mut().insert(RouteOf(routed.route.clone()));
+    match state
+        .engine
+        .try_web_to(req, routed.route.target().engine())
+        .await
+    {
+        Ok(res) => res.map(Body::new),
+        Err(err) => {
+            let status = match err.status() {
+                Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
+                Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            tracing::error!(
+                "{} {} {}",
+                status.as_u16(),
+                routed.prefix,
+                std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), |s| format!("{err}: {s}"))
+            );
+            error_response(state, status, routed.upgrade, original_url).await
+        }
+    }
 }
 // ============================================================================================
 
@@ -193,17 +306,14 @@ fn record_request_activity(
     req: Request<Incoming>,
     route: &Arc<Route>,
     metrics: &Arc<Metrics>,
-) -> Request<Body> {
+) -> Request<switchyard::Body> {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return req.map(switchyard::Body::from);
+    }
     let route = route.clone();
     let metrics = metrics.clone();
-    req.map(move |body| {
-        Body::new(body.map_frame(move |frame| {
-            if frame.is_data() {
-                touch(&route, &metrics);
-            }
-            frame
-        }))
-    })
+    req.map(move |body| switchyard::Body::from(body).on_data(move |_| touch(&route, &metrics)))
 }
 
 fn touch(route: &Route, metrics: &Metrics) {
@@ -305,13 +415,14 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let metrics = Arc::new(Metrics::new());
         PublicState {
             store: Arc::new(store),
             host_routing,
             include_prefix,
             error_pages: ErrorPages::builtin(),
-            metrics: Arc::new(Metrics::new()),
-            options: ForwardOptions::default(),
+            metrics: metrics.clone(),
+            engine: engine(&ForwardOptions::default(), metrics).unwrap(),
         }
     }
 

@@ -59,11 +59,20 @@ pub(crate) enum StoreError {
     TooDeep,
 }
 
-/// A validated route target. The engine parses it into its own `Target` at integration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated route target, parsed once for the engine when the route is added.
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
     raw: String,
+    engine: switchyard::Target,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Target {}
 
 /// Why a target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,9 +138,16 @@ impl Target {
                 return Err(TargetError::NoHost);
             }
         }
+        let engine = switchyard::Target::parse(raw).map_err(|_| TargetError::Invalid)?;
         Ok(Self {
             raw: raw.to_owned(),
+            engine,
         })
+    }
+
+    /// The engine's view of the target (parsed once).
+    pub(crate) fn engine(&self) -> &switchyard::Target {
+        &self.engine
     }
 
     /// The target exactly as configured.

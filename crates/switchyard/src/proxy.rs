@@ -320,6 +320,10 @@ impl<H: Hooks> Proxy<H> {
         }
         let (mut head, body) = res.into_parts();
         headers::response_headers(&mut head.headers, false);
+        // The upstream's HTTP version is a property of that hop: the client
+        // gets the version of its own connection (an HTTP/1.0 origin must not
+        // turn the client's keep-alive connection into a 1.0 one).
+        head.version = Version::HTTP_11;
         let mut res = Response::from_parts(head, Body::from(body));
         if let Flow::Respond(res) = hooks.on_proxy_response(ctx, &mut res) {
             return Ok(Done::Early(res));

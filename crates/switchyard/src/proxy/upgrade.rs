@@ -54,6 +54,7 @@ pub(crate) fn finish<H: Hooks>(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut head, body) = response.into_parts();
         headers::response_headers(&mut head.headers, false);
+        head.version = http::Version::HTTP_11;
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Response::from_parts(head, Body::from(body));
