@@ -311,7 +311,7 @@ fn api_path_decoding() {
 }
 
 /// chp.md §4.2, through the real public listener: longest segment prefix, `/` catch-all,
-/// decoded matching; a matched route currently answers 502 (engine not wired), no route 404.
+/// decoded matching; a matched route currently answers 503 (engine not wired), no route 404.
 #[test]
 fn routing_semantics_on_public_port() {
     let p = Proxy::start(&[]);
@@ -319,24 +319,24 @@ fn routing_semantics_on_public_port() {
     p.add("/user/foo", "http://127.0.0.1:1");
     p.add("/b%40r/b%20r", "http://127.0.0.1:1");
     let status = |path: &str| p.public("GET", path, &[]).status;
-    assert_eq!(status("/user/foo"), 502);
-    assert_eq!(status("/user/foo/"), 502);
-    assert_eq!(status("/user/foo/x?y=1"), 502);
+    assert_eq!(status("/user/foo"), 503);
+    assert_eq!(status("/user/foo/"), 503);
+    assert_eq!(status("/user/foo/x?y=1"), 503);
     assert_eq!(status("/user/foobar"), 404);
     assert_eq!(status("/user"), 404);
-    assert_eq!(status("/b%40r/b%20r/x"), 502);
-    assert_eq!(status("/b@r/b%20r/x"), 502);
+    assert_eq!(status("/b%40r/b%20r/x"), 503);
+    assert_eq!(status("/b@r/b%20r/x"), 503);
     assert_eq!(status("/user/foo/../x"), 404);
-    assert_eq!(status("/x/../user/foo/y"), 502);
+    assert_eq!(status("/x/../user/foo/y"), 503);
     assert_eq!(status("/%"), 400);
     assert_eq!(status("/__proto__"), 404);
     p.add("/", "http://127.0.0.1:1");
-    assert_eq!(status("/__proto__"), 502);
-    assert_eq!(status("/user/foobar"), 502);
+    assert_eq!(status("/__proto__"), 503);
+    assert_eq!(status("/user/foobar"), 503);
     let r = p.public("GET", "/nope", &[]);
     p.api("DELETE", "/api/routes/", None);
     let r404 = p.public("GET", "/nope", &[]);
-    assert_eq!(r.status, 502);
+    assert_eq!(r.status, 503);
     assert_eq!(r404.status, 404);
     assert_eq!(r404.header("content-type"), Some("text/html"));
     assert!(r404.body.contains("404: Not Found"));
@@ -355,11 +355,11 @@ fn host_routing_on_public_port() {
         );
         r.split(' ').nth(1).unwrap_or_default().to_owned()
     };
-    assert_eq!(raw_status("alice.hub.example:8000", "/user/alice"), "502");
+    assert_eq!(raw_status("alice.hub.example:8000", "/user/alice"), "503");
     assert_eq!(raw_status("ALICE.hub.example", "/user/alice"), "404");
     assert_eq!(raw_status("bob.hub.example", "/"), "404");
     p.add("/", "http://127.0.0.1:2");
-    assert_eq!(raw_status("bob.hub.example", "/"), "502");
+    assert_eq!(raw_status("bob.hub.example", "/"), "503");
 }
 
 /// chp.md §9: `/_chp_healthz` (exact URL) and the metrics server with CHP's names.
