@@ -1,0 +1,243 @@
+//! TLS both ways, with certificates made by rcgen at test time
+//! (research/library.md §1.2 `secure`/`ca`/`ssl`, §6 item 18).
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use switchyard::{
+    Body, ListenOptions, Options, Pem, Protocol, Proxy, ProxyError, ServerTls, Target,
+};
+
+async fn https_echo(pki: &Pki, alpn: &[&[u8]]) -> Backend {
+    tls_backend(pki, alpn, |req: Request<Incoming>| async move {
+        let answer = format!(
+            "{:?} {} {}",
+            req.version(),
+            req.uri(),
+            req.headers()["host"].to_str().unwrap()
+        );
+        http::Response::new(Body::from(answer))
+    })
+    .await
+}
+
+fn https_target(b: &Backend) -> Target {
+    Target::parse(&format!("https://localhost:{}", b.addr.port())).unwrap()
+}
+
+/// library.md §1.11 lib/https-proxy (HTTP→HTTPS) and §1.2 `ca`: an HTTPS
+/// upstream signed by a custom CA is verified against `ClientOptions.ca`.
+#[tokio::test]
+async fn https_upstream_with_a_custom_ca() {
+    let pki = pki();
+    let b = https_echo(&pki, &[b"http/1.1"]).await;
+    let proxy = Proxy::builder()
+        .target(https_target(&b))
+        .configure_client(|c| c.ca = Some(Pem::from(pki.ca_pem.as_str())))
+        .build()
+        .unwrap();
+    let res = within(proxy.web(Request::get("/s").header("host", "front").body(()).unwrap())).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_bytes(res.into_body()).await, "HTTP/1.1 /s front");
+}
+
+/// library.md §6 item 18 and §1.11 lib/https-proxy ("`secure:true` rejects a
+/// self-signed certificate"): verification is on by default, and a
+/// certificate from an unknown CA is a 502 connect error.
+#[tokio::test]
+async fn unknown_ca_is_rejected_by_default() {
+    let pki = pki();
+    let b = https_echo(&pki, &[b"http/1.1"]).await;
+    let proxy = Proxy::builder().build().unwrap();
+    let err = within(proxy.try_web_with(
+        Request::get("/").body(()).unwrap(),
+        &Options::to(https_target(&b)),
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamConnect { .. }), "{err:?}");
+    let res = within(proxy.web_with(
+        Request::get("/").body(()).unwrap(),
+        &Options::to(https_target(&b)),
+    ))
+    .await;
+    assert_eq!(res.status(), 502);
+}
+
+/// library.md §1.11 http/proxy-https-to-https (`secure: false`): with
+/// verification off, the self-signed upstream is accepted.
+#[tokio::test]
+async fn secure_false_accepts_any_certificate() {
+    let pki = pki();
+    let b = https_echo(&pki, &[b"http/1.1"]).await;
+    let proxy = Proxy::builder()
+        .target(https_target(&b))
+        .configure_client(|c| c.secure = false)
+        .build()
+        .unwrap();
+    let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
+    assert_eq!(res.status(), 200);
+}
+
+async fn tls_listen(proxy: &Proxy, pki: &Pki) -> switchyard::Server {
+    proxy
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                tls: Some(ServerTls {
+                    cert: Pem::from(pki.cert_pem.as_str()),
+                    key: Pem::from(pki.key_pem.as_str()),
+                }),
+                ..ListenOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// library.md §1.11 http/proxy-https-to-http and lib/https-proxy
+/// (HTTPS→HTTP), §1.1 `listen` with `ssl`: `listen_with` TLS serves HTTPS;
+/// with `xfwd` the upstream learns the client used https on port 443.
+#[tokio::test]
+async fn tls_listener_to_an_http_upstream() {
+    let pki = pki();
+    let (b, seen) = recording_backend().await;
+    let proxy = Proxy::builder()
+        .target(b.target())
+        .configure(|o| o.xfwd = true)
+        .build()
+        .unwrap();
+    let server = tls_listen(&proxy, &pki).await;
+    let (tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/secure")
+        .header("host", "localhost")
+        .body(Body::empty())
+        .unwrap();
+    let res = within(send.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_bytes(res.into_body()).await, "/secure");
+    let h = seen.lock().unwrap()[0].headers.clone();
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-port"], "443");
+}
+
+/// library.md §1.11 http/proxy-http2-to-http and lib/http2-proxy: an HTTP/2
+/// client (ALPN h2) to the TLS listener, in front of an HTTP/1 upstream;
+/// `:authority` becomes Host and X-Forwarded-Host keeps its port.
+#[tokio::test]
+async fn h2_over_tls_to_an_http1_upstream() {
+    let pki = pki();
+    let (b, seen) = recording_backend().await;
+    let proxy = Proxy::builder()
+        .target(b.target())
+        .configure(|o| o.xfwd = true)
+        .build()
+        .unwrap();
+    let server = tls_listen(&proxy, &pki).await;
+    let (tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut send, conn) = within(hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://localhost:8443/h2")
+        .body(Body::empty())
+        .unwrap();
+    let res = within(send.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(body_bytes(res.into_body()).await, "/h2");
+    let s = seen.lock().unwrap()[0].clone();
+    assert_eq!(s.version, http::Version::HTTP_11);
+    assert_eq!(s.headers["host"], "localhost:8443");
+    assert_eq!(s.headers["x-forwarded-host"], "localhost:8443");
+    assert_eq!(s.headers["x-forwarded-port"], "8443");
+    assert_eq!(s.headers["x-forwarded-proto"], "https");
+}
+
+/// library.md §1.11 http/proxy-https-to-https and http/proxy-http2-to-https:
+/// TLS on both sides.
+#[tokio::test]
+async fn tls_listener_to_an_https_upstream() {
+    let pki = pki();
+    let b = https_echo(&pki, &[b"http/1.1"]).await;
+    let proxy = Proxy::builder()
+        .target(https_target(&b))
+        .configure(|o| o.change_origin = true)
+        .configure_client(|c| c.ca = Some(Pem::from(pki.ca_pem.as_str())))
+        .build()
+        .unwrap();
+    let server = tls_listen(&proxy, &pki).await;
+    let (tls, _) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"http/1.1"]).await;
+    let (mut send, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(tls)))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/both")
+        .header("host", "front")
+        .body(Body::empty())
+        .unwrap();
+    let res = within(send.send_request(req)).await.unwrap();
+    let want = format!("HTTP/1.1 /both localhost:{}", b.addr.port());
+    assert_eq!(body_bytes(res.into_body()).await, want);
+}
+
+/// library.md §1.11 http/proxy-http2-to-http2 (and http/customFetch): with
+/// `Protocol::Auto`, a TLS upstream that offers h2 by ALPN is spoken to in
+/// HTTP/2.
+#[tokio::test]
+async fn h2_upstream_over_tls_by_alpn() {
+    let pki = pki();
+    let b = https_echo(&pki, &[b"h2", b"http/1.1"]).await;
+    let proxy = Proxy::builder()
+        .target(https_target(&b).with_protocol(Protocol::Auto))
+        .configure_client(|c| c.ca = Some(Pem::from(pki.ca_pem.as_str())))
+        .build()
+        .unwrap();
+    let res = within(proxy.web(Request::get("/x").header("host", "front").body(()).unwrap())).await;
+    assert_eq!(res.status(), 200);
+    let body = body_bytes(res.into_body()).await;
+    assert!(body.starts_with(b"HTTP/2.0 "), "{body:?}");
+}
+
+/// library.md §1.8 step 3: WebSocket over the TLS listener (wss) gets
+/// `X-Forwarded-Proto: wss`.
+#[tokio::test]
+async fn wss_through_the_tls_listener() {
+    let pki = pki();
+    let (up, seen) = ws_echo_backend().await;
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("ws://{up}")).unwrap())
+        .configure(|o| {
+            o.ws = true;
+            o.xfwd = true;
+        })
+        .build()
+        .unwrap();
+    let server = tls_listen(&proxy, &pki).await;
+    let (tls, _) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"http/1.1"]).await;
+    let (mut ws, _) = within(tokio_tungstenite::client_async("wss://localhost/ws", tls))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("secret"))
+        .await
+        .unwrap();
+    let back = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(
+        back,
+        tokio_tungstenite::tungstenite::Message::text("secret")
+    );
+    assert_eq!(seen.lock().unwrap()[0]["x-forwarded-proto"], "wss");
+}
