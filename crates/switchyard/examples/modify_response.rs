@@ -1,0 +1,110 @@
+//! Run with: cargo run -p switchyard --example modify_response
+//!
+//! The http-proxy-3 README's "modify a response from a proxied server"
+//! (what Harmon does in Node): the `on_proxy_response` hook (Node's
+//! `proxyRes`) adds a header and rewrites the body *as it streams*,
+//! upper-casing every chunk, without buffering the whole response. Try:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:8000/
+//! ```
+//!
+//! `PROXY_ADDR` and `TARGET_ADDR` override the addresses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use switchyard::{Body, Proxy, Target};
+use tokio::net::TcpListener;
+
+/// Where the example's servers ended up.
+#[derive(Debug)]
+pub struct Running {
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// The target's address.
+    pub target: SocketAddr,
+}
+
+/// Starts the target and a proxy that rewrites its answers.
+///
+/// # Errors
+///
+/// When an address cannot be bound.
+pub async fn start(
+    proxy_addr: &str,
+    target_addr: &str,
+) -> Result<Running, Box<dyn std::error::Error>> {
+    let target = target_server(target_addr).await?;
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{target}"))?)
+        .on_proxy_response(|res| {
+            res.headers_mut()
+                .insert("x-modified-by", HeaderValue::from_static("switchyard"));
+            // Each chunk is transformed as it passes. (A change of length
+            // would also need `res.headers_mut().remove("content-length")`.)
+            let body = std::mem::take(res.body_mut());
+            *res.body_mut() = Body::new(
+                body.map_frame(|frame| frame.map_data(|d| Bytes::from(d.to_ascii_uppercase()))),
+            );
+        })
+        .build()?;
+    let server = proxy.listen(proxy_addr).await?;
+    Ok(Running {
+        proxy: server.local_addr(),
+        target,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let running = start(
+        &env_addr("PROXY_ADDR", "127.0.0.1:8000"),
+        &env_addr("TARGET_ADDR", "127.0.0.1:9000"),
+    )
+    .await?;
+    println!(
+        "proxy on http://{0}\ntry: curl -i http://{0}/",
+        running.proxy
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// The target (origin) server of this example: it answers every request
+/// with its URI and headers, as the http-proxy-3 README's target does.
+async fn target_server(addr: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let mut text = format!("request successfully proxied to: {}\n", req.uri());
+                    for (name, value) in req.headers() {
+                        text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                    }
+                    let mut res = Response::new(Body::from(text));
+                    res.headers_mut()
+                        .insert("content-type", HeaderValue::from_static("text/plain"));
+                    Ok::<_, Infallible>(res)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// An address from the environment, or the fixed default for humans.
+fn env_addr(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}

@@ -1,0 +1,151 @@
+//! Run with: cargo run -p switchyard --example self_handle_response
+//!
+//! The http-proxy-3 README's `selfHandleResponse`: the proxy skips its
+//! response passes and hands you the upstream's response; you read it and
+//! answer the client yourself. Here the server logs the proxied body and
+//! answers `my response to cli`. Try:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:8000/
+//! ```
+//!
+//! `PROXY_ADDR` and `TARGET_ADDR` override the addresses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard::{Body, Options, Proxy, Target};
+use tokio::net::TcpListener;
+
+/// Where the example's servers ended up.
+#[derive(Debug)]
+pub struct Running {
+    /// The server's address.
+    pub proxy: SocketAddr,
+    /// The target's address.
+    pub target: SocketAddr,
+}
+
+/// Starts the target and a server that handles the proxied responses itself.
+///
+/// # Errors
+///
+/// When an address cannot be bound.
+pub async fn start(
+    proxy_addr: &str,
+    target_addr: &str,
+) -> Result<Running, Box<dyn std::error::Error>> {
+    let target = target_server(target_addr).await?;
+    let proxy = Proxy::builder().build()?;
+    let mut options = Options::to(Target::parse(&format!("http://{target}"))?);
+    options.self_handle_response = true;
+    let options = Arc::new(options);
+    let front = own_server(proxy_addr, move |req: Request<Incoming>| {
+        let (proxy, options) = (proxy.clone(), options.clone());
+        async move {
+            let proxied = match proxy.try_web_with(req, &options).await {
+                Ok(res) => res,
+                Err(err) => return switchyard::error_response(&err),
+            };
+            match proxied.into_body().collect().await {
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    println!(
+                        "res from proxied server: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                    Response::new(Body::from("my response to cli"))
+                }
+                Err(_) => {
+                    let mut res = Response::new(Body::from("upstream body failed"));
+                    *res.status_mut() = StatusCode::BAD_GATEWAY;
+                    res
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(Running {
+        proxy: front,
+        target,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let running = start(
+        &env_addr("PROXY_ADDR", "127.0.0.1:8000"),
+        &env_addr("TARGET_ADDR", "127.0.0.1:9000"),
+    )
+    .await?;
+    println!(
+        "listening on http://{0}\ntry: curl -i http://{0}/",
+        running.proxy
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// Serves `handler` on `addr` with hyper (HTTP/1.1 and HTTP/2, upgrades
+/// allowed): the "your own server" of the http-proxy-3 README.
+async fn own_server<F, Fut>(addr: &str, handler: F) -> std::io::Result<SocketAddr>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// The target (origin) server of this example: it answers every request
+/// with its URI and headers, as the http-proxy-3 README's target does.
+async fn target_server(addr: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let mut text = format!("request successfully proxied to: {}\n", req.uri());
+                    for (name, value) in req.headers() {
+                        text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                    }
+                    let mut res = Response::new(Body::from(text));
+                    res.headers_mut()
+                        .insert("content-type", HeaderValue::from_static("text/plain"));
+                    Ok::<_, Infallible>(res)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// An address from the environment, or the fixed default for humans.
+fn env_addr(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
