@@ -1,5 +1,6 @@
 //! Failures: every kind has one status, a generic body, and a hook
 //! (research/library.md §1.7, §6 items 12 and 18).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! The examples are compiled into this test with `#[path]`, and their
 //! `start` functions called directly: the same code as `cargo run
 //! --example`, without a nested cargo build or a subprocess to clean up.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The `forward` option (research/library.md §1.2 `forward`).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

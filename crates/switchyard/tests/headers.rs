@@ -1,5 +1,6 @@
 //! The request and response header passes, seen from real peers
 //! (research/library.md §1.4, §1.5, §6 items 2–5).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! Not applicable: middleware/gzip (compression is a tower layer in front
 //! of the proxy, not an engine feature).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 
@@ -53,7 +54,7 @@ impl Hooks for Recorder {
     }
 
     fn on_proxy_request(&self, ctx: &mut u32, req: &mut request::Parts) -> Flow {
-        self.push(format!("proxy_request {}", ctx));
+        self.push(format!("proxy_request {ctx}"));
         req.headers
             .insert("x-from-hook", HeaderValue::from_static("1"));
         Flow::Continue

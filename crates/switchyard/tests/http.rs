@@ -13,6 +13,7 @@
 //! - middleware/body-decoder, middleware/gzip, middleware/modify-response:
 //!   Node/connect middlewares. The Rust equivalents (re-serialising a body
 //!   in `on_proxy_request`, replacing a response body) are in `hooks.rs`.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! HTTP/2 on either side (research/library.md §1.9, §6 item 14). TLS with
 //! ALPN h2 is in `tls.rs`; here, h2c (prior knowledge) on plain TCP.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Outgoing paths, `Location` and `Set-Cookie` rewriting
 //! (research/library.md §1.3, §1.6, §6 items 1, 9, 10).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 
@@ -15,8 +16,7 @@ async fn path_through(target: &str, request: &str, f: impl FnOnce(&mut Options))
     let proxy = Proxy::builder().build().unwrap();
     let res = within(proxy.web_with(Request::get(request).body(()).unwrap(), &opts)).await;
     assert_eq!(res.status(), 200);
-    let uri = seen.lock().unwrap()[0].uri.clone();
-    uri
+    seen.lock().unwrap()[0].uri.clone()
 }
 
 /// library.md §6 item 1 and §1.3: the target's path and query prefix the

@@ -2,6 +2,7 @@
 //!
 //! This file runs alone in its own test process, so the memory measure of
 //! `large_bodies_stream_with_bounded_memory` sees only its own transfer.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

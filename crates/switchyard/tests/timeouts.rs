@@ -3,6 +3,7 @@
 //! runtime jumps to the next timer only when every task is idle, so expiry
 //! is decided by events, never by a race with the wall clock. The 30 s
 //! `within` net is later than every timeout tested here.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! TLS both ways, with certificates made by rcgen at test time
 //! (research/library.md §1.2 `secure`/`ca`/`ssl`, §6 item 18).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
 

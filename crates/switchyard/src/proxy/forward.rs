@@ -135,7 +135,7 @@ impl http_body::Body for Tee {
         };
         if let Some(tx) = &self.tx {
             let sent = copy.map(|m| tx.try_send(m).is_ok()).unwrap_or(false);
-            if !sent || matches!(polled, None) {
+            if !sent || polled.is_none() {
                 // Too slow, failed or finished: either way the copy is on its own now.
                 self.tx = None;
             }

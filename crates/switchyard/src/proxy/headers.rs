@@ -92,6 +92,7 @@ pub(crate) fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool
 /// The request pass: everything between the client's head and the head sent
 /// upstream, in http-proxy-3's order (framing, X-Forwarded-*, Host, auth,
 /// extra headers), with hop-by-hop fields stripped first.
+#[allow(clippy::too_many_arguments)] // one pure pass over the head's parts
 pub(crate) fn request_headers(
     headers: &mut HeaderMap,
     method: &Method,

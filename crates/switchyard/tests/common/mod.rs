@@ -1,6 +1,12 @@
 //! Real peers on 127.0.0.1 for the integration tests: hyper backends, a raw
 //! TCP recorder, a client, and a timeout helper for every network await.
-#![allow(dead_code, unreachable_pub)]
+// Tests may unwrap; tungstenite's handshake callbacks return its large error type.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::result_large_err
+)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -534,7 +540,7 @@ pub async fn ws_echo_backend() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>)
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
+                    let echo = match msg {
                         Message::Text(t) if t.as_str() == "close-me" => {
                             let _ = ws
                                 .close(Some(CloseFrame {
@@ -542,13 +548,13 @@ pub async fn ws_echo_backend() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>)
                                     reason: "server bye".into(),
                                 }))
                                 .await;
+                            continue;
                         }
-                        m @ (Message::Text(_) | Message::Binary(_)) => {
-                            if ws.send(m).await.is_err() {
-                                return;
-                            }
-                        }
-                        _ => {}
+                        m @ (Message::Text(_) | Message::Binary(_)) => m,
+                        _ => continue,
+                    };
+                    if ws.send(echo).await.is_err() {
+                        return;
                     }
                 }
             });
