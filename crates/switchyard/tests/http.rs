@@ -13,6 +13,9 @@
 //! - middleware/body-decoder, middleware/gzip, middleware/modify-response:
 //!   Node/connect middlewares. The Rust equivalents (re-serialising a body
 //!   in `on_proxy_request`, replacing a response body) are in `hooks.rs`.
+//!
+//! library.md §6 item 17 (retries) is not tested: the engine has no retry
+//! policy yet (DESIGN.md's `retry.rs` is not written).
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
 mod common;
@@ -325,4 +328,35 @@ async fn status_and_body_pass_through() {
     assert_eq!(status, 418);
     assert_eq!(headers["content-length"], "10");
     assert_eq!(&body[..], b"0123456789");
+}
+
+/// library.md §6 item 15 (fetch-like clients): no automatic decompression.
+/// A gzip answer reaches the client byte for byte, with its
+/// `Content-Encoding` and `Content-Length` (hp3's fetch path decoded the
+/// body but kept both headers, a corrupt response).
+#[tokio::test]
+async fn compressed_bodies_pass_untouched() {
+    // A valid gzip stream of "hello" (fixed bytes; the proxy must not care).
+    const GZ: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9,
+        0x07, 0x00, 0x86, 0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00,
+    ];
+    let b = backend(|_| async {
+        let mut r = http::Response::new(Body::from(Bytes::from_static(GZ)));
+        r.headers_mut()
+            .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+        r
+    })
+    .await;
+    let proxy = Proxy::to(&b.url()).unwrap();
+    let server = listen(&proxy).await;
+    let req = Request::get(format!("http://{}/", server.local_addr()))
+        .header("accept-encoding", "gzip")
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, body) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["content-length"], GZ.len().to_string().as_str());
+    assert_eq!(&body[..], GZ);
 }

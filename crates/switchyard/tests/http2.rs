@@ -199,3 +199,27 @@ async fn websocket_to_an_h2_target_is_501() {
         other => panic!("{other:?}"),
     }
 }
+
+/// library.md §6 item 14 ("cancel upstream streams on client reset") and
+/// §5 #13: an HTTP/2 client that resets its stream (drops the request)
+/// cancels the upstream request; the connection serves on.
+#[tokio::test]
+async fn h2_stream_reset_cancels_the_upstream_request() {
+    let (addr, mut heads, mut closed) = holding_backend().await;
+    let proxy = Proxy::to(&format!("http://{addr}")).unwrap();
+    let server = listen(&proxy).await;
+    let mut send = h2c_conn(server.local_addr()).await;
+    let pending = tokio::spawn(
+        send.send_request(
+            Request::get("http://front/hold")
+                .body(Body::empty())
+                .unwrap(),
+        ),
+    );
+    within(heads.recv()).await.unwrap();
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    pending.abort();
+    within(closed.recv()).await.unwrap();
+    // The h2 connection itself is still usable.
+    within(send.ready()).await.unwrap();
+}
