@@ -134,12 +134,16 @@ pub(crate) async fn serve<S, F>(
             accepted = accept(&listener) => accepted,
         };
         match accepted {
-            Ok(Accepted::Tcp(stream)) => {
+            Ok(Accepted::Tcp(stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, &options, &builder, &graceful, service.clone());
+                let conn = Some(switchyard::ConnInfo {
+                    remote,
+                    tls: options.tls.is_some(),
+                });
+                spawn_connection(stream, conn, &options, &builder, &graceful, service.clone());
             }
             Ok(Accepted::Unix(stream)) => {
-                spawn_connection(stream, &options, &builder, &graceful, service.clone());
+                spawn_connection(stream, None, &options, &builder, &graceful, service.clone());
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -159,19 +163,23 @@ pub(crate) async fn serve<S, F>(
 }
 
 enum Accepted {
-    Tcp(tokio::net::TcpStream),
+    Tcp(tokio::net::TcpStream, SocketAddr),
     Unix(tokio::net::UnixStream),
 }
 
 async fn accept(listener: &Listener) -> io::Result<Accepted> {
     match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
         Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }
 
+/// Serves one connection. `conn` (the client's address, TLS or not) goes into every
+/// request's extensions, where the engine reads it for `X-Forwarded-For` and
+/// `X-Forwarded-Proto` (UNIX sockets have no client address).
 fn spawn_connection<IO, S, F>(
     stream: IO,
+    conn: Option<switchyard::ConnInfo>,
     options: &ServeOptions,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
@@ -185,7 +193,12 @@ fn spawn_connection<IO, S, F>(
     let watcher = graceful.watcher();
     let tls = options.tls.clone();
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(service);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(conn) = conn {
+                req.extensions_mut().insert(conn);
+            }
+            service(req)
+        });
         let result = match tls {
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

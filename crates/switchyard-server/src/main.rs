@@ -240,12 +240,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         protocol_rewrite: cli.protocol_rewrite.clone(),
         custom_headers: cli.custom_header.clone(),
         insecure: cli.insecure,
-        client_ca: cli.client_ssl_ca.clone().map(Into::into),
-        client_cert: cli
-            .client_ssl_cert
-            .clone()
-            .zip(cli.client_ssl_key.clone())
-            .map(|(c, k)| (c.into(), k.into())),
+        client_ca: cli.client_ssl_ca.clone(),
+        client_cert: cli.client_ssl_cert.clone().zip(cli.client_ssl_key.clone()),
         timeout: cli.timeout.map(Duration::from_millis),
         proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
     };

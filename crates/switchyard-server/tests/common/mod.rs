@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -30,13 +31,23 @@ pub struct Proxy {
     pub log: Vec<String>,
 }
 
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+/// A port that was free a moment ago. It is chosen below the kernel's ephemeral range
+/// (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing connection can take it before
+/// the binary binds it; each test process walks its own sequence (seeded by its pid), so
+/// parallel tests and test binaries do not pick the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(BASE + (seed + n) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN);
 }
 
 pub fn command(args: &[&str], token: Option<&str>) -> Command {
@@ -59,7 +70,18 @@ impl Proxy {
         Self::start_with(extra, Some(TOKEN))
     }
 
+    /// Like [`Proxy::start`]; retries with fresh ports if a port was taken meanwhile.
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Self {
+        for _ in 0..4 {
+            if let Some(proxy) = Self::try_start(extra, token) {
+                return proxy;
+            }
+        }
+        panic!("the proxy could not bind its ports in four attempts");
+    }
+
+    /// `None` when the binary exited because an address was in use.
+    fn try_start(extra: &[&str], token: Option<&str>) -> Option<Self> {
         let (port, api_port) = (free_port(), free_port());
         let (p, a) = (port.to_string(), api_port.to_string());
         let mut args = vec![
@@ -99,6 +121,9 @@ impl Proxy {
             let deadline = std::time::Instant::now() + IO_TIMEOUT;
             for port in [port, api_port] {
                 while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    if proxy.child.try_wait().unwrap().is_some() {
+                        return None;
+                    }
                     assert!(
                         std::time::Instant::now() < deadline,
                         "proxy not listening on {port}"
@@ -107,21 +132,31 @@ impl Proxy {
                 }
             }
         } else {
-            proxy.wait_for_line("Proxy API at");
+            let in_use = "Address already in use";
+            let line = proxy.wait_for_either("Proxy API at", in_use);
+            if line.contains(in_use) {
+                return None;
+            }
         }
-        proxy
+        Some(proxy)
     }
 
     /// Waits (bounded) for a stdout line containing `needle`; returns it.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+        self.wait_for_either(needle, needle)
+    }
+
+    /// Waits (bounded) for a stdout line containing `a` or `b`; returns it.
+    pub fn wait_for_either(&mut self, a: &str, b: &str) -> String {
+        let needle = a;
+        if let Some(l) = self.log.iter().find(|l| l.contains(a) || l.contains(b)) {
             return l.clone();
         }
         loop {
             match self.lines.recv_timeout(IO_TIMEOUT) {
                 Ok(line) => {
                     self.log.push(line.clone());
-                    if line.contains(needle) {
+                    if line.contains(a) || line.contains(b) {
                         return line;
                     }
                 }
