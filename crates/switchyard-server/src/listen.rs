@@ -1,4 +1,5 @@
-//! Listeners (chp.md §2): TCP or UNIX socket, optional TLS, HTTP/1.1, graceful shutdown.
+//! Listeners (chp.md §2): TCP or UNIX socket, optional TLS, HTTP/1.1 (plus HTTP/2 where
+//! enabled: prior knowledge in clear text, ALPN `h2` over TLS), graceful shutdown.
 //!
 //! One accept loop serves the public proxy, the API, the metrics and the redirect servers.
 //! On shutdown the listener closes at once, open connections finish their in-flight
@@ -44,6 +45,8 @@ pub(crate) struct ServeOptions {
     /// Closes a connection that sends no complete request head for this long (this is
     /// also the keep-alive idle timeout: hyper starts the timer when it waits for a head).
     pub(crate) header_read_timeout: Duration,
+    /// Also serve HTTP/2 (the public listener; CHP's servers are HTTP/1.1 only).
+    pub(crate) http2: bool,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -52,6 +55,7 @@ impl fmt::Debug for ServeOptions {
             .field("tls", &self.tls.is_some())
             .field("max_header_size", &self.max_header_size)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("http2", &self.http2)
             .finish()
     }
 }
@@ -116,12 +120,21 @@ pub(crate) async fn serve<S, F>(
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if !options.http2 {
+        builder = builder.http1_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(options.max_header_size.max(8192))
         .header_read_timeout(options.header_read_timeout);
+    if options.http2 {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX));
+    }
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let unix_path = match &listener {

@@ -225,11 +225,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         tls: api_tls.map(TlsAcceptor::from),
         max_header_size: header_size,
         header_read_timeout: Duration::from_secs(5),
+        http2: false,
     };
+    // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
+    // knowledge in clear text. WebSockets stay on HTTP/1.1.
+    let public_tls = public_tls.map(|config| {
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    });
     let public_options = ServeOptions {
         tls: public_tls.map(TlsAcceptor::from),
         max_header_size: header_size,
         header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
+        http2: true,
     };
 
     let forward_options = ForwardOptions {
@@ -299,6 +308,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         );
         let options = ServeOptions {
             tls: None,
+            http2: false,
             ..public_options
         };
         servers.spawn(listen::serve(

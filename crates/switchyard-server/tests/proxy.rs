@@ -994,3 +994,55 @@ fn metrics_count_proxied_requests() {
     assert_eq!(delta("find_target_for_req_count"), 4.0, "{m1}");
     assert!(delta("last_activity_updating_count") >= 3.0, "{m1}");
 }
+
+// ============================================================================================
+// Beyond CHP
+// ============================================================================================
+
+/// Not in CHP (chp.md §2: HTTP/1.1 only): the public port also speaks HTTP/2 (prior
+/// knowledge in clear text); the backend still gets HTTP/1.1 with the `:authority` as Host
+/// and the usual X-Forwarded-* headers, and the route's last_activity moves.
+#[test]
+fn http2_on_the_public_port() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let b = Backend::echo_target();
+    let p = Proxy::start(&[]);
+    p.add("/h2", &b.url());
+    let before = last_activity(&p, "/h2");
+    clock_past(&before);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (version, status, body) = rt.block_on(async {
+        tokio::time::timeout(IO_TIMEOUT, async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+                .await
+                .unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get(format!("http://127.0.0.1:{}/h2/x?y=%20", p.port))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            let (version, status) = (res.version(), res.status());
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (version, status, body)
+        })
+        .await
+        .expect("HTTP/2 request timed out (safety net)")
+    });
+    assert_eq!((version, status.as_u16()), (http::Version::HTTP_2, 200));
+    assert_eq!(body, "/h2/x?y=%20");
+    let s = b.next();
+    let host = format!("127.0.0.1:{}", p.port);
+    assert_eq!(s.header("host"), Some(host.as_str()));
+    assert_eq!(s.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(s.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(last_activity(&p, "/h2") > before);
+}
