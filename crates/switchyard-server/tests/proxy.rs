@@ -117,7 +117,7 @@ fn serve_connection(stream: TcpStream, tx: &mpsc::Sender<Seen>, reply: &Reply) {
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
@@ -190,6 +190,43 @@ fn respond(status: &str, headers: &[(&str, &str)], body: &str) -> String {
     out.push_str("\r\n");
     out.push_str(body);
     out
+}
+
+/// An HTTPS backend with a self-signed certificate (made by rcgen now) that answers each
+/// request `200 OK` with its request target.
+fn https_backend() -> u16 {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key.into())
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+                while let Some(seen) = read_request(&mut tls) {
+                    let answer = respond("200 OK", &[], &seen.target);
+                    if tls.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = tls.get_mut().flush();
+                }
+            });
+        }
+    });
+    port
 }
 
 /// A backend that answers with a chunked body whose chunks the test releases one by one
@@ -993,6 +1030,20 @@ fn metrics_count_proxied_requests() {
     assert_eq!(delta(r#"requests_proxy{status="503"}"#), 1.0, "{m1}");
     assert_eq!(delta("find_target_for_req_count"), 4.0, "{m1}");
     assert!(delta("last_activity_updating_count") >= 3.0, "{m1}");
+}
+
+/// chp.md §13 #5 / §11: `--insecure` reaches an https target with a self-signed
+/// certificate (CHP 5.3.0 ignored the flag and answered 503); without it, 503.
+#[test]
+fn insecure_reaches_self_signed_https_targets() {
+    let target = format!("https://127.0.0.1:{}", https_backend());
+    let strict = Proxy::start(&[]);
+    strict.add("/", &target);
+    assert_eq!(get(strict.port, "/x", &[]).status, 503);
+    let p = Proxy::start(&["--insecure"]);
+    p.add("/", &target);
+    let r = get(p.port, "/x?y=1", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "/x?y=1"));
 }
 
 // ============================================================================================
