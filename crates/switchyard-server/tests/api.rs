@@ -311,7 +311,7 @@ fn api_path_decoding() {
 }
 
 /// chp.md §4.2, through the real public listener: longest segment prefix, `/` catch-all,
-/// decoded matching; a matched route currently answers 503 (engine not wired), no route 404.
+/// decoded matching; a matched route to a dead target answers 503, no route 404.
 #[test]
 fn routing_semantics_on_public_port() {
     let p = Proxy::start(&[]);
