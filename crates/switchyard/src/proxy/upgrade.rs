@@ -31,8 +31,10 @@ use crate::hooks::{Hooks, TunnelStats};
 
 /// How long the other direction may go on after one side has ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Copy buffer per direction.
-const BUF: usize = 8 * 1024;
+/// Copy buffer per direction while data flows.
+const BUF: usize = 16 * 1024;
+/// Buffer per direction while the tunnel is quiet.
+const IDLE_BUF: usize = 512;
 
 /// An upstream's answer to an upgrade request, with the client's half.
 pub(crate) struct Pending {
@@ -123,16 +125,33 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    // Most tunnels (notebook kernels, terminals) sit idle for hours: read
+    // into a small buffer, take a large one only while reads fill the small
+    // one, and give it back when traffic calms down. Idle memory per tunnel
+    // stays at a few hundred bytes per direction instead of a full buffer.
+    let mut small = [0u8; IDLE_BUF];
+    let mut large: Option<Box<[u8]>> = None;
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = match large.as_deref_mut() {
+            Some(buf) => r.read(buf).await?,
+            None => r.read(&mut small).await?,
+        };
         if n == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }
         on_data(n);
-        w.write_all(&buf[..n]).await?;
+        let data = match large.as_deref() {
+            Some(buf) => &buf[..n],
+            None => &small[..n],
+        };
+        w.write_all(data).await?;
         w.flush().await?;
         *count += n as u64;
+        match &large {
+            None if n == IDLE_BUF => large = Some(vec![0u8; BUF].into_boxed_slice()),
+            Some(_) if n < IDLE_BUF => large = None,
+            _ => {}
+        }
     }
 }
