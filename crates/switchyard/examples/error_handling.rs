@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use http::{HeaderValue, Response, StatusCode};
 use switchyard::{Body, Proxy, Target};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::env_addr;
+
 /// Where the example's proxy ended up.
 #[derive(Debug)]
 pub struct Running {
@@ -69,9 +73,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
-}
-
-/// An address from the environment, or the fixed default for humans.
-fn env_addr(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }

@@ -11,17 +11,16 @@
 //!
 //! `PROXY_ADDR` and `TARGET_ADDR` override the addresses.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::HeaderValue;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use switchyard::{Body, Proxy, Target};
-use tokio::net::TcpListener;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{env_addr, target_server};
 
 /// Where the example's servers ended up.
 #[derive(Debug)]
@@ -75,36 +74,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
-}
-
-/// The target (origin) server of this example: it answers every request
-/// with its URI and headers, as the http-proxy-3 README's target does.
-async fn target_server(addr: &str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let mut text = format!("request successfully proxied to: {}\n", req.uri());
-                    for (name, value) in req.headers() {
-                        text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
-                    }
-                    let mut res = Response::new(Body::from(text));
-                    res.headers_mut()
-                        .insert("content-type", HeaderValue::from_static("text/plain"));
-                    Ok::<_, Infallible>(res)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(local)
-}
-
-/// An address from the environment, or the fixed default for humans.
-fn env_addr(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }

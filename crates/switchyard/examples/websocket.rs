@@ -18,6 +18,10 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard::{Hooks, Proxy, Target, TunnelStats};
 use tokio::net::TcpListener;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::env_addr;
+
 /// Where the example's servers ended up.
 #[derive(Debug)]
 pub struct Running {
@@ -101,9 +105,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
-}
-
-/// An address from the environment, or the fixed default for humans.
-fn env_addr(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
