@@ -18,6 +18,7 @@ use crate::upstream::{self, ClientBodyError, Upstream};
 
 pub(crate) mod forward;
 pub(crate) mod headers;
+pub(crate) mod hygiene;
 pub(crate) mod path;
 pub(crate) mod redirect;
 pub(crate) mod rewrite;
@@ -210,6 +211,7 @@ impl<H: Hooks> Proxy<H> {
     ) -> Result<Done, ProxyError> {
         let hooks = &self.inner.hooks;
         let (mut parts, body) = req.into_parts();
+        hygiene::check(&parts)?;
         let body = body.into_downstream();
         if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
             return Ok(Done::Early(res));
@@ -481,6 +483,12 @@ pub fn error_response(err: &ProxyError) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if status == StatusCode::BAD_REQUEST {
+        // The request could not be read safely: nothing after it on this
+        // connection can be trusted either (RFC 9112 §6.3).
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     res
 }
 
