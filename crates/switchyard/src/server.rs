@@ -51,12 +51,13 @@ pub struct ServerTls {
     pub key: Pem,
 }
 
-/// A running stand-alone proxy server.
+/// A running stand-alone proxy server. Dropping it stops accepting and
+/// drains in the background; [`Server::shutdown`] waits for the drain.
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
     cancel: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 // === impl ListenOptions ===
@@ -83,14 +84,22 @@ impl Server {
 
     /// Stops accepting connections, lets in-flight requests finish (up to
     /// the shutdown timeout), and returns when the server is done.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// A token that stops the server when cancelled.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 
@@ -138,7 +147,7 @@ impl<H: Hooks> Proxy<H> {
         Ok(Server {
             local_addr,
             cancel,
-            task,
+            task: Some(task),
         })
     }
 }
