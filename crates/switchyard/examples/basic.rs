@@ -24,6 +24,8 @@ use support::{env_addr, target_server};
 pub struct Running {
     /// The proxy's address.
     pub proxy: SocketAddr,
+    /// The running proxy; dropping it stops the proxy.
+    pub server: switchyard::Server,
     /// The target's address.
     pub target: SocketAddr,
 }
@@ -42,6 +44,7 @@ pub async fn start(
     let server = proxy.listen(proxy_addr).await?;
     Ok(Running {
         proxy: server.local_addr(),
+        server,
         target,
     })
 }

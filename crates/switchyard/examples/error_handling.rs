@@ -26,6 +26,8 @@ use support::env_addr;
 pub struct Running {
     /// The proxy's address.
     pub proxy: SocketAddr,
+    /// The running proxy; dropping it stops the proxy.
+    pub server: switchyard::Server,
 }
 
 /// Starts a proxy to `target_addr` with a custom error answer.
@@ -57,6 +59,7 @@ pub async fn start(
     let server = proxy.listen(proxy_addr).await?;
     Ok(Running {
         proxy: server.local_addr(),
+        server,
     })
 }
 

@@ -27,6 +27,8 @@ use support::{env_addr, target_server};
 pub struct Running {
     /// The proxy's address.
     pub proxy: SocketAddr,
+    /// The running proxy; dropping it stops the proxy.
+    pub server: switchyard::Server,
     /// The target's address.
     pub target: SocketAddr,
 }
@@ -57,6 +59,7 @@ pub async fn start(
     let server = proxy.listen(proxy_addr).await?;
     Ok(Running {
         proxy: server.local_addr(),
+        server,
         target,
     })
 }

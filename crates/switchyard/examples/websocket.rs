@@ -27,6 +27,8 @@ use support::env_addr;
 pub struct Running {
     /// The proxy's address.
     pub proxy: SocketAddr,
+    /// The running proxy; dropping it stops the proxy.
+    pub server: switchyard::Server,
     /// The echo server's address.
     pub target: SocketAddr,
 }
@@ -67,6 +69,7 @@ pub async fn start(
     let server = proxy.listen(proxy_addr).await?;
     Ok(Running {
         proxy: server.local_addr(),
+        server,
         target,
     })
 }
