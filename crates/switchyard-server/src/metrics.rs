@@ -69,6 +69,19 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         process::render(&mut out);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // Tasks alive in the runtime: back to its baseline after every
+            // request and tunnel has ended, or something leaked (the soak test
+            // reads it).
+            out.push_str(
+                "# HELP switchyard_tokio_alive_tasks Tasks alive in the async runtime.\n\
+                 # TYPE switchyard_tokio_alive_tasks gauge\n",
+            );
+            out.push_str(&format!(
+                "switchyard_tokio_alive_tasks {}\n",
+                handle.metrics().num_alive_tasks()
+            ));
+        }
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");
         self.api_route_add
