@@ -47,3 +47,65 @@ pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMod
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
 pub use server::{ListenOptions, Server, ServerTls};
 pub use target::{Protocol, Target};
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure passes, without
+/// sockets. Not part of the public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::request;
+
+    use crate::{Options, ProxyError, Target};
+
+    /// What `web` does to a request head before sending it: the hygiene
+    /// checks, the outgoing path and the header pass. Returns the outgoing
+    /// path and query.
+    ///
+    /// # Errors
+    ///
+    /// The 400 that `web` would answer.
+    pub fn request_head(
+        parts: &mut request::Parts,
+        body_len: Option<u64>,
+        target: &Target,
+        opts: &Options,
+    ) -> Result<String, ProxyError> {
+        crate::proxy::hygiene::check(parts)?;
+        let path = crate::proxy::path::outgoing_path(target, &parts.uri, opts);
+        target
+            .uri_for(&path)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        crate::proxy::headers::request_headers(
+            &mut parts.headers,
+            &parts.method,
+            parts.version,
+            parts.uri.authority(),
+            body_len,
+            target,
+            opts,
+            crate::proxy::headers::Downstream {
+                remote_ip: None,
+                tls: false,
+                upgrade: false,
+                h2_upstream: false,
+            },
+        );
+        Ok(path)
+    }
+
+    /// The response pass (hop-by-hop, `Location`, `Set-Cookie`) on a head.
+    pub fn response_head(
+        headers: &mut http::HeaderMap,
+        status: http::StatusCode,
+        target: &Target,
+        client_host: Option<&http::HeaderValue>,
+        opts: &Options,
+    ) {
+        crate::proxy::headers::response_headers(headers, false);
+        crate::proxy::rewrite::location(headers, status, target, client_host, opts);
+        crate::proxy::rewrite::cookies(
+            headers,
+            &opts.cookie_domain_rewrite,
+            &opts.cookie_path_rewrite,
+        );
+    }
+}
