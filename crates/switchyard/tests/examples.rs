@@ -4,7 +4,8 @@
 //! The examples are compiled into this test with `#[path]`, and their
 //! `start` functions called directly: the same code as `cargo run
 //! --example`, without a nested cargo build or a subprocess to clean up.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)]
+// tests may unwrap (STYLE.md §7)
 // Each example brings its own copy of examples/support, exactly as it is
 // compiled on its own by `cargo run --example`.
 #![allow(clippy::duplicate_mod)]
