@@ -77,7 +77,13 @@ async fn dispatch(state: &ApiState, req: Request) -> Response<Body> {
     };
     let method = req.method().clone();
     if method != Method::GET && method != Method::POST && method != Method::DELETE {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Method not supported");
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method not supported");
+        // RFC 9110 §15.5.6: a 405 names the methods the resource supports.
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        return response;
     }
     let route_path = match captured.as_deref().map(path::decode).transpose() {
         Ok(p) => p.map(|p| p.into_owned()),
