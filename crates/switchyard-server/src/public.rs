@@ -292,8 +292,7 @@ pub(crate) async fn forward(
                 "{} {} {}",
                 status.as_u16(),
                 routed.prefix,
-                std::error::Error::source(&err)
-                    .map_or_else(|| err.to_string(), |s| format!("{err}: {s}"))
+                switchyard::error_chain(&err)
             );
             error_response(state, status, routed.upgrade, original_url).await
         }

@@ -148,6 +148,22 @@ impl ProxyError {
     }
 }
 
+/// An error and its causes on one line: `a: b: c`, with repeated texts
+/// (hyper-util repeats its source's message) said once.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = e.source();
+    }
+    out
+}
+
 /// An error in the proxy's configuration, found when it is built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -41,7 +41,7 @@ mod target;
 mod upstream;
 
 pub use body::{Body, BodyEnd, BodyIdleTimeout};
-pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError};
+pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain as error_chain};
 pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};

@@ -119,7 +119,10 @@ impl<H: Hooks> Proxy<H> {
     pub async fn web_with<B: Into<Body>>(&self, req: Request<B>, opts: &Options) -> Response<Body> {
         match self.try_web_with(req, opts).await {
             Ok(res) => res,
-            Err(err) => error_response(&err),
+            Err(err) => {
+                log_error(&err);
+                error_response(&err)
+            }
         }
     }
 
@@ -190,12 +193,7 @@ impl<H: Hooks> Proxy<H> {
 
     /// Logs the error once and runs `on_error`.
     fn fail(&self, ctx: &mut H::Ctx, err: ProxyError) -> Result<Response<Body>, ProxyError> {
-        match err.status() {
-            Some(status) if status.is_server_error() => {
-                debug!(error = %err, source = ?std::error::Error::source(&err), "proxy error");
-            }
-            _ => debug!(error = %err, "request not proxied"),
-        }
+        debug!(error = %crate::error::chain(&err), "request failed");
         match self.inner.hooks.on_error(ctx, &err) {
             Some(res) => Ok(res),
             None => Err(err),
@@ -472,6 +470,18 @@ pub(crate) fn clone_head(parts: &request::Parts) -> request::Parts {
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     req.into_parts().0
+}
+
+/// Logs a failure once, where it becomes an answer, with its whole cause
+/// chain (a TLS verification failure names the certificate problem); the
+/// client only ever gets the short generic text.
+pub(crate) fn log_error(err: &ProxyError) {
+    let chain = crate::error::chain(err);
+    match err.side() {
+        crate::ErrorSide::Upstream => tracing::warn!("upstream error: {chain}"),
+        crate::ErrorSide::Internal => tracing::error!("proxy error: {chain}"),
+        crate::ErrorSide::Downstream => debug!("request not proxied: {chain}"),
+    }
 }
 
 /// The default answer for an error: its status and a short generic text.

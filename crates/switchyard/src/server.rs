@@ -241,7 +241,10 @@ async fn serve<H: Hooks>(
                 match proxy.try_web_with(req, proxy.options()).await {
                     Ok(res) => Ok(res),
                     Err(err) => match err.status() {
-                        Some(_) => Ok(crate::proxy::error_response(&err)),
+                        Some(_) => {
+                            crate::proxy::log_error(&err);
+                            Ok(crate::proxy::error_response(&err))
+                        }
                         // Client gone or idle: close without an answer.
                         None => Err(err),
                     },

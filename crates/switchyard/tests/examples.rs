@@ -29,6 +29,15 @@ mod custom_server;
 #[path = "../examples/error_handling.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod error_handling;
+#[path = "../examples/http2_upstream.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod http2_upstream;
+#[path = "../examples/http_to_https.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod http_to_https;
+#[path = "../examples/https_to_http.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod https_to_http;
 #[path = "../examples/latency.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod latency;
@@ -139,4 +148,51 @@ async fn websocket_example() {
     let msg = tokio_tungstenite::tungstenite::Message::text("echo me");
     ws.send(msg.clone()).await.unwrap();
     assert_eq!(within(ws.next()).await.unwrap().unwrap(), msg);
+}
+
+/// examples/https_to_http.rs: a TLS client (trusting the example's CA, by
+/// the name `localhost`) through the TLS proxy to a plain target.
+#[tokio::test]
+async fn https_to_http_example() {
+    let r = within(https_to_http::start(ANY, ANY)).await.unwrap();
+    let (tls, alpn) = tls_connect(r.proxy, &r.ca_pem, &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/hello")
+        .header("host", "localhost")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let res = within(send.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        body.starts_with(b"request successfully proxied to: /hello\n"),
+        "{body:?}"
+    );
+}
+
+/// examples/http_to_https.rs: a plain client, the proxy verifying the
+/// HTTPS target against the example's CA.
+#[tokio::test]
+async fn http_to_https_example() {
+    let r = within(http_to_https::start(ANY, ANY)).await.unwrap();
+    let (status, _, body) = get(&format!("http://{}/hello", r.proxy)).await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"hello over TLS from the target: /hello\n");
+}
+
+/// examples/http2_upstream.rs: an HTTP/1.1 client, an h2c target; the
+/// target saw HTTP/2 and its trailer comes back.
+#[tokio::test]
+async fn http2_upstream_example() {
+    let r = within(http2_upstream::start(ANY, ANY)).await.unwrap();
+    let (status, _, body) = get(&format!("http://{}/hello", r.proxy)).await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"HTTP/2.0 /hello\n");
 }
