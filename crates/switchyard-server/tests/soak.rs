@@ -171,8 +171,11 @@ fn cycle(scenario: &str, port: u16, ready: &mpsc::Receiver<()>) {
         }
         "upstream resets mid-body" => {
             s.write_all(&get("/reset-mid", "")).unwrap();
+            // The connection is cut (reliability.md §6 item 16): the client
+            // sees the truncation either as a short 200 or, when the cut
+            // races the first flush, as a connection closed with no answer.
             let got = read_to_close(&mut s);
-            assert_eq!(status(&got), 200);
+            assert!(got.is_empty() || status(&got) == 200, "{got:?}");
             assert!(got.len() < 1_000_000, "the truncation must be visible");
         }
         "WebSocket open, echo, close" => {

@@ -193,7 +193,7 @@ impl<H: Hooks> Proxy<H> {
 
     /// Logs the error once and runs `on_error`.
     fn fail(&self, ctx: &mut H::Ctx, err: ProxyError) -> Result<Response<Body>, ProxyError> {
-        debug!(error = %crate::error::chain(&err), "request failed");
+        debug!("request failed: {}", crate::error::chain(&err));
         match self.inner.hooks.on_error(ctx, &err) {
             Some(res) => Ok(res),
             None => Err(err),
