@@ -48,7 +48,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use serde_json::{Map, Value};
 use switchyard::routing::{MAX_KEY_SEGMENTS, RouteMatch, RouteTable, segments};
 use tokio::sync::mpsc;
@@ -68,6 +68,9 @@ const BATCH: usize = 500;
 /// Reconnect backoff bounds.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the idle subscription is checked with a PING: a silently dead connection
+/// (no FIN or RST, e.g. a vanished pod) is otherwise only noticed at the next write.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Flushes activity: KEYS[1] the hash, KEYS[1+i] route key i; ARGV = path, ms pairs.
 /// Newest wins; a route deleted meanwhile gets no field.
@@ -365,11 +368,12 @@ impl RouteStore for RedisStore {
 impl Inner {
     /// Subscribes to the changes channel, then re-reads the whole table (in that order, so
     /// a change made during the read is also notified).
-    async fn subscribe_and_reload(&self) -> Result<PubSubStream, String> {
+    async fn subscribe_and_reload(&self) -> Result<Subscription, String> {
         let connect = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&self.names.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+            let (sink, stream) = pubsub.split();
+            Ok::<_, redis::RedisError>(Subscription { sink, stream })
         };
         let stream = tokio::time::timeout(WRITE_TIMEOUT, connect)
             .await
@@ -632,16 +636,24 @@ async fn timed<T>(
     }
 }
 
+/// The pub/sub connection: the stream of notifications and a handle to PING it.
+struct Subscription {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
 /// Applies notifications and this replica's own writes in order; reconnects and reloads
 /// whenever the subscription is lost or a re-read fails.
 async fn sync_task(
     inner: Arc<Inner>,
-    stream: PubSubStream,
+    stream: Subscription,
     mut refresh_rx: mpsc::UnboundedReceiver<String>,
     shutdown: CancellationToken,
 ) {
     let mut stream = Some(stream);
     let mut backoff = MIN_BACKOFF;
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let Some(sub) = stream.as_mut() else {
             tokio::select! {
@@ -666,7 +678,7 @@ async fn sync_task(
         let mut paths = Vec::new();
         tokio::select! {
             () = shutdown.cancelled() => return,
-            msg = sub.next() => match msg {
+            msg = sub.stream.next() => match msg {
                 Some(msg) => paths.push(payload(&msg)),
                 None => {
                     lost(&mut stream, "pub/sub connection closed");
@@ -674,6 +686,17 @@ async fn sync_task(
                 }
             },
             Some(path) = refresh_rx.recv() => paths.push(path),
+            _ = ping.tick() => {
+                let alive = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    sub.sink.ping::<redis::Value>(),
+                )
+                .await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    lost(&mut stream, "no answer to PING");
+                }
+                continue;
+            }
         }
         // Batch whatever else is already waiting.
         while paths.len() < BATCH {
@@ -681,7 +704,7 @@ async fn sync_task(
                 paths.push(path);
                 continue;
             }
-            match sub.next().now_or_never() {
+            match sub.stream.next().now_or_never() {
                 Some(Some(msg)) => paths.push(payload(&msg)),
                 Some(None) => {
                     lost(&mut stream, "pub/sub connection closed");
@@ -700,7 +723,7 @@ fn payload(msg: &redis::Msg) -> String {
     String::from_utf8_lossy(msg.get_payload_bytes()).into_owned()
 }
 
-fn lost(stream: &mut Option<PubSubStream>, why: &str) {
+fn lost(stream: &mut Option<Subscription>, why: &str) {
     if stream.take().is_some() {
         tracing::warn!(
             "Lost Redis ({why}); serving the last routing table and reconnecting in the background"
