@@ -72,7 +72,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// (no FIN or RST, e.g. a vanished pod) is otherwise only noticed at the next write.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Flushes activity: KEYS[1] the hash, KEYS[1+i] route key i; ARGV = path, ms pairs.
+/// Flushes activity: `KEYS[1]` the hash, `KEYS[1+i]` route key i; `ARGV` = path, ms pairs.
 /// Newest wins; a route deleted meanwhile gets no field.
 const FLUSH_SCRIPT: &str = r"
 local n = 0
