@@ -257,6 +257,7 @@ async fn post(state: &ApiState, route_path: &str, body: Body) -> Response<Body> 
         Err(StoreError::TooDeep) => {
             text(StatusCode::BAD_REQUEST, "Route path has too many segments")
         }
+        Err(e) => store_error(&e),
     }
 }
 
@@ -276,9 +277,13 @@ async fn delete(state: &ApiState, route_path: Option<&str>) -> Response<Body> {
     }
 }
 
+/// 503 (JupyterHub retries 5xx) with a plain-text reason; nothing was changed.
 fn store_error(e: &StoreError) -> Response<Body> {
     tracing::error!("route store error: {e}");
-    text(StatusCode::SERVICE_UNAVAILABLE, "Route store unavailable")
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Route store unavailable (Redis cannot be reached); nothing was changed, retry later",
+    )
 }
 
 /// `application/x-www-form-urlencoded` pairs (`+` is a space), undecodable ones kept raw.

@@ -196,9 +196,18 @@ pub(crate) struct Cli {
     /// Timeout, in milliseconds, waiting for the proxy target (then 503)
     #[arg(long, value_name = "ms")]
     pub(crate) proxy_timeout: Option<u64>,
-    /// Storage backend for routes: 'memory' (default). Node modules cannot be loaded.
+    /// Storage backend for routes: 'memory' (default), or a Redis URL shared by several
+    /// replicas: redis://[user:pass@]host:port/db, rediss://… (TLS), unix:///path.sock?db=N.
+    /// Node modules cannot be loaded.
     #[arg(long, value_name = "storage-class", value_parser = parse_storage_backend)]
     pub(crate) storage_backend: Option<StorageBackend>,
+    /// Prefix of the route keys in Redis (the Node redis backend's layout: <prefix><path>)
+    #[arg(long, value_name = "prefix", default_value = "chp:")]
+    pub(crate) redis_key_prefix: String,
+    /// Memory store only: keep the routes in this file (written atomically on each change,
+    /// loaded at start), so a restarted proxy serves them at once
+    #[arg(long, value_name = "path")]
+    pub(crate) state_file: Option<PathBuf>,
     /// Keep-alive timeout, in milliseconds, of the public server
     #[arg(long, value_name = "ms", default_value_t = 5000)]
     pub(crate) keep_alive_timeout: u64,
@@ -222,7 +231,7 @@ pub(crate) enum LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StorageBackend {
     Memory,
-    /// Parsed so the message can be specific; refused at start-up for now.
+    /// A `redis://`, `rediss://` or `unix://` URL.
     Redis(String),
 }
 
@@ -242,10 +251,17 @@ impl Cli {
             return Err("HTTPS redirection specified but certificates not provided.".to_owned());
         }
         if let Some(StorageBackend::Redis(url)) = &self.storage_backend {
-            return Err(format!(
-                "--storage-backend {url}: the Redis route store is not supported yet; \
-                 use the default in-memory store"
-            ));
+            crate::store::redis::RedisConfig::validate(url)
+                .map_err(|e| format!("--storage-backend: {e}"))?;
+            if self.state_file.is_some() {
+                return Err(
+                    "--state-file is for the memory store; Redis keeps the routes itself"
+                        .to_owned(),
+                );
+            }
+        }
+        if self.redis_key_prefix.is_empty() {
+            return Err("--redis-key-prefix must not be empty".to_owned());
         }
         Ok(())
     }
@@ -361,12 +377,15 @@ fn parse_storage_backend(value: &str) -> Result<StorageBackend, String> {
     let lower = value.to_ascii_lowercase();
     if lower.is_empty() || lower == "memory" || lower == "memorystore" {
         Ok(StorageBackend::Memory)
-    } else if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+    } else if ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+    {
         Ok(StorageBackend::Redis(value.to_owned()))
     } else {
         Err(format!(
             "'{value}' looks like a Node.js module; switchyard cannot load Node modules. \
-             Supported: 'memory' (the default)"
+             Supported: 'memory' (the default) and redis://, rediss://, unix:// URLs"
         ))
     }
 }
@@ -436,7 +455,19 @@ mod tests {
         assert!(parse(&["--error-target", "http://x", "--error-path", "/e"]).is_err());
         assert!(parse(&["--storage-backend", "configurable-http-proxy-redis-backend"]).is_err());
         let redis = parse(&["--storage-backend", "redis://127.0.0.1"]).unwrap();
-        assert!(redis.validate().unwrap_err().contains("not supported yet"));
+        assert!(redis.validate().is_ok());
+        let unix = parse(&["--storage-backend", "unix:///run/redis.sock?db=2"]).unwrap();
+        assert!(unix.validate().is_ok());
+        let bad = parse(&["--storage-backend", "redis://h:notaport/0"]).unwrap();
+        assert!(bad.validate().unwrap_err().contains("invalid Redis URL"));
+        let both = parse(&[
+            "--storage-backend",
+            "redis://h/0",
+            "--state-file",
+            "/tmp/s.json",
+        ])
+        .unwrap();
+        assert!(both.validate().is_err());
         let redirect = parse(&["--redirect-port", "80"]).unwrap();
         assert!(redirect.validate().is_err());
         assert!(parse(&["--log-level", "DEBUG"]).is_ok());

@@ -28,12 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::api::ApiState;
-use crate::cli::{Cli, Env};
+use crate::cli::{Cli, Env, StorageBackend};
 use crate::error_pages::ErrorPages;
 use crate::listen::{Listener, ServeOptions};
 use crate::metrics::Metrics;
 use crate::public::{ForwardOptions, PublicState};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisConfig, RedisStore};
 use crate::store::{RouteStore, Target};
 
 /// Exit code for invalid usage and start-up failures (CHP uses 1 for both).
@@ -133,7 +134,25 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn RouteStore> = Arc::new(MemoryStore::new());
+    // The store is ready (every route loaded) before any port is bound or served.
+    let store: Arc<dyn RouteStore> = match &cli.storage_backend {
+        Some(StorageBackend::Redis(url)) => {
+            let config = RedisConfig {
+                url: url.clone(),
+                prefix: cli.redis_key_prefix.clone(),
+            };
+            tracing::info!(
+                "Route store: Redis at {} (key prefix {:?})",
+                store::redis::redact(url),
+                config.prefix
+            );
+            Arc::new(RedisStore::connect(&config).await?)
+        }
+        _ => match &cli.state_file {
+            Some(path) => Arc::new(MemoryStore::with_state_file(path.clone())?),
+            None => Arc::new(MemoryStore::new()),
+        },
+    };
     let default_target = match &cli.default_target {
         Some(t) => Some(Target::parse(t).map_err(|e| format!("--default-target {t}: {e}"))?),
         None => None,
@@ -336,6 +355,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     tracing::warn!("{stop}");
     shutdown.cancel();
     while servers.join_next().await.is_some() {}
+    if let Err(e) = store.close().await {
+        tracing::warn!("route store: {e}");
+    }
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

@@ -4,9 +4,11 @@
 //! order), and `last_activity`, an atomic millisecond timestamp the public listener bumps
 //! without a lock. The public listener never awaits the store: it looks up routes in a
 //! [`switchyard::routing`] snapshot that every store keeps in memory (the memory store *is*
-//! that snapshot; a shared store such as Redis would keep it as a synchronised cache).
+//! that snapshot; the Redis store keeps it as a cache synchronised by pub/sub, see
+//! [`redis`] for its key layout).
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -50,6 +52,10 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn update_last_activity<'a>(&'a self, key: &'a str, at_ms: i64) -> StoreFuture<'a, ()>;
     /// The hot path: longest-prefix lookup in the in-memory snapshot. Never blocks.
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
+    /// Called once at shutdown: write out what is still pending (activity, state file).
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// A store failure (only shared stores can fail; the memory store never does).
@@ -57,6 +63,9 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
 pub(crate) enum StoreError {
     #[error("route path is too deep")]
     TooDeep,
+    /// The shared store cannot be reached; nothing was changed.
+    #[error("route store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A validated route target, parsed once for the engine when the route is added.
@@ -97,6 +106,9 @@ pub(crate) struct Route {
     /// placeholder in CHP's key order; the placeholder is filled in when serialised.
     data: Map<String, Value>,
     last_activity_ms: AtomicI64,
+    /// The newest `last_activity` known to be in the shared store (Redis); activity above
+    /// it is flushed in the next batch. Unused by the memory store.
+    synced_ms: AtomicI64,
 }
 
 // === impl Target ===
@@ -179,7 +191,38 @@ impl Route {
             target,
             data,
             last_activity_ms: AtomicI64::new(now_ms),
+            synced_ms: AtomicI64::new(now_ms),
         }
+    }
+
+    /// A route read back from stored JSON (a state file, or a Redis value): the object must
+    /// have a valid string `target`; its `last_activity` (ISO 8601) is used when present,
+    /// else `fallback_ms`.
+    pub(crate) fn from_json(key: &str, value: Value, fallback_ms: i64) -> Result<Self, String> {
+        let Value::Object(data) = value else {
+            return Err("not a JSON object".to_owned());
+        };
+        let Some(Value::String(raw)) = data.get("target") else {
+            return Err("no 'target' string".to_owned());
+        };
+        let target = Target::parse(raw).map_err(|e| format!("target {raw:?}: {e}"))?;
+        let at_ms = match data.get(LAST_ACTIVITY) {
+            Some(Value::String(s)) => time::parse_date_ms(s).unwrap_or(fallback_ms),
+            _ => fallback_ms,
+        };
+        Ok(Self::new(key, target, data, at_ms))
+    }
+
+    /// Same target and same client data (`last_activity` aside)?
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.target == other.target
+            && self.data.len() == other.data.len()
+            && self
+                .data
+                .iter()
+                .zip(&other.data)
+                .all(|((ka, va), (kb, vb))| ka == kb && (ka == LAST_ACTIVITY || va == vb))
     }
 
     pub(crate) fn key(&self) -> &Arc<str> {

@@ -67,6 +67,8 @@ fn help_and_version() {
         "--timeout",
         "--proxy-timeout",
         "--storage-backend",
+        "--redis-key-prefix",
+        "--state-file",
         "--keep-alive-timeout",
         "--max-header-size",
         "CONFIGPROXY_AUTH_TOKEN",
@@ -102,8 +104,12 @@ fn bad_flags_exit_1() {
             "cannot load Node modules",
         ),
         (
-            &["--storage-backend", "redis://127.0.0.1:6379"][..],
-            "not supported yet",
+            &["--storage-backend", "redis://127.0.0.1:1/0"][..],
+            "cannot connect to Redis at redis://127.0.0.1:1/0",
+        ),
+        (
+            &["--storage-backend", "redis://u:hunter2@h:x/0"][..],
+            "invalid Redis URL redis://u:***@h:x/0",
         ),
         (
             &["--redirect-port", "8080"][..],

@@ -321,7 +321,11 @@ fn server_answers_match_openapi_json() {
             }
         }
     }
-    let never: Vec<_> = documented.difference(&produced).collect();
+    // 503 needs a Redis outage: tests/redis.rs produces it and checks its body.
+    let never: Vec<_> = documented
+        .difference(&produced)
+        .filter(|(_, status)| status != "503")
+        .collect();
     assert!(never.is_empty(), "documented but never produced: {never:?}");
 }
 
