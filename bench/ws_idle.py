@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Memory and file descriptors of idle WebSocket connections through a proxy.
 
-Usage: bench/ws_idle.py [--connections N] [--proxy switchyard|chp] [--binary PATH]
+Usage: bench/ws_idle.py [--connections N] [--proxy switchyard|chp|nginx]
+                        [--binary PATH] [--chp PATH] [--cpu N] [--workdir DIR]
 
 Starts an aiohttp WebSocket echo backend, starts the proxy (the `switchyard`
-binary, or Node's configurable-http-proxy when installed) with the backend as
-its default target, opens N WebSocket connections through it, checks each
+binary, Node's configurable-http-proxy, or nginx with bench/nginx.conf) with
+the backend as its default target, pinned with taskset when --cpu is given, opens N WebSocket connections through it, checks each
 echoes once, and then reads the proxy's RSS and open file descriptors from
 /proc. It closes them all, waits until the proxy's descriptor count is back
 to its baseline (or 30 s pass), and prints one JSON line with the figures.
+RSS and descriptors are summed over the proxy's process tree (nginx: master
+and worker).
 """
 
 import argparse
@@ -20,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from aiohttp import ClientSession, TCPConnector, WSMsgType, web
@@ -31,16 +35,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+def tree(pid):
+    pids, todo = [], [pid]
+    while todo and len(pids) < 64:
+        p = todo.pop()
+        pids.append(p)
+        for tid in os.listdir(f"/proc/{p}/task"):
+            with open(f"/proc/{p}/task/{tid}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+    return pids
+
+
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    total = 0
+    for p in tree(pid):
+        with open(f"/proc/{p}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return total
 
 
 def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in tree(pid))
 
 
 async def wait_port(port, deadline=20.0):
@@ -77,19 +92,34 @@ async def main(args):
 
     port, api_port = free_port(), free_port()
     target = f"http://127.0.0.1:{backend_port}"
-    if args.proxy == "switchyard":
-        cmd = [args.binary]
+    if args.proxy == "nginx":
+        workdir = args.workdir or tempfile.mkdtemp(prefix="ws_idle_nginx_")
+        os.makedirs(workdir, exist_ok=True)
+        conf = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf")).read()
+        for k, v in {"DIR": workdir, "UPSTREAM_PORT": backend_port, "PORT": port,
+                     "H2_PORT": free_port(), "LOCATIONS": ""}.items():
+            conf = conf.replace(f"@{k}@", str(v))
+        conf_path = os.path.join(workdir, "nginx.conf")
+        with open(conf_path, "w") as f:
+            f.write(conf)
+        cmd = ["nginx", "-p", workdir, "-c", conf_path, "-e", "stderr"]
     else:
-        chp = shutil.which("configurable-http-proxy")
-        if not chp:
-            sys.exit("configurable-http-proxy is not installed (npm i -g configurable-http-proxy)")
-        cmd = [chp]
-    cmd += ["--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
-            "--api-port", str(api_port), "--default-target", target, "--log-level", "warn"]
+        if args.proxy == "switchyard":
+            cmd = [args.binary]
+        else:
+            chp = args.chp or shutil.which("configurable-http-proxy")
+            if not chp:
+                sys.exit("configurable-http-proxy is not installed (npm i -g configurable-http-proxy)")
+            cmd = [chp]
+        cmd += ["--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
+                "--api-port", str(api_port), "--default-target", target, "--log-level", "warn"]
+    if args.cpu is not None:
+        cmd = ["taskset", "-c", str(args.cpu)] + cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard)))
     try:
         await wait_port(port)
+        await asyncio.sleep(0.2)  # let nginx fork its worker
         base_rss, base_fds = rss_kib(proc.pid), fds(proc.pid)
         session = ClientSession(connector=TCPConnector(limit=0))
         conns = []
@@ -122,13 +152,20 @@ async def main(args):
         }))
     finally:
         proc.terminate()
-        proc.wait()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         await runner.cleanup()
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--connections", type=int, default=2000)
-    p.add_argument("--proxy", choices=["switchyard", "chp"], default="switchyard")
+    p.add_argument("--proxy", choices=["switchyard", "chp", "nginx"], default="switchyard")
+    p.add_argument("--chp", help="configurable-http-proxy executable (default: from PATH)")
+    p.add_argument("--cpu", type=int, help="pin the proxy to this CPU with taskset")
+    p.add_argument("--workdir", help="nginx: directory for its config, pid and temp files")
     p.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "switchyard"))
     asyncio.run(main(p.parse_args()))

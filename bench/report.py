@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""Turn bench/results/{raw.jsonl,meta.json} into bench/RESULTS.md and SVG plots.
+
+Standard library only: the plots are SVG written by hand, so the report can be
+regenerated anywhere (`python3 bench/report.py`).
+
+Every figure is the median over rounds with the min-max range. Ratios are
+taken per round (switchyard's figure divided by nginx's, or CHP's, from the
+same round, a few seconds apart) and then summarised the same way, so a slow
+moment of the shared machine affects both sides of a ratio.
+"""
+
+import argparse
+import json
+import os
+import statistics
+from collections import defaultdict
+
+PROXIES = ["direct", "nginx", "switchyard", "chp"]
+COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "switchyard": "#1f77b4", "chp": "#ff7f0e"}
+LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "switchyard": "switchyard",
+         "chp": "CHP"}
+
+
+def get(rec, key):
+    cur = rec
+    for part in key.split(".", 1):  # "lat_us.p99.9": one level of nesting
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def fmt(v, digits=3):
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 10 ** digits:
+        return f"{v:,.0f}"
+    for d in range(digits):
+        if a >= 10 ** (digits - 1 - d):
+            return f"{v:.{d}f}"
+    return f"{v:.{digits}g}"
+
+
+def spread(vals, digits=3):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med, digits)
+    return f"{fmt(med, digits)} ({fmt(min(vals), digits)}–{fmt(max(vals), digits)})"
+
+
+def ratio_spread(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{med:.2f}×"
+    return f"**{med:.2f}×** ({min(vals):.2f}–{max(vals):.2f})"
+
+
+class Data:
+    def __init__(self, recs):
+        self.by = defaultdict(dict)  # (scenario, variant) -> proxy -> round -> rec
+        for r in recs:
+            self.by[(r["scenario"], r["variant"])].setdefault(r["proxy"], {})[r["round"]] = r
+
+    def variants(self, scenario):
+        return [v for (s, v) in self.by if s == scenario]
+
+    def values(self, scen, var, proxy, key):
+        rounds = self.by.get((scen, var), {}).get(proxy, {})
+        return [get(rec, key) for _, rec in sorted(rounds.items())]
+
+    def median(self, scen, var, proxy, key):
+        vals = [v for v in self.values(scen, var, proxy, key) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def ratios(self, scen, var, proxy, ref, key):
+        mine = self.by.get((scen, var), {}).get(proxy, {})
+        theirs = self.by.get((scen, var), {}).get(ref, {})
+        out = []
+        for rnd, rec in mine.items():
+            if rnd in theirs:
+                a, b = get(rec, key), get(theirs[rnd], key)
+                if a is not None and b:
+                    out.append(a / b)
+        return out
+
+
+# ---------------------------------------------------------------- SVG
+
+def svg_doc(w, h, body):
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            f'viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">\n'
+            f'<rect width="{w}" height="{h}" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n")
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def nice_log_ticks(lo, hi):
+    ticks = []
+    d = 10 ** int(f"{lo:e}".split("e")[1])
+    while d <= hi * 10:
+        for m in (1, 2, 5):
+            t = m * d
+            if lo <= t <= hi:
+                ticks.append(t)
+        d *= 10
+    return ticks
+
+
+def latency_panel(x0, y0, w, h, title, series, pcts):
+    """series: proxy -> [latency in ms per percentile]; log-scale y."""
+    body = [f'<text x="{x0 + w / 2}" y="{y0 - 8}" text-anchor="middle" font-weight="bold">{esc(title)}</text>']
+    vals = [v for s in series.values() for v in s if v]
+    if not vals:
+        return body
+    lo, hi = min(vals) / 1.5, max(vals) * 1.5
+    import math
+    ly = lambda v: y0 + h - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * h
+    lx = lambda i: x0 + (i + 0.5) * w / len(pcts)
+    body.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#999"/>')
+    for t in nice_log_ticks(lo, hi):
+        y = ly(t)
+        body.append(f'<line x1="{x0}" x2="{x0 + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        body.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{t:g}</text>')
+    for i, p in enumerate(pcts):
+        body.append(f'<text x="{lx(i):.1f}" y="{y0 + h + 14}" text-anchor="middle" font-size="10">p{p}</text>')
+    for proxy, s in series.items():
+        pts = [(lx(i), ly(v)) for i, v in enumerate(s) if v]
+        if not pts:
+            continue
+        body.append(f'<polyline fill="none" stroke="{COLORS[proxy]}" stroke-width="2" points="' +
+                    " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+        for x, y in pts:
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS[proxy]}"/>')
+    body.append(f'<text x="{x0 - 36}" y="{y0 + h / 2}" font-size="10" transform="rotate(-90 {x0 - 36} {y0 + h / 2})" '
+                f'text-anchor="middle">latency, ms (log)</text>')
+    return body
+
+
+def legend(x, y, proxies):
+    body = []
+    for i, p in enumerate(proxies):
+        body.append(f'<rect x="{x + i * 150}" y="{y - 10}" width="12" height="12" fill="{COLORS[p]}"/>')
+        body.append(f'<text x="{x + i * 150 + 18}" y="{y}">{esc(LABEL[p])}</text>')
+    return body
+
+
+def plot_latency(d, path):
+    pcts = ["50", "75", "90", "99", "99.9"]
+    variants = d.variants("http1")
+    cols = 2
+    rows = (len(variants) + cols - 1) // cols
+    pw, ph = 330, 210
+    W, H = 60 + cols * (pw + 70), 60 + rows * (ph + 60)
+    body = [f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">'
+            f'HTTP/1.1 latency percentiles (wrk -t1, median over rounds)</text>']
+    for k, var in enumerate(variants):
+        x0, y0 = 70 + (k % cols) * (pw + 70), 60 + (k // cols) * (ph + 60)
+        series = {}
+        for p in PROXIES:
+            s = [d.median("http1", var, p, f"lat_us.p{q}") for q in pcts]
+            if any(s):
+                series[p] = [v / 1000 if v else None for v in s]
+        body_size, conns = var.split("-c")
+        title = {"13b": "13 B", "16k": "16 KiB"}.get(body_size, body_size) + f" body, {conns} connections"
+        body += latency_panel(x0, y0, pw, ph, title, series, pcts)
+    body += legend(70, H - 12, [p for p in PROXIES])
+    with open(path, "w") as f:
+        f.write(svg_doc(W, H, body))
+
+
+def plot_cpu(d, path):
+    groups = [("http1", v) for v in d.variants("http1")] + [("h2", v) for v in d.variants("h2")] + \
+             [("routes", v) for v in d.variants("routes")]
+    proxies = ["nginx", "switchyard", "chp"]
+    vals = {(g, p): d.values(g[0], g[1], p, "cpu_us_per_req") for g in groups for p in proxies}
+    top = max([v for vs in vals.values() for v in vs if v] or [1]) * 1.1
+    gw, bw = 120, 30
+    W, H, x0, y0, ph = 80 + len(groups) * gw, 360, 60, 40, 240
+    y = lambda v: y0 + ph - v / top * ph
+    body = [f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">'
+            f'Proxy CPU per request, µs (user+system; bar = median, whisker = min–max)</text>',
+            f'<line x1="{x0}" x2="{W - 10}" y1="{y0 + ph}" y2="{y0 + ph}" stroke="#999"/>']
+    step = 10 ** len(str(int(top))) / 10
+    if top / step < 4:
+        step /= 2
+    t = 0.0
+    while t <= top:
+        body.append(f'<line x1="{x0}" x2="{W - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eee"/>')
+        body.append(f'<text x="{x0 - 4}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="10">{t:g}</text>')
+        t += step
+    for gi, g in enumerate(groups):
+        gx = x0 + 10 + gi * gw
+        for pi, p in enumerate(proxies):
+            vs = [v for v in vals[(g, p)] if v is not None]
+            if not vs:
+                continue
+            med = statistics.median(vs)
+            bx = gx + pi * bw
+            body.append(f'<rect x="{bx}" y="{y(med):.1f}" width="{bw - 4}" height="{y0 + ph - y(med):.1f}" '
+                        f'fill="{COLORS[p]}"/>')
+            cx = bx + (bw - 4) / 2
+            body.append(f'<line x1="{cx}" x2="{cx}" y1="{y(min(vs)):.1f}" y2="{y(max(vs)):.1f}" stroke="black"/>')
+            body.append(f'<text x="{cx}" y="{y(med) - 3:.1f}" text-anchor="middle" font-size="9">{fmt(med, 2)}</text>')
+        name = {"http1": "h1", "h2": "h2", "routes": "routes"}[g[0]]
+        label = f"{name} {g[1]}" if g[0] != "routes" else f"{int(g[1]):,} route(s)"
+        body.append(f'<text x="{gx + 1.5 * bw}" y="{y0 + ph + 16}" text-anchor="middle" font-size="10">'
+                    f'{esc(label)}</text>')
+    body += legend(x0, H - 12, proxies)
+    with open(path, "w") as f:
+        f.write(svg_doc(W, H, body))
+
+
+# ---------------------------------------------------------------- Markdown
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def kib_to_mib(v):
+    return None if v is None else v / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--results", default=os.path.join(here, "results"))
+    ap.add_argument("--out", default=os.path.join(here, "RESULTS.md"))
+    a = ap.parse_args()
+    with open(os.path.join(a.results, "raw.jsonl")) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    meta = {}
+    mp = os.path.join(a.results, "meta.json")
+    if os.path.exists(mp):
+        with open(mp) as f:
+            meta = json.load(f)
+    d = Data(recs)
+    rel = os.path.relpath(a.results, os.path.dirname(os.path.abspath(a.out)))
+    plot_latency(d, os.path.join(a.results, "latency-http1.svg"))
+    plot_cpu(d, os.path.join(a.results, "cpu-per-request.svg"))
+
+    P = meta.get("params", {})
+    V = meta.get("versions", {})
+    md = ["# Benchmark results", "",
+          f"Written by `bench/report.py` from `{rel}/raw.jsonl` (one line per measurement). "
+          f"Run on {meta.get('date', '?')}: {P.get('rounds', '?')} interleaved rounds, "
+          f"`wrk -t1 -d{P.get('duration', '?')}` after a {P.get('warmup', '?')} warm-up, "
+          f"switchyard with TOKIO_WORKER_THREADS={P.get('workers', '?')}, nginx with 1 worker. "
+          "Every figure is **median (min–max)** over rounds; a ratio is computed per round "
+          "against the other proxy measured in the same round, then summarised the same way. "
+          "Method and caveats: [README.md](README.md).", ""]
+    if meta.get("crates_dirty"):
+        md += ["> The worktree had uncommitted changes under `crates/` when this ran.", ""]
+
+    md += ["## Machine and versions", "",
+           table(["", ""], [
+               ["CPUs (nproc)", meta.get("nproc", "?")], ["CPU model", meta.get("cpu", "?")],
+               ["memory", f"{meta.get('mem_gib', '?')} GiB"], ["kernel", meta.get("kernel", "?")],
+               ["OS", meta.get("os", "?")],
+               ["load average (1, 5, 15 min) at start / end",
+                f"{' '.join(meta.get('loadavg_start', '?').split()[:3])} / "
+                f"{' '.join(meta.get('loadavg_end', '?').split()[:3])}"],
+               ["wall time", f"{meta.get('wall_seconds', '?')} s"],
+               ["switchyard commit", f"`{meta.get('commit', '?')}`"],
+               ["rustc", V.get("rustc", "?")], ["nginx", V.get("nginx", "?")],
+               ["node", V.get("node", "?")],
+               ["configurable-http-proxy", V.get("configurable-http-proxy", "?")],
+               ["wrk", V.get("wrk", "?")], ["h2load", V.get("h2load", "?")],
+               ["curl", V.get("curl", "?").split(" (")[0]], ["python", V.get("python", "?")],
+           ]), ""]
+
+    # ------------------------------------------------ headline ratios
+    rows = []
+
+    def head(scen, var, label, key, better, scale=1.0, name=None):
+        if (scen, var) not in d.by:
+            return
+        sw = [v * scale if v is not None else None for v in d.values(scen, var, "switchyard", key)]
+        ng = [v * scale if v is not None else None for v in d.values(scen, var, "nginx", key)]
+        ch = [v * scale if v is not None else None for v in d.values(scen, var, "chp", key)]
+        rows.append([f"{label}", f"{name or key} ({better})", spread(sw), spread(ng),
+                     spread(ch), ratio_spread(d.ratios(scen, var, "switchyard", "nginx", key)),
+                     ratio_spread(d.ratios(scen, var, "switchyard", "chp", key))])
+
+    for var in d.variants("http1"):
+        lab = f"HTTP/1.1 {var}"
+        head("http1", var, lab, "rps", "↑", 1, "req/s")
+        head("http1", var, lab, "lat_us.p99", "↓", 1e-3, "p99 ms")
+        head("http1", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/req")
+    for var in d.variants("h2"):
+        lab = f"HTTP/2 {var}"
+        head("h2", var, lab, "rps", "↑", 1, "req/s")
+        head("h2", var, lab, "lat_us.mean", "↓", 1e-3, "mean latency ms")
+        head("h2", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/req")
+    for var in d.variants("routes"):
+        lab = f"{int(var):,} route(s), 13 B, c64"
+        head("routes", var, lab, "rps", "↑", 1, "req/s")
+        head("routes", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/req")
+    for var in d.variants("api"):
+        head("api", var, f"API: add {var[3:]} routes one by one", "add_seconds", "↓", 1, "total s")
+        head("api", var, f"API: list {var[3:]} routes", "list_ms", "↓", 1, "GET /api/routes ms")
+    for var in d.variants("ws"):
+        head("ws", var, f"{var[4:]} idle WebSockets", "kib_per_connection", "↓", 1, "RSS KiB per connection")
+    for var in d.variants("download"):
+        head("download", var, f"download {var}", "peak_rss_kib", "↓", 1 / 1024, "peak RSS MiB")
+        head("download", var, f"download {var}", "mib_per_s", "↑", 1, "MiB/s")
+    for var in d.variants("http1")[:1]:
+        head("http1", var, "fresh process, idle", "idle_rss_kib", "↓", 1 / 1024, "RSS MiB")
+
+    md += ["## Headline: switchyard against nginx and CHP", "",
+           "↑ higher is better, ↓ lower is better. A ratio is switchyard ÷ the other, per round.", "",
+           table(["scenario", "metric", "switchyard", "nginx", "CHP", "switchyard ÷ nginx",
+                  "switchyard ÷ CHP"], rows), ""]
+
+    # ------------------------------------------------ HTTP/1.1
+    if d.variants("http1"):
+        rows = []
+        for var in d.variants("http1"):
+            for p in PROXIES:
+                if p not in d.by[("http1", var)]:
+                    continue
+                rows.append([var, LABEL[p], spread(d.values("http1", var, p, "rps")),
+                             spread([v / 1e3 for v in d.values("http1", var, p, "lat_us.p50")]),
+                             spread([v / 1e3 for v in d.values("http1", var, p, "lat_us.p99")]),
+                             spread(d.values("http1", var, p, "cpu_us_per_req")),
+                             spread([v * 100 if v is not None else None
+                                     for v in d.values("http1", var, p, "proxy_busy")], 2),
+                             spread(d.values("http1", var, p, "origin_cpu_us_per_req")),
+                             ratio_spread(d.ratios("http1", var, p, "nginx", "rps")) if p != "nginx" else "1",
+                             ratio_spread(d.ratios("http1", var, p, "nginx", "cpu_us_per_req"))
+                             if p not in ("nginx", "direct") else "–",
+                             sum(v or 0 for v in d.values("http1", var, p, "errors"))])
+        md += ["## HTTP/1.1: `GET` through each proxy (wrk)", "",
+               "`13b` is `GET /` answered with the 13-byte body, `16k` a 16 KiB body; `cN` is the number "
+               "of wrk connections. *busy* is the proxy's CPU time over the run's wall time (100 % = "
+               "core 1 saturated); below 100 % the shared core 0 (wrk + origin) limited the rate. "
+               "*origin µs/req* is the origin nginx's own CPU per request.", "",
+               table(["case", "proxy", "req/s", "p50 ms", "p99 ms", "proxy CPU µs/req", "busy %",
+                      "origin µs/req", "req/s ÷ nginx", "CPU ÷ nginx", "errors"], rows), "",
+               f"![latency percentiles]({rel}/latency-http1.svg)", "",
+               f"![CPU per request]({rel}/cpu-per-request.svg)", ""]
+
+    # ------------------------------------------------ HTTP/2
+    if d.variants("h2"):
+        rows = []
+        for var in d.variants("h2"):
+            for p in PROXIES:
+                if p not in d.by[("h2", var)]:
+                    continue
+                rows.append([var, LABEL[p], spread(d.values("h2", var, p, "rps")),
+                             spread([v / 1e3 for v in d.values("h2", var, p, "lat_us.mean")]),
+                             spread([v / 1e3 for v in d.values("h2", var, p, "lat_us.max")]),
+                             spread(d.values("h2", var, p, "cpu_us_per_req")),
+                             ratio_spread(d.ratios("h2", var, p, "nginx", "rps")) if p != "nginx" else "1",
+                             ratio_spread(d.ratios("h2", var, p, "nginx", "cpu_us_per_req"))
+                             if p not in ("nginx", "direct") else "–",
+                             sum(v or 0 for v in d.values("h2", var, p, "errors"))])
+        md += ["## HTTP/2 clients (h2load, cleartext with prior knowledge)", "",
+               "`h2load -t1 -c64 -m10`: 64 connections with 10 concurrent streams each. nginx takes h2c "
+               "on a `listen … http2` port (no TLS needed for prior knowledge) and speaks HTTP/1.1 with "
+               "keep-alive to the origin, as switchyard does; *direct* is the origin nginx's own h2c "
+               "port. CHP has no HTTP/2. h2load reports no percentiles: mean and max per request.", "",
+               table(["case", "proxy", "req/s", "mean ms", "max ms", "proxy CPU µs/req",
+                      "req/s ÷ nginx", "CPU ÷ nginx", "errors"], rows), ""]
+
+    # ------------------------------------------------ routes
+    if d.variants("routes"):
+        rows = []
+        vs = d.variants("routes")
+        for var in vs:
+            for p in ["nginx", "switchyard", "chp"]:
+                if p not in d.by[("routes", var)]:
+                    continue
+                rows.append([f"{int(var):,}", LABEL[p], spread(d.values("routes", var, p, "rps")),
+                             spread([v / 1e3 for v in d.values("routes", var, p, "lat_us.p99")]),
+                             spread(d.values("routes", var, p, "cpu_us_per_req")),
+                             spread([kib_to_mib(v) for v in d.values("routes", var, p, "idle_rss_kib")]),
+                             spread(d.values("routes", var, p, "load_seconds")),
+                             spread(d.values("routes", var, p, "list_ms")),
+                             ratio_spread(d.ratios("routes", var, p, "nginx", "cpu_us_per_req"))
+                             if p != "nginx" else "–"])
+        md += [f"## Route table size: {' against '.join(f'{int(v):,}' for v in vs)} routes", "",
+               "Each proxy gets the default route `/` and, in the large case, routes `/user/u0` … "
+               f"`/user/u{int(vs[-1]) - 2}` (switchyard and CHP through the REST API, 4 keep-alive connections; "
+               "nginx as `location /user/uN/` blocks). wrk (c64) requests "
+               f"`/user/u{int(vs[-1]) - 2}/`, "
+               "which in the 1-route case falls through to `/`. *RSS* is after the routes were added, "
+               "before the load (nginx: master + worker). *load s* is the time to add the routes, "
+               "*list ms* one `GET /api/routes` of all of them.", "",
+               table(["routes", "proxy", "req/s", "p99 ms", "proxy CPU µs/req", "RSS MiB",
+                      "load s", "list ms", "CPU ÷ nginx"], rows), ""]
+        if len(vs) == 2:
+            rows = []
+            for p in ["nginx", "switchyard", "chp"]:
+                for key, lab in (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s")):
+                    small = d.by[("routes", vs[0])].get(p, {})
+                    big = d.by[("routes", vs[1])].get(p, {})
+                    rs = [get(big[r], key) / get(small[r], key) for r in big
+                          if r in small and get(small[r], key) and get(big[r], key) is not None]
+                    rows.append([LABEL[p], lab, ratio_spread(rs)])
+            md += [f"Same proxy, {int(vs[1]):,} routes ÷ {int(vs[0]):,} route, per round:", "",
+                   table(["proxy", "metric", "ratio"], rows), ""]
+
+    # ------------------------------------------------ API
+    if d.variants("api"):
+        rows = []
+        for var in d.variants("api"):
+            for p in ["switchyard", "chp"]:
+                if p not in d.by[("api", var)]:
+                    continue
+                rows.append([var[3:], LABEL[p], spread(d.values("api", var, p, "add_seconds")),
+                             spread(d.values("api", var, p, "add_us_per_route")),
+                             spread(d.values("api", var, p, "list_ms")),
+                             spread([v / 1024 for v in d.values("api", var, p, "list_bytes")]),
+                             spread([kib_to_mib(v) for v in d.values("api", var, p, "rss_growth_kib")]),
+                             ratio_spread(d.ratios("api", var, p, "chp", "add_seconds")) if p != "chp" else "1",
+                             ratio_spread(d.ratios("api", var, p, "chp", "list_ms")) if p != "chp" else "1"])
+        md += ["## REST API: adding routes one by one, then listing them", "",
+               "The client is `bench_pair api` (Rust, hyper, one keep-alive connection, one request at a "
+               "time, on core 0): `POST /api/routes/user/u<i>` with `{\"target\": …}` for each route, then "
+               "five `GET /api/routes` (the median is shown; the time includes reading the whole body). "
+               "nginx has no such API.", "",
+               table(["routes", "proxy", "add all, s", "µs per route", "list, ms", "list body KiB",
+                      "RSS growth MiB", "add ÷ CHP", "list ÷ CHP"], rows), ""]
+
+    # ------------------------------------------------ WebSockets
+    if d.variants("ws"):
+        rows = []
+        for var in d.variants("ws"):
+            for p in ["nginx", "switchyard", "chp"]:
+                if p not in d.by[("ws", var)]:
+                    continue
+                rows.append([var[4:], LABEL[p],
+                             spread([kib_to_mib(v) for v in d.values("ws", var, p, "baseline_rss_kib")]),
+                             spread([kib_to_mib(v) for v in d.values("ws", var, p, "open_rss_kib")]),
+                             spread(d.values("ws", var, p, "kib_per_connection")),
+                             spread(d.values("ws", var, p, "baseline_fds")),
+                             spread(d.values("ws", var, p, "open_fds")),
+                             spread(d.values("ws", var, p, "fds_after_close")),
+                             ratio_spread(d.ratios("ws", var, p, "nginx", "kib_per_connection"))
+                             if p != "nginx" else "1"])
+        md += ["## Idle WebSockets (bench/ws_idle.py)", "",
+               "An aiohttp echo backend and client (core 0) open the connections through the proxy (core 1), "
+               "each echoes one message, and the proxy's RSS and descriptors are read from /proc "
+               "(summed over nginx's master and worker). Then all close, and the descriptors must return "
+               "to the baseline.", "",
+               table(["connections", "proxy", "RSS before MiB", "RSS open MiB", "KiB per WebSocket",
+                      "fds before", "fds open", "fds after close", "KiB/WS ÷ nginx"], rows), ""]
+
+    # ------------------------------------------------ download
+    if d.variants("download"):
+        rows = []
+        for var in d.variants("download"):
+            for p in PROXIES:
+                if p not in d.by[("download", var)]:
+                    continue
+                rows.append([var, LABEL[p], spread(d.values("download", var, p, "mib_per_s")),
+                             spread([kib_to_mib(v) for v in d.values("download", var, p, "base_rss_kib")]),
+                             spread([kib_to_mib(v) for v in d.values("download", var, p, "peak_rss_kib")]),
+                             spread([kib_to_mib(v) for v in d.values("download", var, p, "rss_growth_kib")]),
+                             spread(d.values("download", var, p, "cpu_s"))])
+        md += ["## One large download", "",
+               "`curl -o /dev/null` (core 0) of a sparse file from the origin through the proxy (core 1). "
+               "Peak RSS is the larger of VmHWM and a 20 ms sampling of VmRSS; nginx streams without "
+               "spooling to disk (`proxy_max_temp_file_size 0`).", "",
+               table(["size", "proxy", "MiB/s", "RSS before MiB", "peak RSS MiB", "growth MiB",
+                      "proxy CPU s"], rows), ""]
+
+    if meta.get("failures"):
+        md += ["## Failures", "", "These measurements failed and are missing from the tables:", ""]
+        md += [f"- {f}" for f in meta["failures"]] + [""]
+    with open(a.out, "w") as f:
+        f.write("\n".join(md))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
