@@ -307,9 +307,13 @@ impl<H: Hooks> Forward<H> {
     /// [`Forward::on_error`] nor the proxy's `on_error` hook answered.
     pub async fn try_send(self) -> Result<Response<Body>, ProxyError> {
         let started = Instant::now();
-        let log = self
-            .log
-            .then(|| (self.req.method().clone(), self.req.uri().path().to_owned()));
+        let log = self.log.then(|| {
+            let source = self
+                .source
+                .clone()
+                .unwrap_or_else(|| self.req.uri().path().to_owned());
+            (self.req.method().clone(), source)
+        });
         let proxy = self.proxy.clone();
         let (result, on_error) = self.run().await;
         let result = match (result, on_error) {
@@ -319,12 +323,12 @@ impl<H: Hooks> Forward<H> {
             }
             (r, _) => r,
         };
-        if let Some((method, path)) = log {
+        if let Some((method, source)) = log {
             let status = result.as_ref().map_or(0, |r| r.status().as_u16());
             info!(
                 target: "switchyard::access",
                 %method,
-                path,
+                source,
                 status,
                 elapsed_ms = started.elapsed().as_millis(),
                 "forwarded"
