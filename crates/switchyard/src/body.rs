@@ -68,6 +68,8 @@ struct Idle {
     limit: Duration,
     sleep: Pin<Box<Sleep>>,
     error: fn(Duration) -> BoxError,
+    /// An idle limit restarts on every frame; a deadline does not.
+    resets: bool,
 }
 
 /// The error a body yields when no frame arrived within its idle limit.
@@ -113,11 +115,40 @@ impl Body {
         limit: Duration,
         error: fn(Duration) -> BoxError,
     ) -> Self {
-        let mut w = self.into_watched();
+        self.with_timer(limit, Instant::now() + limit, error, true)
+    }
+
+    /// Adds a deadline: if the body has not ended by `at`, it fails with
+    /// `error(limit)`.
+    pub(crate) fn with_deadline(
+        self,
+        at: Instant,
+        limit: Duration,
+        error: fn(Duration) -> BoxError,
+    ) -> Self {
+        self.with_timer(limit, at, error, false)
+    }
+
+    fn with_timer(
+        self,
+        limit: Duration,
+        at: Instant,
+        error: fn(Duration) -> BoxError,
+        resets: bool,
+    ) -> Self {
+        let mut w = match self.kind {
+            // One timer per layer: a second one wraps the first.
+            Kind::Watched(w) if w.idle.is_some() => Self {
+                kind: Kind::Watched(w),
+            }
+            .into_fresh_watched(),
+            kind => Self { kind }.into_watched(),
+        };
         w.idle = Some(Idle {
             limit,
-            sleep: Box::pin(tokio::time::sleep(limit)),
+            sleep: Box::pin(tokio::time::sleep_until(at)),
             error,
+            resets,
         });
         Self {
             kind: Kind::Watched(w),
@@ -157,13 +188,48 @@ impl Body {
     fn into_watched(self) -> Box<Watched> {
         match self.kind {
             Kind::Watched(w) if w.on_end.is_none() => w,
-            kind => Box::new(Watched {
-                inner: Self { kind },
-                bytes: 0,
-                idle: None,
-                on_frame: None,
-                on_end: None,
-            }),
+            kind => Self { kind }.into_fresh_watched(),
+        }
+    }
+
+    fn into_fresh_watched(self) -> Box<Watched> {
+        Box::new(Watched {
+            inner: self,
+            bytes: 0,
+            idle: None,
+            on_frame: None,
+            on_end: None,
+        })
+    }
+
+    /// Wraps any request body, marking its errors as the client's; a
+    /// [`Body`] or hyper's `Incoming` is used as it is, without boxing.
+    pub(crate) fn from_request_body<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut slot = Some(body);
+        let any = &mut slot as &mut dyn std::any::Any;
+        if let Some(b) = any.downcast_mut::<Option<Self>>().and_then(Option::take) {
+            return b.into_downstream();
+        }
+        if let Some(b) = any
+            .downcast_mut::<Option<Incoming>>()
+            .and_then(Option::take)
+        {
+            return Self::from(b).into_downstream();
+        }
+        match slot {
+            Some(b) => {
+                use http_body_util::BodyExt;
+                Self {
+                    kind: Kind::Boxed(Box::pin(
+                        b.map_err(|e| Box::new(ClientBodyError::Failed(e.into())) as BoxError),
+                    )),
+                }
+            }
+            None => Self::empty(),
         }
     }
 }
@@ -289,7 +355,9 @@ impl Watched {
                         f(data.len());
                     }
                 }
-                if let Some(idle) = &mut self.idle {
+                if let Some(idle) = &mut self.idle
+                    && idle.resets
+                {
                     idle.sleep.as_mut().reset(Instant::now() + idle.limit);
                 }
                 Poll::Ready(Some(Ok(frame)))

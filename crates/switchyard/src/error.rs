@@ -1,24 +1,6 @@
 //! One error type for everything that can go wrong while proxying a request,
-//! and one place that maps it to a status code.
-//!
-//! | kind | status | why |
-//! | --- | --- | --- |
-//! | [`ProxyError::NoTarget`] | 500 | the caller gave neither `target` nor `forward` |
-//! | [`ProxyError::BadRequest`] | 400 | the client's request cannot be forwarded as sent |
-//! | [`ProxyError::UpstreamConnect`] | 502 | refused, unreachable, DNS failure, TLS handshake or verification failure |
-//! | [`ProxyError::ConnectTimeout`] | 504 | the connection to the upstream was not established in time |
-//! | [`ProxyError::UpstreamTimeout`] | 504 | the upstream accepted the request but sent no response head in time |
-//! | [`ProxyError::UpstreamReset`] | 502 | the upstream closed or reset the connection before a response head |
-//! | [`ProxyError::UpstreamMalformed`] | 502 | the upstream answered with bytes that are not HTTP |
-//! | [`ProxyError::Upgrade`] | 502 | the protocol switch with the upstream failed |
-//! | [`ProxyError::UnsupportedUpgrade`] | 501 | an upgrade the target's protocol cannot carry |
-//! | [`ProxyError::ClientTimeout`] | none | the client was idle longer than `timeout`: the connection is dropped |
-//! | [`ProxyError::ClientGone`] | none | the client went away: nothing can be written |
-//! | [`ProxyError::Internal`] | 500 | a bug or an impossible state; logged, never echoed |
-//!
-//! A refused connection is 502 in the engine (RFC 9110 §15.6.3: the gateway got
-//! no valid answer). The `switchyard` server answers 503 instead, as
-//! configurable-http-proxy does, by mapping the kind itself.
+//! and one place that maps it to a status code ([`ProxyError::status`]).
+//! The table of kinds and statuses is in the crate docs.
 
 use std::time::Duration;
 
@@ -60,9 +42,15 @@ pub enum ProxyError {
     /// The connection to the upstream was not established in time.
     #[error("connect to upstream timed out after {0:?}")]
     ConnectTimeout(Duration),
-    /// The upstream sent no response head in time (`proxy_timeout`).
+    /// The upstream sent no response head in time (`proxy_timeout` or
+    /// `headers_timeout`).
     #[error("upstream timed out after {0:?}")]
     UpstreamTimeout(Duration),
+    /// The whole exchange took longer than `total_timeout`. Before the
+    /// response head this is the error of the call; after it, the response
+    /// body fails with it.
+    #[error("request not complete after {0:?}")]
+    TotalTimeout(Duration),
     /// The upstream closed or reset the connection before answering.
     #[error("upstream connection closed before a response")]
     UpstreamReset(#[source] BoxError),
@@ -81,6 +69,10 @@ pub enum ProxyError {
     /// The client went away before the response could be written.
     #[error("client disconnected")]
     ClientGone,
+    /// The call's own options cannot work together (a replacement body on
+    /// a GET or HEAD, for instance): a bug in the calling code.
+    #[error("invalid call: {0}")]
+    InvalidCall(&'static str),
     /// Something that should not happen.
     #[error("internal proxy error")]
     Internal(#[source] BoxError),
@@ -93,13 +85,17 @@ impl ProxyError {
     /// should be written (the client is gone or timed out).
     pub fn status(&self) -> Option<StatusCode> {
         Some(match self {
-            Self::NoTarget | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NoTarget | Self::InvalidCall(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset(_)
             | Self::UpstreamMalformed(_)
             | Self::Upgrade(_) => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) | Self::TotalTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::UnsupportedUpgrade => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) | Self::ClientGone => return None,
         })
@@ -114,10 +110,14 @@ impl ProxyError {
             Self::UpstreamConnect { .. }
             | Self::ConnectTimeout(_)
             | Self::UpstreamTimeout(_)
+            | Self::TotalTimeout(_)
             | Self::UpstreamReset(_)
             | Self::UpstreamMalformed(_)
             | Self::Upgrade(_) => ErrorSide::Upstream,
-            Self::NoTarget | Self::UnsupportedUpgrade | Self::Internal(_) => ErrorSide::Internal,
+            Self::NoTarget
+            | Self::UnsupportedUpgrade
+            | Self::InvalidCall(_)
+            | Self::Internal(_) => ErrorSide::Internal,
         }
     }
 
@@ -131,7 +131,10 @@ impl ProxyError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) | Self::ClientTimeout(_)
+            Self::ConnectTimeout(_)
+                | Self::UpstreamTimeout(_)
+                | Self::TotalTimeout(_)
+                | Self::ClientTimeout(_)
         )
     }
 
@@ -230,6 +233,8 @@ mod tests {
             ),
             (ProxyError::ConnectTimeout(d), Some(504)),
             (ProxyError::UpstreamTimeout(d), Some(504)),
+            (ProxyError::TotalTimeout(d), Some(504)),
+            (ProxyError::InvalidCall("x"), Some(500)),
             (
                 ProxyError::UpstreamReset(io(std::io::ErrorKind::ConnectionReset)),
                 Some(502),

@@ -28,24 +28,96 @@
 //! (RFC 9110 §7.6.1); every failure is a [`ProxyError`] with one status
 //! code, and nothing on the request path panics. See [`Options`] for every
 //! http-proxy-3 option and [`Hooks`] for its events.
+//!
+//! # Inside axum or tower
+//!
+//! A [`Proxy`] is a `tower::Service` (mount it with `route_service` or
+//! `fallback_service`), [`Proxy::layer`] makes a [`ProxyLayer`], and
+//! [`Proxy::forward`] is @fastify/reply-from's `reply.from(source, opts)`
+//! for a handler, with every one of its options as a method of
+//! [`Forward`]:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, extract::{Request, State}, routing::get};
+//! use switchyard::{Body, Proxy};
+//!
+//! async fn users(State(proxy): State<Proxy>, req: Request) -> http::Response<Body> {
+//!     proxy.forward(req, "/v1/users").query_string("limit=10").await
+//! }
+//!
+//! let proxy = Proxy::to("http://127.0.0.1:9000")?;
+//! let app: Router = Router::new()
+//!     .route("/users", get(users))
+//!     .route("/health", get(|| async { "ok" }))
+//!     .with_state(proxy);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Several upstreams for one route are an [`Upstreams`] (round robin,
+//! least outstanding requests or power of two choices, passive and active
+//! health); retries are a [`Retry`] policy.
+//!
+//! # Errors and status codes
+//!
+//! Every failure is one [`ProxyError`] kind, and [`ProxyError::status`] is
+//! the one place that maps kinds to statuses:
+//!
+//! | kind | status | when |
+//! | --- | --- | --- |
+//! | [`ProxyError::BadRequest`] | 400 | the request cannot be forwarded as sent; a `forward` source with a `..` segment (also `%2e%2e`, `..%2f`) or outside the base path |
+//! | [`ProxyError::NoTarget`] | 500 | no target, upstreams or `forward` to send to |
+//! | [`ProxyError::InvalidCall`] | 500 | the call's options contradict each other (a replacement body on GET/HEAD) |
+//! | [`ProxyError::Internal`] | 500 | a bug or an impossible state; logged, never echoed |
+//! | [`ProxyError::UnsupportedUpgrade`] | 501 | an upgrade the target's protocol cannot carry |
+//! | [`ProxyError::UpstreamConnect`] | 502 | refused, unreachable, DNS failure, TLS handshake or verification failure |
+//! | [`ProxyError::UpstreamReset`] | 502 | the upstream closed or reset the connection before a response head |
+//! | [`ProxyError::UpstreamMalformed`] | 502 | the upstream's answer is not HTTP |
+//! | [`ProxyError::Upgrade`] | 502 | the protocol switch with the upstream failed |
+//! | [`ProxyError::ConnectTimeout`] | 504 | `ClientOptions::connect_timeout`: no connection in time |
+//! | [`ProxyError::UpstreamTimeout`] | 504 | `headers_timeout` or `proxy_timeout`: no response head in time |
+//! | [`ProxyError::TotalTimeout`] | 504 | `total_timeout` expired before the response head (after it, the body fails) |
+//! | [`ProxyError::ClientTimeout`] | nothing written | the client was idle longer than `timeout`: its connection is dropped |
+//! | [`ProxyError::ClientGone`] | nothing written | the client went away |
+//!
+//! After the response head is sent, a failure can only cut the body:
+//! `body_timeout` and `proxy_timeout` fail it with [`BodyIdleTimeout`],
+//! `total_timeout` with [`ProxyError::TotalTimeout`]. A 503 comes from the
+//! upstream itself, relayed after `max_retries_on_503` retries.
+//!
+//! A refused connection is 502 (RFC 9110 §15.6.3: the gateway got no valid
+//! answer); reply-from answers 500 and configurable-http-proxy 503, and the
+//! `switchyard` server maps the kind to 503 itself. Error bodies are a short
+//! generic text ([`ProxyError::public_message`]), never the upstream's
+//! address or words.
 #![warn(missing_docs)]
 
+mod balance;
 mod body;
 mod error;
 mod hooks;
 mod options;
 mod proxy;
+mod reply;
+mod retry;
 pub mod routing;
 pub mod server;
+mod service;
 mod target;
 mod upstream;
+
+pub use balance::{Balance, HealthCheck, Upstreams, UpstreamsBuilder};
 
 pub use body::{Body, BodyEnd, BodyIdleTimeout};
 pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain as error_chain};
 pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
+pub use reply::Forward;
+pub use retry::{Retry, RetryContext};
 pub use server::{ListenOptions, Server, ServerTls};
+pub use service::{ProxyLayer, ProxyService, ResponseFuture};
 pub use target::{Protocol, Target};
 
 /// Entry points for the fuzz targets in `fuzz/`: the pure passes, without

@@ -61,6 +61,18 @@ pub struct Options {
     /// drops the client's connection without a response, as a socket
     /// timeout does in Node.
     pub timeout: Option<Duration>,
+    /// How long to wait for the upstream's response head once the request
+    /// is handed to the connection (a fixed limit, unlike `proxy_timeout`).
+    /// Expiry is [`ProxyError::UpstreamTimeout`](crate::ProxyError), a 504.
+    pub headers_timeout: Option<Duration>,
+    /// The longest gap between two frames of the response body. Expiry
+    /// fails the body with [`BodyIdleTimeout`](crate::BodyIdleTimeout).
+    pub body_timeout: Option<Duration>,
+    /// A limit on the whole exchange, from the call to the end of the
+    /// response body, retries and their delays included. Expiry before the
+    /// response head is [`ProxyError::TotalTimeout`](crate::ProxyError), a
+    /// 504; after it, the body fails with that error.
+    pub total_timeout: Option<Duration>,
     /// Follow upstream redirects, at most this many hops.
     pub follow_redirects: Option<u32>,
     /// Skip the response rewriting passes and leave the response to the
@@ -156,6 +168,9 @@ impl Default for Options {
             cookie_path_rewrite: CookieRewrite::default(),
             proxy_timeout: None,
             timeout: None,
+            headers_timeout: None,
+            body_timeout: None,
+            total_timeout: None,
             follow_redirects: None,
             self_handle_response: false,
             method: None,
@@ -198,6 +213,9 @@ impl Options {
         for (name, d) in [
             ("proxy_timeout", self.proxy_timeout),
             ("timeout", self.timeout),
+            ("headers_timeout", self.headers_timeout),
+            ("body_timeout", self.body_timeout),
+            ("total_timeout", self.total_timeout),
         ] {
             if d == Some(Duration::ZERO) {
                 return Err(ConfigError::Option {

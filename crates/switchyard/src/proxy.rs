@@ -2,17 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use tracing::debug;
 
+use crate::balance::{Lease, Picked, Upstreams};
 use crate::body::{Body, BodyIdleTimeout};
 use crate::error::{ConfigError, ProxyError};
 use crate::hooks::{Aborted, Flow, FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
+use crate::retry::{self, Retry};
 use crate::target::{Protocol, Target};
 use crate::upstream::{self, ClientBodyError, Upstream};
 
@@ -47,6 +51,8 @@ pub(crate) struct Inner<H> {
     pub(crate) options: Arc<Options>,
     pub(crate) upstream: Upstream,
     pub(crate) hooks: H,
+    pub(crate) upstreams: Option<Upstreams>,
+    pub(crate) retry: Option<Arc<Retry>>,
 }
 
 /// Builds a [`Proxy`].
@@ -55,6 +61,28 @@ pub struct ProxyBuilder<H = FnHooks> {
     options: Options,
     client: ClientOptions,
     hooks: H,
+    upstreams: Option<Upstreams>,
+    retry: Option<Retry>,
+}
+
+pub(crate) type HeadersFn = Box<dyn FnOnce(&mut HeaderMap) + Send>;
+
+/// What one call adds to the options: set by [`Forward`](crate::Forward),
+/// empty for [`Proxy::web`].
+#[derive(Default)]
+pub(crate) struct Call {
+    /// The outgoing path and query, instead of the target prefix + request path.
+    pub(crate) path: Option<String>,
+    /// Send the target's `Host` (reply-from always does).
+    pub(crate) change_origin: bool,
+    /// The last word on the outgoing request headers.
+    pub(crate) rewrite_request_headers: Option<HeadersFn>,
+    /// Several upstreams for this call.
+    pub(crate) upstreams: Option<Upstreams>,
+    /// The retry policy for this call, instead of the proxy's.
+    pub(crate) retry: Option<Arc<Retry>>,
+    /// The caller answers errors itself: skip `Hooks::on_error`.
+    pub(crate) skip_error_hook: bool,
 }
 
 // === impl Proxy ===
@@ -66,6 +94,8 @@ impl Proxy {
             options: Options::default(),
             client: ClientOptions::default(),
             hooks: FnHooks::default(),
+            upstreams: None,
+            retry: None,
         }
     }
 
@@ -138,7 +168,8 @@ impl<H: Hooks> Proxy<H> {
         target: &Target,
     ) -> Result<Response<Body>, ProxyError> {
         let req = req.map(Into::into);
-        self.run(req, &self.inner.options, Some(target)).await
+        self.run(req, &self.inner.options, Some(target), &mut Call::default())
+            .await
     }
 
     /// Proxies one request, returning the typed error instead of an error page.
@@ -154,46 +185,88 @@ impl<H: Hooks> Proxy<H> {
         opts: &Options,
     ) -> Result<Response<Body>, ProxyError> {
         let req = req.map(Into::into);
-        self.run(req, opts, None).await
+        self.run(req, opts, None, &mut Call::default()).await
     }
 
-    async fn run(
+    /// One call: picks the upstream (the call's target, the call's
+    /// upstreams, the options' target, the proxy's upstreams, in that
+    /// order), proxies, and finishes the response or the error.
+    pub(crate) async fn run(
         &self,
         req: Request<Body>,
         opts: &Options,
         target: Option<&Target>,
+        call: &mut Call,
     ) -> Result<Response<Body>, ProxyError> {
         let hooks = &self.inner.hooks;
         let mut ctx = hooks.new_ctx();
-        let Some(target) = target.or(opts.target.as_ref()) else {
+        let deadline = opts.total_timeout.map(|t| (Instant::now() + t, t));
+        let pool = call.upstreams.as_ref().or(self.inner.upstreams.as_ref());
+        let picked = match (target, &call.upstreams, &opts.target, pool) {
+            (Some(t), ..) | (None, None, Some(t), _) => Some(Picked::single(t.clone())),
+            (None, _, _, Some(pool)) => {
+                pool.ensure_health_checks(&self.inner.upstream);
+                Picked::from_pool(pool)
+            }
+            _ => None,
+        };
+        let Some(mut picked) = picked else {
             if let Some(fwd) = &opts.forward {
                 forward::send(&self.inner, req, fwd, opts);
                 return Ok(Response::new(Body::empty()));
             }
-            return self.fail(&mut ctx, ProxyError::NoTarget);
+            return self.fail(&mut ctx, ProxyError::NoTarget, call);
         };
         let mut guard = hooks.observes_abort().then(|| AbortGuard {
             inner: &self.inner,
             method: req.method().clone(),
             uri: req.uri().clone(),
-            target: target.clone(),
+            target: picked.target.clone(),
             armed: true,
         });
-        let result = self.proxy(&mut ctx, req, target, opts).await;
+        let result = self
+            .proxy(&mut ctx, req, &mut picked, opts, call, deadline)
+            .await;
         if let Some(g) = &mut guard {
             g.armed = false;
         }
         match result {
-            Ok(Done::Response(res)) => Ok(self.finish_body(res, ctx, opts)),
+            Ok(Done::Response(res)) => {
+                Ok(self.finish_body(res, ctx, opts, deadline, picked.take_lease()))
+            }
             Ok(Done::Early(res)) => Ok(res),
             Ok(Done::Upgrade(up)) => Ok(upgrade::finish(&self.inner, ctx, up)),
-            Err(err) => self.fail(&mut ctx, err),
+            Err(err) => self.fail(&mut ctx, err, call),
         }
     }
 
+    /// The proxy's upstreams, if it has several.
+    pub(crate) fn upstreams(&self) -> Option<&Upstreams> {
+        self.inner.upstreams.as_ref()
+    }
+
+    /// An error found before the call reached the engine, handled as the
+    /// engine's are.
+    pub(crate) fn fail_call(&self, err: ProxyError) -> Result<Response<Body>, ProxyError> {
+        let mut ctx = self.inner.hooks.new_ctx();
+        self.fail(&mut ctx, err, &Call::default())
+    }
+
+    pub(crate) fn log_error(&self, err: &ProxyError) {
+        log_error(err);
+    }
+
     /// Logs the error once and runs `on_error`.
-    fn fail(&self, ctx: &mut H::Ctx, err: ProxyError) -> Result<Response<Body>, ProxyError> {
+    fn fail(
+        &self,
+        ctx: &mut H::Ctx,
+        err: ProxyError,
+        call: &Call,
+    ) -> Result<Response<Body>, ProxyError> {
         debug!("request failed: {}", crate::error::chain(&err));
+        if call.skip_error_hook {
+            return Err(err);
+        }
         match self.inner.hooks.on_error(ctx, &err) {
             Some(res) => Ok(res),
             None => Err(err),
@@ -204,10 +277,13 @@ impl<H: Hooks> Proxy<H> {
         &self,
         ctx: &mut H::Ctx,
         req: Request<Body>,
-        target: &Target,
+        picked: &mut Picked,
         opts: &Options,
+        call: &mut Call,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Done, ProxyError> {
         let hooks = &self.inner.hooks;
+        let target = &picked.target.clone();
         let (mut parts, body) = req.into_parts();
         hygiene::check(&parts)?;
         let body = body.into_downstream();
@@ -250,7 +326,10 @@ impl<H: Hooks> Proxy<H> {
             Some(a) if parts.version == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
             _ => parts.headers.get(header::HOST).cloned(),
         };
-        let path = path::outgoing_path(target, &parts.uri, opts);
+        let path = call
+            .path
+            .take()
+            .unwrap_or_else(|| path::outgoing_path(target, &parts.uri, opts));
         let forward_uri = match &opts.forward {
             Some(fwd) if !upgrade => fwd
                 .uri_for(&path::outgoing_path(fwd, &parts.uri, opts))
@@ -275,15 +354,16 @@ impl<H: Hooks> Proxy<H> {
                 h2_upstream: target.protocol() == Protocol::Http2,
             },
         );
+        if call.change_origin && !opts.headers.contains_key(header::HOST) {
+            parts
+                .headers
+                .insert(header::HOST, target.host_header().clone());
+        }
         parts.uri = uri;
         if let Some(m) = &opts.method {
             parts.method = m.clone();
         }
-        parts.version = if target.protocol() == Protocol::Http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
+        parts.version = crate::balance::version_for(target);
         let flow = if upgrade {
             hooks.on_proxy_request_ws(ctx, &mut parts)
         } else {
@@ -291,6 +371,9 @@ impl<H: Hooks> Proxy<H> {
         };
         if let Flow::Respond(res) = flow {
             return Ok(Done::Early(res));
+        }
+        if let Some(f) = call.rewrite_request_headers.take() {
+            f(&mut parts.headers);
         }
         let body = match (&opts.forward, forward_uri) {
             (Some(fwd), Some(uri)) => forward::tee(&self.inner, &parts, uri, body, fwd),
@@ -300,16 +383,25 @@ impl<H: Hooks> Proxy<H> {
             .follow_redirects
             .filter(|_| body_len == Some(0) && !upgrade)
             .map(|max| (max, clone_head(&parts)));
-        let res = self
-            .send(
-                Request::from_parts(parts, body),
-                target,
-                opts,
-                activity.as_ref(),
-            )
-            .await?;
+        let policy = call.retry.as_deref().or(self.inner.retry.as_deref());
+        let res = retry::exchange(
+            self,
+            parts,
+            body,
+            body_len == Some(0) && !upgrade,
+            picked,
+            opts,
+            activity.as_ref(),
+            deadline,
+            policy,
+        )
+        .await?;
+        // After a failover or retry, the member that answered.
+        let target = &picked.target.clone();
         let res = match redirect_head {
-            Some((max, head)) => redirect::follow(self, res, head, target, opts, max).await?,
+            Some((max, head)) => {
+                redirect::follow(self, res, head, target, opts, max, deadline).await?
+            }
             None => res,
         };
         if let Some(on_upgrade) = on_upgrade {
@@ -351,57 +443,104 @@ impl<H: Hooks> Proxy<H> {
     /// limits counted from `activity`, the client's last progress (its head,
     /// then each request body frame), as Node's socket timeouts are: a long
     /// upload that keeps moving never expires them.
+    ///
+    /// `headers_timeout` (from now) and the call's `total_timeout`
+    /// (`deadline`) are fixed limits on top.
     pub(crate) async fn send(
         &self,
         req: Request<Body>,
         target: &Target,
         opts: &Options,
         activity: Option<&Activity>,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let client = self.inner.upstream.client(target.protocol());
         let mut fut = std::pin::pin!(client.request(req));
-        let start = tokio::time::Instant::now();
-        let result = if opts.timeout.is_none() && opts.proxy_timeout.is_none() {
-            fut.await
-        } else {
-            loop {
-                let last = activity.map_or(start, Activity::last);
-                let client_deadline = opts.timeout.map(|t| last + t);
-                let upstream_deadline = opts.proxy_timeout.map(|p| last + p);
-                let Some(deadline) = client_deadline.into_iter().chain(upstream_deadline).min()
-                else {
-                    break fut.await;
-                };
-                match tokio::time::timeout_at(deadline, &mut fut).await {
-                    Ok(r) => break r,
-                    Err(_) if activity.is_some_and(|a| a.last() > last) => {}
-                    Err(_) => {
-                        return Err(
-                            match (upstream_deadline, opts.proxy_timeout, opts.timeout) {
-                                (Some(u), Some(p), _) if u == deadline => {
-                                    ProxyError::UpstreamTimeout(p)
-                                }
-                                (_, _, Some(t)) => ProxyError::ClientTimeout(t),
-                                (_, p, None) => ProxyError::UpstreamTimeout(p.unwrap_or_default()),
-                            },
-                        );
-                    }
-                }
+        let start = Instant::now();
+        let fixed = [
+            opts.headers_timeout
+                .map(|t| (start + t, Expiry::Upstream(t))),
+            deadline.map(|(at, t)| (at, Expiry::Total(t))),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, _)| *at);
+        let result = loop {
+            let last = activity.map_or(start, Activity::last);
+            let upstream_idle = opts
+                .proxy_timeout
+                .map(|p| (last + p, Expiry::UpstreamIdle(p)));
+            let client_idle = opts.timeout.map(|t| (last + t, Expiry::Client(t)));
+            let Some((at, expiry)) = [upstream_idle, client_idle, fixed]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(at, _)| *at)
+            else {
+                break fut.await;
+            };
+            match tokio::time::timeout_at(at, &mut fut).await {
+                Ok(r) => break r,
+                Err(_) if expiry.is_idle() && activity.is_some_and(|a| a.last() > last) => {}
+                Err(_) => return Err(expiry.error()),
             }
         };
         result.map_err(|e| upstream::classify(e, target.as_str()))
     }
 
-    fn finish_body(&self, res: Response<Body>, ctx: H::Ctx, opts: &Options) -> Response<Body> {
+    fn finish_body(
+        &self,
+        res: Response<Body>,
+        ctx: H::Ctx,
+        opts: &Options,
+        deadline: Option<(Instant, Duration)>,
+        lease: Option<Lease>,
+    ) -> Response<Body> {
         let (head, mut body) = res.into_parts();
-        if let Some(limit) = opts.proxy_timeout {
+        for limit in [opts.proxy_timeout, opts.body_timeout]
+            .into_iter()
+            .flatten()
+        {
             body = body.with_idle_timeout(limit, |d| Box::new(BodyIdleTimeout(d)));
+        }
+        if let Some((at, limit)) = deadline {
+            body = body.with_deadline(at, limit, |d| Box::new(ProxyError::TotalTimeout(d)));
+        }
+        if let Some(lease) = lease {
+            // In flight (for least-outstanding balancing) until the body ends.
+            body = body.on_end(move |_| drop(lease));
         }
         if self.inner.hooks.observes_end() {
             let inner = self.inner.clone();
             body = body.on_end(move |end| inner.hooks.on_end(ctx, end));
         }
         Response::from_parts(head, body)
+    }
+}
+
+/// Which limit expired while waiting for a response head.
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    /// `proxy_timeout`, counted from the client's last progress.
+    UpstreamIdle(Duration),
+    /// `timeout`, counted from the client's last progress.
+    Client(Duration),
+    /// `headers_timeout`.
+    Upstream(Duration),
+    /// `total_timeout`.
+    Total(Duration),
+}
+
+impl Expiry {
+    fn is_idle(self) -> bool {
+        matches!(self, Self::UpstreamIdle(_) | Self::Client(_))
+    }
+
+    fn error(self) -> ProxyError {
+        match self {
+            Self::UpstreamIdle(d) | Self::Upstream(d) => ProxyError::UpstreamTimeout(d),
+            Self::Client(d) => ProxyError::ClientTimeout(d),
+            Self::Total(d) => ProxyError::TotalTimeout(d),
+        }
     }
 }
 
@@ -425,7 +564,7 @@ pub(crate) struct Activity {
 impl Activity {
     fn new() -> Self {
         Self {
-            base: tokio::time::Instant::now(),
+            base: Instant::now(),
             nanos: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
@@ -436,7 +575,7 @@ impl Activity {
             .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn last(&self) -> tokio::time::Instant {
+    fn last(&self) -> Instant {
         self.base
             + std::time::Duration::from_nanos(self.nanos.load(std::sync::atomic::Ordering::Relaxed))
     }
@@ -540,12 +679,30 @@ impl<H: Hooks> ProxyBuilder<H> {
         self
     }
 
+    /// Several upstreams, used when a request names no target (neither the
+    /// call nor the options): see [`Upstreams`].
+    #[must_use]
+    pub fn upstreams(mut self, upstreams: Upstreams) -> Self {
+        self.upstreams = Some(upstreams);
+        self
+    }
+
+    /// Retries for every request (none by default); a
+    /// [`Forward`](crate::Forward) call may set its own.
+    #[must_use]
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
     /// Uses these hooks (replacing any closures set before).
     pub fn hooks<H2: Hooks>(self, hooks: H2) -> ProxyBuilder<H2> {
         ProxyBuilder {
             options: self.options,
             client: self.client,
             hooks,
+            upstreams: self.upstreams,
+            retry: self.retry,
         }
     }
 
@@ -557,11 +714,16 @@ impl<H: Hooks> ProxyBuilder<H> {
     pub fn build(self) -> Result<Proxy<H>, ConfigError> {
         self.options.validate()?;
         let upstream = Upstream::new(&self.client)?;
+        if let Some(pool) = &self.upstreams {
+            pool.ensure_health_checks(&upstream);
+        }
         Ok(Proxy {
             inner: Arc::new(Inner {
                 options: Arc::new(self.options),
                 upstream,
                 hooks: self.hooks,
+                upstreams: self.upstreams,
+                retry: self.retry.map(Arc::new),
             }),
         })
     }

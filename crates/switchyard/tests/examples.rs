@@ -20,6 +20,9 @@ use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::Full;
 
+#[path = "../examples/axum_forward.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod axum_forward;
 #[path = "../examples/basic.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod basic;
@@ -41,6 +44,9 @@ mod https_to_http;
 #[path = "../examples/latency.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod latency;
+#[path = "../examples/load_balancer.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod load_balancer;
 #[path = "../examples/modify_request.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod modify_request;
@@ -195,4 +201,103 @@ async fn http2_upstream_example() {
     let (status, _, body) = get(&format!("http://{}/hello", r.proxy)).await;
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"HTTP/2.0 /hello\n");
+}
+
+#[tokio::test]
+async fn axum_forward_example() {
+    let r = within(axum_forward::start(ANY, ANY)).await.unwrap();
+    let (status, _, body) = get(&format!("http://{}/health", r.app)).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok\n"[..]));
+    let (status, headers, body) = get(&format!("http://{}/users/42", r.app)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-proxied-by"], "switchyard");
+    assert_eq!(
+        body,
+        "upstream got /v1/users/42 (x-from-app: axum_forward)\n"
+    );
+    let (_, _, body) = get(&format!("http://{}/search?q=rust", r.app)).await;
+    assert_eq!(
+        body,
+        "upstream got /v1/search?q=rust&limit=10 (x-from-app: -)\n"
+    );
+    let (_, _, body) = get(&format!("http://{}/api/anything?x=1", r.app)).await;
+    assert_eq!(body, "upstream got /api/anything?x=1 (x-from-app: -)\n");
+    let (status, _, _) = get(&format!("http://{}/nowhere", r.app)).await;
+    assert_eq!(status, 404);
+}
+
+/// Three upstreams; the second is killed and restarted while two clients
+/// send GETs without pause: no request fails, and the restarted upstream
+/// gets traffic again. Every step waits for an event (requests done, hits
+/// counted), never for time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_balancer_example() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut r = within(load_balancer::start(ANY)).await.unwrap();
+    let url = format!("http://{}/", r.server.local_addr());
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (url, done, failed, stop, progress) = (
+            url.clone(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+            progress.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let client = client();
+            while !stop.load(Ordering::SeqCst) {
+                let req = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+                match within(client.request(req)).await {
+                    Ok(res) if res.status() == 200 => {
+                        let _ = body_bytes(res.into_body()).await;
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                progress.notify_waiters();
+            }
+        }));
+    }
+    let until = |f: Box<dyn Fn() -> bool + Send>| {
+        let progress = progress.clone();
+        async move {
+            loop {
+                let next = progress.notified();
+                if f() {
+                    return;
+                }
+                within(next).await;
+            }
+        }
+    };
+    let d = done.clone();
+    until(Box::new(move || d.load(Ordering::SeqCst) >= 30)).await;
+    r.upstreams[1].kill().await;
+    let d = done.clone();
+    let at_kill = d.load(Ordering::SeqCst);
+    until(Box::new(move || d.load(Ordering::SeqCst) >= at_kill + 60)).await;
+    r.upstreams[1].restart().await.unwrap();
+    let hits = r.upstreams[1].hits.clone();
+    let before = hits.load(Ordering::SeqCst);
+    until(Box::new(move || hits.load(Ordering::SeqCst) > before)).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        within(c).await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert!(
+        r.upstreams
+            .iter()
+            .all(|u| u.hits.load(Ordering::SeqCst) > 0)
+    );
+    assert!(r.pool.is_up(1));
 }

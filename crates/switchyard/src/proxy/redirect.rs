@@ -24,6 +24,7 @@ pub(crate) async fn follow<H: Hooks>(
     target: &Target,
     opts: &Options,
     max: u32,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut current = target.clone();
     for _ in 0..max {
@@ -57,7 +58,7 @@ pub(crate) async fn follow<H: Hooks>(
             .uri_for(&path)
             .map_err(|_| ProxyError::UpstreamMalformed("bad redirect location".into()))?;
         let req = Request::from_parts(clone_head(&head), Body::empty());
-        res = proxy.send(req, &next, opts, None).await?;
+        res = proxy.send(req, &next, opts, None, deadline).await?;
         current = next;
     }
     Ok(res)
