@@ -1,0 +1,187 @@
+//! Upstream connection settings against real peers: the local address of
+//! outgoing connections, client certificates for upstreams that ask for
+//! one, and an HTTP/2 upstream that says GOAWAY (the connection is replaced,
+//! never kept: reply-from #409).
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard::{Body, Pem, Protocol, Proxy, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// library.md §1.2 `localAddress`: outgoing connections come from the
+/// configured address (127.0.0.2, also on loopback).
+#[tokio::test]
+async fn local_address_binds_outgoing_connections() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = tx.send(peer.ip());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let local = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{addr}")).unwrap())
+        .configure_client(|c| c.local_address = Some(local))
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let (status, _, body) = get(&format!("http://{}/", server.local_addr())).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    assert_eq!(within(rx.recv()).await.unwrap(), local);
+}
+
+/// An HTTPS upstream that requires a client certificate signed by its CA.
+async fn mtls_backend(pki: &Pki) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Body::from("mutual")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 3: client certificates for upstreams (PEM). Without one the
+/// handshake fails (502); with one signed by the upstream's CA it works.
+#[tokio::test]
+async fn client_certificate_for_an_upstream_that_asks_for_one() {
+    let pki = pki();
+    let addr = mtls_backend(&pki).await;
+    let target = Target::parse(&format!("https://localhost:{}", addr.port())).unwrap();
+    let without = Proxy::builder()
+        .target(target.clone())
+        .configure_client(|c| c.ca = Some(Pem::from(pki.ca_pem.as_str())))
+        .build()
+        .unwrap();
+    let server = listen(&without).await;
+    let (status, _, _) = get(&format!("http://{}/", server.local_addr())).await;
+    assert_eq!(status, 502);
+    let with = Proxy::builder()
+        .target(target)
+        .configure_client(|c| {
+            c.ca = Some(Pem::from(pki.ca_pem.as_str()));
+            c.client_cert = Some((
+                Pem::from(pki.cert_pem.as_str()),
+                Pem::from(pki.key_pem.as_str()),
+            ));
+        })
+        .build()
+        .unwrap();
+    let server = listen(&with).await;
+    let (status, _, body) = get(&format!("http://{}/", server.local_addr())).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"mutual"[..]));
+}
+
+/// library.md §6 item 14, reply-from #409: an h2c upstream that sends
+/// GOAWAY after its first answer. The closed connection is never reused:
+/// the next request opens a new one and succeeds.
+#[tokio::test]
+async fn goaway_connection_is_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let closed = closed_tx.clone();
+            tokio::spawn(async move {
+                let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let answered = answered_tx.clone();
+                    async move {
+                        let _ = answered.send(());
+                        Ok::<_, Infallible>(Response::new(Body::from("h2")))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = answered_rx.recv() => {
+                        // GOAWAY once the first answer is on its way.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                let _ = closed.send(());
+            });
+        }
+    });
+    let proxy = Proxy::builder()
+        .target(
+            Target::parse(&format!("http://{addr}"))
+                .unwrap()
+                .with_protocol(Protocol::Http2),
+        )
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let url = format!("http://{}/", server.local_addr());
+    let (status, _, body) = get(&url).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"h2"[..]));
+    within(closed_rx.recv()).await.unwrap();
+    for _ in 0..3 {
+        let (status, _, body) = get(&url).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"h2"[..]));
+        within(closed_rx.recv()).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
