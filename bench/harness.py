@@ -237,8 +237,7 @@ class Bench:
             env = dict(os.environ)
             env.pop("CONFIGPROXY_AUTH_TOKEN", None)  # unauthenticated API, both proxies
             if name == "switchyard":
-                env["TOKIO_WORKER_THREADS"] = str(self.a.workers)
-                cmd = [self.a.switchyard]
+                cmd = [self.a.switchyard, "--worker-threads", str(self.a.workers)]
                 h2 = port  # HTTP/2 with prior knowledge on the public port
             else:
                 cmd = [self.a.chp]

@@ -81,6 +81,14 @@ impl Metrics {
                 "switchyard_tokio_alive_tasks {}\n",
                 handle.metrics().num_alive_tasks()
             ));
+            out.push_str(
+                "# HELP switchyard_tokio_workers Threads serving connections (--worker-threads).\n\
+                 # TYPE switchyard_tokio_workers gauge\n",
+            );
+            out.push_str(&format!(
+                "switchyard_tokio_workers {}\n",
+                handle.metrics().num_workers()
+            ));
         }
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");

@@ -350,3 +350,36 @@ fn redirect_port() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://127.0.0.1/a?b=1"));
 }
+
+/// `--worker-threads`: the runtime has exactly that many workers (the metrics gauge reads
+/// tokio's own count), and still serves both listeners; 0 is refused at start.
+#[test]
+fn worker_threads() {
+    for (flag, expected) in [("1", 1), ("3", 3)] {
+        let metrics = common::free_port().to_string();
+        let p = Proxy::start(&[
+            "--worker-threads",
+            flag,
+            "--metrics-ip",
+            "127.0.0.1",
+            "--metrics-port",
+            &metrics,
+        ]);
+        assert_eq!(p.public("GET", "/_chp_healthz", &[]).status, 200);
+        assert_eq!(p.api("GET", "/api/routes", None).status, 200);
+        let m = common::request(metrics.parse().unwrap(), "GET", "/metrics", &[], None);
+        let line = m
+            .body
+            .lines()
+            .find(|l| l.starts_with("switchyard_tokio_workers "))
+            .unwrap_or_else(|| panic!("no workers gauge in {}", m.body));
+        assert_eq!(line, format!("switchyard_tokio_workers {expected}"));
+    }
+    let out = common::run_to_exit(&["--worker-threads", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("--worker-threads"),
+        "{}",
+        stderr_of(&out)
+    );
+}
