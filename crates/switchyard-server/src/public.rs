@@ -48,6 +48,8 @@ pub(crate) fn engine(
             o.headers = headers;
             o.timeout = opts.timeout;
             o.proxy_timeout = opts.proxy_timeout;
+            o.body_timeout = opts.body_idle_timeout;
+            o.request_body_timeout = opts.body_idle_timeout;
             o.ws = true;
         })
         .configure_client(|c| {
@@ -57,6 +59,7 @@ pub(crate) fn engine(
                 .client_cert
                 .clone()
                 .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
+            c.max_response_header_size = opts.max_response_header_size;
         })
         .hooks(ActivityHooks { metrics })
         .build()
@@ -105,7 +108,7 @@ impl switchyard::Hooks for ActivityHooks {
 }
 
 /// Proxy options from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ForwardOptions {
     pub(crate) x_forward: bool,
     pub(crate) prepend_path: bool,
@@ -122,6 +125,31 @@ pub(crate) struct ForwardOptions {
     pub(crate) timeout: Option<Duration>,
     /// `--proxy-timeout`: idle timeout on the upstream (fires → 503).
     pub(crate) proxy_timeout: Option<Duration>,
+    /// `--body-idle-timeout`: the longest gap in a request or response body.
+    pub(crate) body_idle_timeout: Option<Duration>,
+    /// `--max-response-header-size`: the largest upstream response head (502 beyond).
+    pub(crate) max_response_header_size: usize,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        Self {
+            x_forward: false,
+            prepend_path: false,
+            change_origin: false,
+            auto_rewrite: false,
+            protocol_rewrite: None,
+            custom_headers: Vec::new(),
+            insecure: false,
+            client_ca: None,
+            client_cert: None,
+            timeout: None,
+            proxy_timeout: None,
+            body_idle_timeout: None,
+            max_response_header_size: switchyard::ClientOptions::default()
+                .max_response_header_size,
+        }
+    }
 }
 
 /// What the public listener shares.
@@ -281,6 +309,23 @@ pub(crate) async fn forward(
     {
         Ok(res) => res.map(Body::new),
         Err(err) => {
+            if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
+                // Not CHP's 503: nothing is wrong with the target's reachability, its
+                // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
+                tracing::error!(
+                    "502 {} response head from {} larger than --max-response-header-size: {}",
+                    routed.prefix,
+                    routed.route.target(),
+                    switchyard::error_chain(&err)
+                );
+                return error_response(
+                    state,
+                    StatusCode::BAD_GATEWAY,
+                    routed.upgrade,
+                    original_url,
+                )
+                .await;
+            }
             let status = match err.status() {
                 Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
                 Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
