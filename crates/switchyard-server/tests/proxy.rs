@@ -553,6 +553,9 @@ fn no_include_prefix() {
         "/foo/rest/of/it?q=1"
     );
     assert_eq!(get(p.port, "/b%40r/x", &[]).body, "/foo/x");
+    // A key of two segments loses both (it lost only the first before).
+    p.add("/user/alice", &format!("{}/foo", b.url()));
+    assert_eq!(get(p.port, "/user/alice/lab?x", &[]).body, "/foo/lab?x");
     let both = Proxy::start(&["--no-include-prefix", "--no-prepend-path"]);
     both.add("/bar", &format!("{}/foo", b.url()));
     assert_eq!(
