@@ -146,8 +146,7 @@ impl Default for ForwardOptions {
             timeout: None,
             proxy_timeout: None,
             body_idle_timeout: None,
-            max_response_header_size: switchyard::ClientOptions::default()
-                .max_response_header_size,
+            max_response_header_size: switchyard::ClientOptions::default().max_response_header_size,
         }
     }
 }

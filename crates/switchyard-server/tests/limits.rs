@@ -65,7 +65,11 @@ fn max_uri_length() {
         p.port,
         format!("GET {huge} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     );
-    assert!(out.starts_with("HTTP/1.1 414"), "{}", &out[..out.len().min(200)]);
+    assert!(
+        out.starts_with("HTTP/1.1 414"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
     // Under the default 16 KiB: routed (no route, so 404).
     let long = format!("/{}", "u".repeat(16_000));
     assert_eq!(p.public("GET", &long, &[]).status, 404);
@@ -77,7 +81,11 @@ fn max_uri_length() {
     // The health check is not exempt: the limit comes before anything else.
     let r = p.public("GET", &format!("/_chp_healthz?{}", "q".repeat(2000)), &[]);
     assert_eq!(r.status, 414);
-    assert_eq!(p.public("GET", &format!("/{}", "u".repeat(1000)), &[]).status, 404);
+    assert_eq!(
+        p.public("GET", &format!("/{}", "u".repeat(1000)), &[])
+            .status,
+        404
+    );
 }
 
 /// §6 item 21: more request header fields than `--max-headers` (default 100) get 431 and
@@ -85,7 +93,9 @@ fn max_uri_length() {
 #[test]
 fn max_headers() {
     let fields = |n: usize| -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("X-H{i}"), "v".to_owned())).collect()
+        (0..n)
+            .map(|i| (format!("X-H{i}"), "v".to_owned()))
+            .collect()
     };
     let send = |port: u16, n: usize| {
         // `request` adds Host and Connection: n + 2 fields in all.
@@ -123,7 +133,10 @@ fn body_idle_timeout_aborts_a_stalled_request_body() {
     client.read_to_end(&mut answer).unwrap();
     assert!(!answer.starts_with(b"HTTP/1.1 2"), "{answer:?}");
     let received = report.recv_timeout(IO_TIMEOUT).unwrap();
-    assert!(received < 100, "the target got the whole body ({received} bytes)");
+    assert!(
+        received < 100,
+        "the target got the whole body ({received} bytes)"
+    );
 }
 
 /// §2.9: a response body that stalls longer than `--body-idle-timeout` is aborted: the

@@ -746,7 +746,10 @@ fn location_rewriting() {
             &["--protocol-rewrite", "https"],
             "https://127.0.0.1:{B}/elsewhere",
         ),
-        (&["--auto-rewrite", "--protocol-rewrite", "https"], "/elsewhere"),
+        (
+            &["--auto-rewrite", "--protocol-rewrite", "https"],
+            "/elsewhere",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["--custom-header", &header];

@@ -113,10 +113,41 @@ fn segment() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;
     prop_oneof![
         prop::sample::select(vec![
-            "a", "b", "user", "alice", "h.io", ".", "..", "%2e", "%2E%2e", ".%2E", "%2e.", "...",
-            "%2F", "a%2Fb", "a%2fb", "..%2f", "%2f..", "%2e%2e%2f", "", "%5C", "a%5Cb", "\\",
-            "%C3%A9", "é", "%", "%zz", "%4", "%FF", "%00", "__proto__", "constructor", "a%20b",
-            "%2525", ";x", "a;b=c",
+            "a",
+            "b",
+            "user",
+            "alice",
+            "h.io",
+            ".",
+            "..",
+            "%2e",
+            "%2E%2e",
+            ".%2E",
+            "%2e.",
+            "...",
+            "%2F",
+            "a%2Fb",
+            "a%2fb",
+            "..%2f",
+            "%2f..",
+            "%2e%2e%2f",
+            "",
+            "%5C",
+            "a%5Cb",
+            "\\",
+            "%C3%A9",
+            "é",
+            "%",
+            "%zz",
+            "%4",
+            "%FF",
+            "%00",
+            "__proto__",
+            "constructor",
+            "a%20b",
+            "%2525",
+            ";x",
+            "a;b=c",
         ])
         .prop_map(str::to_owned),
         "[a-z.%2eEfF]{1,5}",
@@ -202,7 +233,10 @@ fn routing_the_forwarded_path_finds_the_same_route() {
             let sent = switchyard::fuzzing::request_head(&mut parts, Some(0), &target, &opts)
                 .map_err(|e| TestCaseError::fail(format!("{uri} → {forwarded}: {e}")))?;
             // (An empty query, `/x?`, is dropped, as http-proxy-3 does.)
-            prop_assert_eq!(sent.as_str(), forwarded.strip_suffix('?').unwrap_or(&forwarded));
+            prop_assert_eq!(
+                sent.as_str(),
+                forwarded.strip_suffix('?').unwrap_or(&forwarded)
+            );
             Ok(())
         })
         .unwrap();

@@ -204,10 +204,22 @@ mod tests {
             ("evil.example", "//127.0.0.1:9000/x", "/x"),
             ("front.example", "http://127.0.0.1:9000/x", "/x"),
             // Not the target: untouched, whatever the Host.
-            ("evil.example", "http://other.example/x", "http://other.example/x"),
-            ("evil.example", "http://127.0.0.1:9001/x", "http://127.0.0.1:9001/x"),
+            (
+                "evil.example",
+                "http://other.example/x",
+                "http://other.example/x",
+            ),
+            (
+                "evil.example",
+                "http://127.0.0.1:9001/x",
+                "http://127.0.0.1:9001/x",
+            ),
         ] {
-            assert_eq!(loc_from(host, 302, location, auto), want, "{host} {location}");
+            assert_eq!(
+                loc_from(host, 302, location, auto),
+                want,
+                "{host} {location}"
+            );
         }
         // protocol_rewrite cannot apply to a relative location.
         assert_eq!(
