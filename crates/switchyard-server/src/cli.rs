@@ -1,5 +1,6 @@
 //! Command-line flags: exactly those of configurable-http-proxy 5.3.0 (chp.md §1), plus
-//! `--max-header-size`.
+//! the limits `--max-header-size`, `--max-headers`, `--max-uri-length`,
+//! `--body-idle-timeout` and `--max-response-header-size` (reliability.md §2.9).
 //!
 //! Secrets (the API token, key passphrases) come from the environment only, as in CHP, and
 //! never appear in `Debug` output or logs.
@@ -219,6 +220,24 @@ pub(crate) struct Cli {
     /// TOKIO_WORKER_THREADS). With 1, everything runs on a single thread, like one nginx worker.
     #[arg(long, value_name = "n", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) worker_threads: Option<u16>,
+    /// Most header fields in a request; more gets 431 and the connection is closed.
+    /// (Node, under CHP, dropped the fields past 2000 silently.)
+    #[arg(long, value_name = "n", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) max_headers: u32,
+    /// Longest request target (path and query as sent), in bytes; longer gets 414 and the
+    /// connection is closed, before routing. A request line too long even for
+    /// --max-header-size plus this gets 431.
+    #[arg(long, value_name = "bytes", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub(crate) max_uri_length: u32,
+    /// A request or response body that sends nothing for this many milliseconds is
+    /// aborted: the target's request is cancelled, the client's connection closed.
+    /// 0 turns the limit off. WebSocket tunnels are not affected.
+    #[arg(long, value_name = "ms", default_value_t = 300_000)]
+    pub(crate) body_idle_timeout: u64,
+    /// Largest response head (status line + headers) accepted from a target, in bytes;
+    /// a larger one is answered 502 and logged.
+    #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
+    pub(crate) max_response_header_size: u32,
 }
 
 /// A winston log level, mapped onto tracing levels.
@@ -416,6 +435,16 @@ mod tests {
     }
 
     #[test]
+    fn limit_defaults() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.max_header_size, 65536);
+        assert_eq!(cli.max_headers, 100);
+        assert_eq!(cli.max_uri_length, 16384);
+        assert_eq!(cli.body_idle_timeout, 300_000);
+        assert_eq!(cli.max_response_header_size, 65536);
+    }
+
+    #[test]
     fn port_zero_means_default_and_api_follows_port() {
         assert_eq!(parse(&["--port", "0"]).unwrap().public_port(), 8000);
         assert_eq!(parse(&["--port", "9000"]).unwrap().api_port(), 9001);
@@ -477,5 +506,16 @@ mod tests {
         assert!(parse(&["--log-level", "DEBUG"]).is_ok());
         assert!(parse(&["--log-level", "loud"]).is_err());
         assert!(parse(&["--max-header-size", "10"]).is_err());
+        for bad in [
+            ["--max-headers", "0"],
+            ["--max-headers", "many"],
+            ["--max-uri-length", "10"],
+            ["--max-uri-length", "-1"],
+            ["--body-idle-timeout", "-5"],
+            ["--body-idle-timeout", "1s"],
+            ["--max-response-header-size", "100"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+/// hyper's default limit on request header fields (kept on the stack).
+const HYPER_MAX_HEADERS: usize = 100;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run after a shutdown signal.
@@ -40,8 +42,11 @@ pub(crate) enum Listener {
 #[derive(Clone)]
 pub(crate) struct ServeOptions {
     pub(crate) tls: Option<TlsAcceptor>,
-    /// Largest request head, bytes (431 beyond).
-    pub(crate) max_header_size: usize,
+    /// Largest request head (431 beyond) and longest request target (414 beyond), checked
+    /// on every request before it reaches the service (so before routing).
+    pub(crate) head_limits: switchyard::HeadLimits,
+    /// Most header fields in an HTTP/1 request (431 beyond, from hyper).
+    pub(crate) max_headers: usize,
     /// Closes a connection that sends no complete request head for this long (this is
     /// also the keep-alive idle timeout: hyper starts the timer when it waits for a head).
     pub(crate) header_read_timeout: Duration,
@@ -53,7 +58,8 @@ impl fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeOptions")
             .field("tls", &self.tls.is_some())
-            .field("max_header_size", &self.max_header_size)
+            .field("head_limits", &self.head_limits)
+            .field("max_headers", &self.max_headers)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("http2", &self.http2)
             .finish()
@@ -124,16 +130,23 @@ pub(crate) async fn serve<S, F>(
     if !options.http2 {
         builder = builder.http1_only();
     }
+    // hyper's buffer has room for a long URI too, so that it reaches the 414 check below
+    // instead of being hyper's 431 (see `switchyard::HeadLimits`).
+    let read_buffer = options.head_limits.read_buffer();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .max_buf_size(options.max_header_size.max(8192))
+        .max_buf_size(read_buffer)
         .header_read_timeout(options.header_read_timeout);
+    if options.max_headers != HYPER_MAX_HEADERS {
+        // Off the default, hyper allocates the header array per request.
+        builder.http1().max_headers(options.max_headers);
+    }
     if options.http2 {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(read_buffer).unwrap_or(u32::MAX));
     }
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -205,12 +218,24 @@ fn spawn_connection<IO, S, F>(
     let builder = builder.clone();
     let watcher = graceful.watcher();
     let tls = options.tls.clone();
+    let limits = options.head_limits;
     tokio::spawn(async move {
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            if let Some(conn) = conn {
-                req.extensions_mut().insert(conn);
+            let answer = match limits.check(&req) {
+                Ok(()) => {
+                    if let Some(conn) = conn {
+                        req.extensions_mut().insert(conn);
+                    }
+                    Ok(service(req))
+                }
+                Err(err) => Err(refusal(&req, &err)),
+            };
+            async move {
+                match answer {
+                    Ok(future) => future.await,
+                    Err(response) => Ok(response),
+                }
             }
-            service(req)
         });
         let result = match tls {
             None => {
@@ -233,4 +258,18 @@ fn spawn_connection<IO, S, F>(
             tracing::debug!("connection ended with error: {e}");
         }
     });
+}
+
+/// The answer to a head over the limits: 414 or 431, plain text, and the connection
+/// closed (what follows on it was not read as intended either).
+fn refusal<B>(req: &Request<B>, err: &switchyard::ProxyError) -> Response<Body> {
+    let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
+    tracing::warn!("{} {} refused: {err}", status.as_u16(), req.method());
+    let mut response = Response::new(Body::from(err.public_message()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }

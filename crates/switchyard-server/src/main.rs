@@ -251,10 +251,16 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let shutdown = CancellationToken::new();
     let mut servers = JoinSet::new();
-    let header_size = usize::try_from(cli.max_header_size).unwrap_or(usize::MAX);
+    let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    let head_limits = switchyard::HeadLimits {
+        max_uri_length: to_usize(cli.max_uri_length),
+        max_header_size: to_usize(cli.max_header_size),
+    };
+    let max_headers = to_usize(cli.max_headers);
     let api_options = ServeOptions {
         tls: api_tls.map(TlsAcceptor::from),
-        max_header_size: header_size,
+        head_limits,
+        max_headers,
         header_read_timeout: Duration::from_secs(5),
         http2: false,
     };
@@ -267,7 +273,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     });
     let public_options = ServeOptions {
         tls: public_tls.map(TlsAcceptor::from),
-        max_header_size: header_size,
+        head_limits,
+        max_headers,
         header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
         http2: true,
     };
@@ -284,6 +291,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         client_cert: cli.client_ssl_cert.clone().zip(cli.client_ssl_key.clone()),
         timeout: cli.timeout.map(Duration::from_millis),
         proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
+        body_idle_timeout: Some(cli.body_idle_timeout)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+        max_response_header_size: to_usize(cli.max_response_header_size),
     };
     let engine = public::engine(&forward_options, metrics.clone()).map_err(|e| e.to_string())?;
     let public_state = Arc::new(PublicState {

@@ -108,6 +108,10 @@ pub(crate) fn strip_segments(raw: &str, n: usize) -> Result<String, MalformedPat
         if parts <= remaining {
             remaining -= parts;
             rest = &rest[end..];
+            if remaining > 0 {
+                // The `/` between this segment and the next one to strip.
+                rest = rest.strip_prefix('/').unwrap_or(rest);
+            }
         } else {
             // The boundary falls inside a segment holding an encoded `/` (`a%2Fb`).
             let tail: Vec<String> = decoded
@@ -162,5 +166,11 @@ mod tests {
         assert_eq!(strip_segments("//a/b", 1).unwrap(), "/b");
         assert_eq!(strip_segments("/a/b", 0).unwrap(), "/a/b");
         assert_eq!(strip_segments("/a", 3).unwrap(), "");
+        // Keys of several segments (a bug until the routing property test found it:
+        // `/user/alice/lab` lost only `user`).
+        assert_eq!(strip_segments("/user/alice/lab", 2).unwrap(), "/lab");
+        assert_eq!(strip_segments("/a/b/c/", 3).unwrap(), "/");
+        assert_eq!(strip_segments("/a//b/c", 3).unwrap(), "/c");
+        assert_eq!(strip_segments("/a/b%2Fc/d", 3).unwrap(), "/d");
     }
 }

@@ -48,6 +48,8 @@ pub(crate) fn engine(
             o.headers = headers;
             o.timeout = opts.timeout;
             o.proxy_timeout = opts.proxy_timeout;
+            o.body_timeout = opts.body_idle_timeout;
+            o.request_body_timeout = opts.body_idle_timeout;
             o.ws = true;
         })
         .configure_client(|c| {
@@ -57,6 +59,7 @@ pub(crate) fn engine(
                 .client_cert
                 .clone()
                 .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
+            c.max_response_header_size = opts.max_response_header_size;
         })
         .hooks(ActivityHooks { metrics })
         .build()
@@ -105,7 +108,7 @@ impl switchyard::Hooks for ActivityHooks {
 }
 
 /// Proxy options from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ForwardOptions {
     pub(crate) x_forward: bool,
     pub(crate) prepend_path: bool,
@@ -122,6 +125,30 @@ pub(crate) struct ForwardOptions {
     pub(crate) timeout: Option<Duration>,
     /// `--proxy-timeout`: idle timeout on the upstream (fires → 503).
     pub(crate) proxy_timeout: Option<Duration>,
+    /// `--body-idle-timeout`: the longest gap in a request or response body.
+    pub(crate) body_idle_timeout: Option<Duration>,
+    /// `--max-response-header-size`: the largest upstream response head (502 beyond).
+    pub(crate) max_response_header_size: usize,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        Self {
+            x_forward: false,
+            prepend_path: false,
+            change_origin: false,
+            auto_rewrite: false,
+            protocol_rewrite: None,
+            custom_headers: Vec::new(),
+            insecure: false,
+            client_ca: None,
+            client_cert: None,
+            timeout: None,
+            proxy_timeout: None,
+            body_idle_timeout: None,
+            max_response_header_size: switchyard::ClientOptions::default().max_response_header_size,
+        }
+    }
 }
 
 /// What the public listener shares.
@@ -281,6 +308,23 @@ pub(crate) async fn forward(
     {
         Ok(res) => res.map(Body::new),
         Err(err) => {
+            if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
+                // Not CHP's 503: nothing is wrong with the target's reachability, its
+                // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
+                tracing::error!(
+                    "502 {} response head from {} larger than --max-response-header-size: {}",
+                    routed.prefix,
+                    routed.route.target(),
+                    switchyard::error_chain(&err)
+                );
+                return error_response(
+                    state,
+                    StatusCode::BAD_GATEWAY,
+                    routed.upgrade,
+                    original_url,
+                )
+                .await;
+            }
             let status = match err.status() {
                 Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
                 Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
@@ -395,97 +439,4 @@ pub(crate) fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Bod
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::Map;
-
-    use super::*;
-    use crate::store::Target;
-    use crate::store::memory::MemoryStore;
-
-    async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> PublicState {
-        let store = MemoryStore::new();
-        for k in keys {
-            store
-                .add(
-                    k,
-                    Target::parse("http://127.0.0.1:1/base").unwrap(),
-                    Map::new(),
-                )
-                .await
-                .unwrap();
-        }
-        let metrics = Arc::new(Metrics::new());
-        PublicState {
-            store: Arc::new(store),
-            host_routing,
-            include_prefix,
-            error_pages: ErrorPages::builtin(),
-            metrics: metrics.clone(),
-            engine: engine(&ForwardOptions::default(), metrics).unwrap(),
-        }
-    }
-
-    fn req(uri: &str, host: &str) -> Request<()> {
-        Request::get(uri)
-            .header(header::HOST, host)
-            .body(())
-            .unwrap()
-    }
-
-    fn routed(state: &PublicState, uri: &str, host: &str) -> Result<(String, String), StatusCode> {
-        route(state, &req(uri, host)).map(|r| (r.prefix.to_string(), r.forward_path_and_query))
-    }
-
-    /// chp.md §4.2 and §5.1: routing and the forwarded path agree.
-    #[tokio::test]
-    async fn path_routing_and_forward_path() {
-        let s = state(false, true, &["/", "/user/foo", "/b@r/b r"]).await;
-        assert_eq!(
-            routed(&s, "/user/foo/bar?x=1&y=%20", "h").unwrap(),
-            ("/user/foo".into(), "/user/foo/bar?x=1&y=%20".into())
-        );
-        assert_eq!(
-            routed(&s, "/user/foo/../x", "h").unwrap(),
-            ("/".into(), "/user/x".into())
-        );
-        assert_eq!(routed(&s, "/user/foobar", "h").unwrap().0, "/");
-        assert_eq!(routed(&s, "/b%40r/b%20r/x", "h").unwrap().0, "/b@r/b r");
-        assert_eq!(routed(&s, "/__proto__", "h").unwrap().0, "/");
-        assert_eq!(routed(&s, "/%", "h"), Err(StatusCode::BAD_REQUEST));
-        let empty = state(false, true, &["/a"]).await;
-        assert_eq!(routed(&empty, "/b", "h"), Err(StatusCode::NOT_FOUND));
-    }
-
-    /// chp.md §5.1 / §13 #11: `--no-include-prefix` strips the matched segments.
-    #[tokio::test]
-    async fn no_include_prefix_strips_segments() {
-        let s = state(false, false, &["/bar", "/b@r"]).await;
-        assert_eq!(
-            routed(&s, "/bar/rest/of/it?q=1", "h").unwrap().1,
-            "/rest/of/it?q=1"
-        );
-        assert_eq!(routed(&s, "/b%40r/x", "h").unwrap().1, "/x");
-        let h = state(true, false, &["/h.io/abcdefgh"]).await;
-        assert_eq!(routed(&h, "/abcdefgh/ij", "h.io:8000").unwrap().1, "/ij");
-    }
-
-    /// chp.md §4.4: host routing, case-sensitive, `/` catches every host.
-    #[tokio::test]
-    async fn host_routing() {
-        let s = state(true, true, &["/", "/alice.hub.example/user/alice"]).await;
-        assert_eq!(
-            routed(&s, "/user/alice/lab", "alice.hub.example:443").unwrap(),
-            (
-                "/alice.hub.example/user/alice".into(),
-                "/user/alice/lab".into()
-            )
-        );
-        assert_eq!(
-            routed(&s, "/user/alice", "ALICE.hub.example").unwrap().0,
-            "/"
-        );
-        assert_eq!(routed(&s, "/x", "[::1]:80").unwrap().0, "/");
-        let no_host = Request::get("/x").body(()).unwrap();
-        assert_eq!(route(&s, &no_host).err(), Some(StatusCode::BAD_REQUEST));
-    }
-}
+mod tests;

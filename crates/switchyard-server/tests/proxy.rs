@@ -553,6 +553,9 @@ fn no_include_prefix() {
         "/foo/rest/of/it?q=1"
     );
     assert_eq!(get(p.port, "/b%40r/x", &[]).body, "/foo/x");
+    // A key of two segments loses both (it lost only the first before).
+    p.add("/user/alice", &format!("{}/foo", b.url()));
+    assert_eq!(get(p.port, "/user/alice/lab?x", &[]).body, "/foo/lab?x");
     let both = Proxy::start(&["--no-include-prefix", "--no-prepend-path"]);
     both.add("/bar", &format!("{}/foo", b.url()));
     assert_eq!(
@@ -718,7 +721,9 @@ fn keep_alive_on_both_sides() {
 }
 
 /// chp.md §5.3: Location is rewritten only with `--auto-rewrite` / `--protocol-rewrite`,
-/// and only when it names the target's host.
+/// and only when it names the target's host. `--auto-rewrite` makes it relative
+/// (reliability.md §6 item 23): CHP copied the client's Host in, so `Host: evil.example`
+/// got `Location: http://evil.example:<target port>/elsewhere`.
 #[test]
 fn location_rewriting() {
     let b = Backend::start(|s| {
@@ -736,14 +741,14 @@ fn location_rewriting() {
     let header = format!("X-Backend-Port: {bport}");
     let cases: [(&[&str], &str); 4] = [
         (&[], "http://127.0.0.1:{B}/elsewhere"),
-        (&["--auto-rewrite"], "http://127.0.0.1:{P}/elsewhere"),
+        (&["--auto-rewrite"], "/elsewhere"),
         (
             &["--protocol-rewrite", "https"],
             "https://127.0.0.1:{B}/elsewhere",
         ),
         (
             &["--auto-rewrite", "--protocol-rewrite", "https"],
-            "https://127.0.0.1:{P}/elsewhere",
+            "/elsewhere",
         ),
     ];
     for (flags, expected) in cases {
@@ -757,6 +762,10 @@ fn location_rewriting() {
         let r = get(p.port, "/same", &[]);
         assert_eq!(r.status, 302);
         assert_eq!(r.header("location"), Some(expected.as_str()), "{flags:?}");
+        if flags.contains(&"--auto-rewrite") {
+            let r = get(p.port, "/same", &[("Host", "evil.example")]);
+            assert_eq!(r.header("location"), Some("/elsewhere"), "{flags:?}");
+        }
         let r = get(p.port, "/other", &[]);
         assert_eq!(
             r.header("location"),

@@ -30,6 +30,20 @@ pub enum ProxyError {
     /// The request cannot be forwarded as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request target is longer than the listener allows
+    /// ([`HeadLimits::max_uri_length`](crate::HeadLimits)).
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request head (request line and header fields) is larger than the
+    /// listener allows ([`HeadLimits::max_header_size`](crate::HeadLimits)).
+    #[error("request head larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// Connecting to the upstream failed (refused, unreachable, DNS, TLS).
     #[error("connect to upstream {target} failed")]
     UpstreamConnect {
@@ -57,6 +71,11 @@ pub enum ProxyError {
     /// The upstream's answer was not valid HTTP.
     #[error("malformed upstream response")]
     UpstreamMalformed(#[source] BoxError),
+    /// The upstream's response head is larger than
+    /// [`ClientOptions::max_response_header_size`](crate::ClientOptions) (or
+    /// has more header fields than the client accepts).
+    #[error("upstream response head too large")]
+    UpstreamHeadTooLarge(#[source] BoxError),
     /// The protocol switch with the upstream failed.
     #[error("protocol upgrade failed")]
     Upgrade(#[source] BoxError),
@@ -89,9 +108,12 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset(_)
             | Self::UpstreamMalformed(_)
+            | Self::UpstreamHeadTooLarge(_)
             | Self::Upgrade(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout(_) | Self::UpstreamTimeout(_) | Self::TotalTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -104,15 +126,18 @@ impl ProxyError {
     /// Which side caused the error.
     pub fn side(&self) -> ErrorSide {
         match self {
-            Self::BadRequest(_) | Self::ClientTimeout(_) | Self::ClientGone => {
-                ErrorSide::Downstream
-            }
+            Self::BadRequest(_)
+            | Self::UriTooLong { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::ClientTimeout(_)
+            | Self::ClientGone => ErrorSide::Downstream,
             Self::UpstreamConnect { .. }
             | Self::ConnectTimeout(_)
             | Self::UpstreamTimeout(_)
             | Self::TotalTimeout(_)
             | Self::UpstreamReset(_)
             | Self::UpstreamMalformed(_)
+            | Self::UpstreamHeadTooLarge(_)
             | Self::Upgrade(_) => ErrorSide::Upstream,
             Self::NoTarget
             | Self::UnsupportedUpgrade
@@ -143,6 +168,8 @@ impl ProxyError {
     pub fn public_message(&self) -> &'static str {
         match self.status() {
             Some(StatusCode::BAD_REQUEST) => "Bad Request",
+            Some(StatusCode::URI_TOO_LONG) => "URI Too Long",
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) => "Request Header Fields Too Large",
             Some(StatusCode::BAD_GATEWAY) => "Bad Gateway",
             Some(StatusCode::GATEWAY_TIMEOUT) => "Gateway Timeout",
             Some(StatusCode::NOT_IMPLEMENTED) => "Not Implemented",
@@ -224,6 +251,8 @@ mod tests {
         let cases: Vec<(ProxyError, Option<u16>)> = vec![
             (ProxyError::NoTarget, Some(500)),
             (ProxyError::BadRequest("x"), Some(400)),
+            (ProxyError::UriTooLong { limit: 1 }, Some(414)),
+            (ProxyError::HeadersTooLarge { limit: 1 }, Some(431)),
             (
                 ProxyError::UpstreamConnect {
                     target: "http://10.0.0.1:1".into(),
@@ -241,6 +270,10 @@ mod tests {
             ),
             (
                 ProxyError::UpstreamMalformed(io(std::io::ErrorKind::InvalidData)),
+                Some(502),
+            ),
+            (
+                ProxyError::UpstreamHeadTooLarge(io(std::io::ErrorKind::InvalidData)),
                 Some(502),
             ),
             (

@@ -67,6 +67,8 @@
 //! | kind | status | when |
 //! | --- | --- | --- |
 //! | [`ProxyError::BadRequest`] | 400 | the request cannot be forwarded as sent; a `forward` source with a `..` segment (also `%2e%2e`, `..%2f`) or outside the base path |
+//! | [`ProxyError::UriTooLong`] | 414 | the request target is longer than [`HeadLimits::max_uri_length`] |
+//! | [`ProxyError::HeadersTooLarge`] | 431 | the request head is larger than [`HeadLimits::max_header_size`] |
 //! | [`ProxyError::NoTarget`] | 500 | no target, upstreams or `forward` to send to |
 //! | [`ProxyError::InvalidCall`] | 500 | the call's options contradict each other (a replacement body on GET/HEAD) |
 //! | [`ProxyError::Internal`] | 500 | a bug or an impossible state; logged, never echoed |
@@ -74,6 +76,7 @@
 //! | [`ProxyError::UpstreamConnect`] | 502 | refused, unreachable, DNS failure, TLS handshake or verification failure |
 //! | [`ProxyError::UpstreamReset`] | 502 | the upstream closed or reset the connection before a response head |
 //! | [`ProxyError::UpstreamMalformed`] | 502 | the upstream's answer is not HTTP |
+//! | [`ProxyError::UpstreamHeadTooLarge`] | 502 | the upstream's response head is larger than [`ClientOptions::max_response_header_size`] |
 //! | [`ProxyError::Upgrade`] | 502 | the protocol switch with the upstream failed |
 //! | [`ProxyError::ConnectTimeout`] | 504 | `ClientOptions::connect_timeout`: no connection in time |
 //! | [`ProxyError::UpstreamTimeout`] | 504 | `headers_timeout` or `proxy_timeout`: no response head in time |
@@ -113,6 +116,7 @@ pub use body::{Body, BodyEnd, BodyIdleTimeout};
 pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain as error_chain};
 pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
+pub use proxy::hygiene::HeadLimits;
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};

@@ -45,8 +45,20 @@ pub struct Options {
     pub headers: HeaderMap,
     /// Rewrite the host of same-target `Location` headers to this.
     pub host_rewrite: Option<String>,
-    /// Rewrite the host of same-target `Location` headers to the client's `Host`.
+    /// Rewrite the host of same-target `Location` headers to the client's
+    /// `Host`, when that is one of `public_hosts`. Any other `Host` (the
+    /// client chooses it) makes the `Location` relative instead: the client
+    /// resolves it against the URL it used, so a forged `Host` is never
+    /// echoed in a redirect and the target's address and port never leak
+    /// (research/reliability.md §2.8, §6 item 23). A relative `Location`
+    /// keeps the client's scheme, so `protocol_rewrite` only applies with a
+    /// listed `Host`.
     pub auto_rewrite: bool,
+    /// With `auto_rewrite`: the names (`host` or `host:port`, compared
+    /// without regard to case, the port as written in `Host`) that clients
+    /// use to reach this proxy. Empty by default: every rewritten
+    /// `Location` is then relative.
+    pub public_hosts: Vec<String>,
     /// Rewrite the scheme of same-target `Location` headers (`http` or `https`).
     pub protocol_rewrite: Option<String>,
     /// Rewrite `Domain=` of `Set-Cookie` headers.
@@ -68,6 +80,12 @@ pub struct Options {
     /// The longest gap between two frames of the response body. Expiry
     /// fails the body with [`BodyIdleTimeout`](crate::BodyIdleTimeout).
     pub body_timeout: Option<Duration>,
+    /// The longest gap between two frames of the request body (a slow-body
+    /// attack). Expiry aborts the upstream request and is
+    /// [`ProxyError::ClientTimeout`](crate::ProxyError): the client's
+    /// connection is dropped. Unlike `timeout`, the wait for the upstream's
+    /// answer does not count.
+    pub request_body_timeout: Option<Duration>,
     /// A limit on the whole exchange, from the call to the end of the
     /// response body, retries and their delays included. Expiry before the
     /// response head is [`ProxyError::TotalTimeout`](crate::ProxyError), a
@@ -134,6 +152,12 @@ pub struct ClientOptions {
     /// Keep the upstream's response header-name case for HTTP/1 clients
     /// (the server serving the response must preserve case too; `listen` does).
     pub preserve_header_key_case: bool,
+    /// The largest HTTP/1 response head accepted from an upstream, in bytes
+    /// (hyper's read buffer, so at least 8 KiB). A larger head fails the
+    /// request with [`ProxyError::UpstreamHeadTooLarge`](crate::ProxyError),
+    /// a 502, and the connection is dropped. Default 64 KiB (hyper's own
+    /// default is about 400 KiB).
+    pub max_response_header_size: usize,
 }
 
 /// PEM text: given inline or read from a file when the proxy is built.
@@ -163,6 +187,7 @@ impl Default for Options {
             headers: HeaderMap::new(),
             host_rewrite: None,
             auto_rewrite: false,
+            public_hosts: Vec::new(),
             protocol_rewrite: None,
             cookie_domain_rewrite: CookieRewrite::default(),
             cookie_path_rewrite: CookieRewrite::default(),
@@ -170,6 +195,7 @@ impl Default for Options {
             timeout: None,
             headers_timeout: None,
             body_timeout: None,
+            request_body_timeout: None,
             total_timeout: None,
             follow_redirects: None,
             self_handle_response: false,
@@ -215,6 +241,7 @@ impl Options {
             ("timeout", self.timeout),
             ("headers_timeout", self.headers_timeout),
             ("body_timeout", self.body_timeout),
+            ("request_body_timeout", self.request_body_timeout),
             ("total_timeout", self.total_timeout),
         ] {
             if d == Some(Duration::ZERO) {
@@ -330,6 +357,7 @@ impl Default for ClientOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             http2_keep_alive_interval: None,
             preserve_header_key_case: false,
+            max_response_header_size: 64 * 1024,
         }
     }
 }

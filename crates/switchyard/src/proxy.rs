@@ -306,6 +306,12 @@ impl<H: Hooks> Proxy<H> {
             Some(limit) => body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d))),
             None => body,
         };
+        let body = match opts.request_body_timeout {
+            Some(limit) if !body.is_end_stream() => {
+                body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d)))
+            }
+            _ => body,
+        };
         // Both timeouts count from the client's last progress: a slow but
         // steady upload is not idle, whatever its total time.
         let activity = (opts.timeout.is_some() || opts.proxy_timeout.is_some()).then(Activity::new);
@@ -484,7 +490,9 @@ impl<H: Hooks> Proxy<H> {
                 Err(_) => return Err(expiry.error()),
             }
         };
-        result.map_err(|e| upstream::classify(e, target.as_str()))
+        let res = result.map_err(|e| upstream::classify(e, target.as_str()))?;
+        self.inner.upstream.check_head(&res)?;
+        Ok(res)
     }
 
     fn finish_body(
@@ -632,9 +640,15 @@ pub fn error_response(err: &ProxyError) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::BAD_REQUEST {
-        // The request could not be read safely: nothing after it on this
-        // connection can be trusted either (RFC 9112 §6.3).
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    ) {
+        // The request could not be read safely (or was refused unread):
+        // nothing after it on this connection can be trusted either
+        // (RFC 9112 §6.3).
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::error::{ConfigError, ServerError};
 use crate::hooks::Hooks;
 use crate::options::Pem;
+use crate::proxy::hygiene::HeadLimits;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// How `listen` serves.
@@ -38,6 +39,12 @@ pub struct ListenOptions {
     /// The largest request head accepted, in bytes; larger gets 431.
     /// Default 64 KiB.
     pub max_header_size: usize,
+    /// The longest request target accepted, in bytes; longer gets 414.
+    /// Default 16 KiB. See [`HeadLimits`].
+    pub max_uri_length: usize,
+    /// The most header fields an HTTP/1 request may have; more gets 431.
+    /// Default 100 (hyper's; a larger value costs one allocation per request).
+    pub max_headers: usize,
     /// How long a graceful shutdown waits for in-flight requests. Default 30 s.
     pub shutdown_timeout: Duration,
 }
@@ -60,7 +67,20 @@ pub struct Server {
     task: Option<JoinHandle<()>>,
 }
 
+/// hyper's own header-count limit, kept on the stack.
+const DEFAULT_MAX_HEADERS: usize = 100;
+
 // === impl ListenOptions ===
+
+impl ListenOptions {
+    /// The size limits checked on every request head.
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_uri_length: self.max_uri_length,
+            max_header_size: self.max_header_size,
+        }
+    }
+}
 
 impl Default for ListenOptions {
     fn default() -> Self {
@@ -69,6 +89,8 @@ impl Default for ListenOptions {
             http2: true,
             header_read_timeout: Some(Duration::from_secs(30)),
             max_header_size: 64 * 1024,
+            max_uri_length: 16 * 1024,
+            max_headers: DEFAULT_MAX_HEADERS,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -161,9 +183,12 @@ pub(crate) fn http_builder(
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_header_size.max(8 * 1024))
+        .max_buf_size(opts.head_limits().read_buffer())
         .preserve_header_case(preserve_case)
         .keep_alive(true);
+    if opts.max_headers != DEFAULT_MAX_HEADERS {
+        b.http1().max_headers(opts.max_headers);
+    }
     b.http2().timer(TokioTimer::new());
     if opts.http2 { b } else { b.http1_only() }
 }
@@ -212,6 +237,7 @@ async fn serve<H: Hooks>(
     let builder = http_builder(&opts, false);
     let graceful = GracefulShutdown::new();
     let ws = proxy.options().ws;
+    let limits = opts.head_limits();
     loop {
         let (stream, remote) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -238,6 +264,10 @@ async fn serve<H: Hooks>(
             }
             let proxy = proxy.clone();
             async move {
+                if let Err(err) = limits.check(&req) {
+                    crate::proxy::log_error(&err);
+                    return Ok(crate::proxy::error_response(&err));
+                }
                 match proxy.try_web_with(req, proxy.options()).await {
                     Ok(res) => Ok(res),
                     Err(err) => match err.status() {

@@ -33,6 +33,17 @@ pub(crate) struct Upstream {
     http1: HttpClient,
     auto: HttpClient,
     http2: HttpClient,
+    /// `ClientOptions::max_response_header_size`, checked on each parsed head too:
+    /// hyper's buffer limit only stops heads that arrive in pieces.
+    max_response_head: usize,
+}
+
+/// A response head over `max_response_header_size`.
+#[derive(Debug, thiserror::Error)]
+#[error("response head of about {size} bytes exceeds the limit of {limit} bytes")]
+pub(crate) struct HeadTooLarge {
+    size: usize,
+    limit: usize,
 }
 
 /// Connects to the address a pool URI names, with TLS when it says so.
@@ -92,6 +103,7 @@ impl Upstream {
                 .pool_idle_timeout(opts.pool_idle_timeout)
                 .pool_max_idle_per_host(opts.pool_max_idle_per_host)
                 .http1_preserve_header_case(opts.preserve_header_key_case)
+                .http1_max_buf_size(opts.max_response_header_size.max(8 * 1024))
                 .http2_only(h2_only);
             if let Some(interval) = opts.http2_keep_alive_interval {
                 b.http2_keep_alive_interval(interval)
@@ -103,7 +115,29 @@ impl Upstream {
             http1: make(&[b"http/1.1"], false),
             auto: make(&[b"h2", b"http/1.1"], false),
             http2: make(&[b"h2"], true),
+            max_response_head: opts.max_response_header_size.max(8 * 1024),
         })
+    }
+
+    /// Refuses a response head over the limit. hyper's `max_buf_size` only
+    /// fails a head still incomplete when the buffer is full; one read can
+    /// overshoot it, and a head that arrives whole is parsed whatever its size.
+    /// Dropping the response drops its connection (its body is unread).
+    pub(crate) fn check_head<B>(&self, res: &http::Response<B>) -> Result<(), ProxyError> {
+        // `HTTP/1.1 200 <reason>\r\n`, then `name: value\r\n` per field, then `\r\n`.
+        let size = 32
+            + res
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if size > self.max_response_head {
+            return Err(ProxyError::UpstreamHeadTooLarge(Box::new(HeadTooLarge {
+                size,
+                limit: self.max_response_head,
+            })));
+        }
+        Ok(())
     }
 
     pub(crate) fn client(&self, protocol: Protocol) -> &HttpClient {
@@ -418,7 +452,10 @@ pub(crate) fn classify(err: hyper_util::client::legacy::Error, target: &str) -> 
         return c.to_proxy_error();
     }
     for h in chain().filter_map(|e| e.downcast_ref::<hyper::Error>()) {
-        if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+        if h.is_parse_too_large() {
+            return ProxyError::UpstreamHeadTooLarge(Box::new(err));
+        }
+        if h.is_parse() || h.is_parse_status() {
             return ProxyError::UpstreamMalformed(Box::new(err));
         }
     }

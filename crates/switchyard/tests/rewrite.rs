@@ -152,12 +152,17 @@ async fn host_rewrite_on_redirect_statuses() {
 }
 
 /// library.md §1.6 (the [verified] example): `auto_rewrite` uses the
-/// client's Host, port included; `host_rewrite` wins over it.
+/// client's Host, port included, when it is one of `public_hosts`;
+/// `host_rewrite` wins over it.
 #[tokio::test]
-async fn auto_rewrite_uses_the_client_host() {
+async fn auto_rewrite_uses_a_listed_client_host() {
     let b = redirector().await;
     let own = format!("http://{}/landed", b.addr);
-    let got = location_after(&b, 302, &own, |o| o.auto_rewrite = true).await;
+    let got = location_after(&b, 302, &own, |o| {
+        o.auto_rewrite = true;
+        o.public_hosts = vec!["front.example:9999".into()];
+    })
+    .await;
     assert_eq!(got, "http://front.example:9999/landed");
     let got = location_after(&b, 302, &own, |o| {
         o.auto_rewrite = true;
@@ -165,6 +170,26 @@ async fn auto_rewrite_uses_the_client_host() {
     })
     .await;
     assert_eq!(got, "http://wins.example/landed");
+}
+
+/// reliability.md §2.8 R1 / §6 item 23: an unlisted `Host` (the client
+/// picks it) never reaches the `Location`, and neither does the target's
+/// address or port: the location becomes relative. CHP answers
+/// `https://evil.example:27901/landing` here.
+#[tokio::test]
+async fn auto_rewrite_with_an_unlisted_host_is_relative() {
+    let b = redirector().await;
+    let own = format!("http://{}/landing?x=1", b.addr);
+    for public_hosts in [vec![], vec!["good.example".to_owned()]] {
+        let got = location_after(&b, 302, &own, |o| {
+            o.auto_rewrite = true;
+            o.protocol_rewrite = Some("https".into());
+            o.public_hosts = public_hosts.clone();
+        })
+        .await;
+        assert_eq!(got, "/landing?x=1", "{public_hosts:?}");
+        assert!(!got.contains("front.example") && !got.contains(&b.addr.port().to_string()));
+    }
 }
 
 /// library.md §1.6: `protocol_rewrite` alone changes the scheme, and
@@ -178,6 +203,7 @@ async fn protocol_rewrite_alone_and_combined() {
     let got = location_after(&b, 307, &own, |o| {
         o.protocol_rewrite = Some("https".into());
         o.auto_rewrite = true;
+        o.public_hosts = vec!["front.example:9999".into()];
     })
     .await;
     assert_eq!(got, "https://front.example:9999/landed");

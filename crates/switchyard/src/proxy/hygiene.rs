@@ -22,11 +22,35 @@
 //! Each is a 400, and the connection is closed after it (RFC 9112 §6.3:
 //! once framing is in doubt, nothing after it on the connection can be
 //! trusted).
+//!
+//! [`HeadLimits`] adds the size limits a listener checks before routing: a
+//! request target longer than `max_uri_length` is a 414, a head larger than
+//! `max_header_size` a 431 (research/reliability.md §2.9, §6 item 21).
 
 use http::header::{self, HeaderMap};
-use http::{Version, request};
+use http::{Request, Uri, Version, request};
 
 use crate::error::ProxyError;
+
+/// Size limits on a request head, checked by a listener on every parsed
+/// request before it is routed.
+///
+/// hyper counts the request line and the header fields against one read
+/// buffer and answers 431 when the head does not fit, so a long URI would be
+/// a 431, not the 414 of RFC 9110 §15.5.15. A listener therefore gives hyper
+/// a buffer of [`HeadLimits::read_buffer`] bytes (room for both limits) and
+/// calls [`HeadLimits::check`] on each head: 414 for the URI first, then 431
+/// for the whole head. A head that does not fit even that buffer is still
+/// hyper's 431. The connection is closed after either answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The longest request target, in bytes (as sent: path and query, or the
+    /// whole absolute form). Longer gets 414. Default 16 KiB.
+    pub max_uri_length: usize,
+    /// The largest request head (request line and header fields, counted as
+    /// they are serialised), in bytes. Larger gets 431. Default 64 KiB.
+    pub max_header_size: usize,
+}
 
 /// Checks an incoming request head; `Err` is the 400 to answer.
 pub(crate) fn check(parts: &request::Parts) -> Result<(), ProxyError> {
@@ -71,6 +95,65 @@ pub(crate) fn check(parts: &request::Parts) -> Result<(), ProxyError> {
         }
     }
     Ok(())
+}
+
+// === impl HeadLimits ===
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self {
+            max_uri_length: 16 * 1024,
+            max_header_size: 64 * 1024,
+        }
+    }
+}
+
+impl HeadLimits {
+    /// The read buffer to give hyper (`max_buf_size`): room for a head at
+    /// the header limit plus a URI at the URI limit, and never below hyper's
+    /// minimum of 8 KiB.
+    pub fn read_buffer(&self) -> usize {
+        self.max_header_size
+            .saturating_add(self.max_uri_length)
+            .max(8 * 1024)
+    }
+
+    /// Checks one parsed request head.
+    ///
+    /// # Errors
+    ///
+    /// [`ProxyError::UriTooLong`] (414) when the request target is longer
+    /// than `max_uri_length`, else [`ProxyError::HeadersTooLarge`] (431) when
+    /// the head is larger than `max_header_size`.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
+        let uri = uri_len(req.uri());
+        if uri > self.max_uri_length {
+            return Err(ProxyError::UriTooLong {
+                limit: self.max_uri_length,
+            });
+        }
+        // `GET <uri> HTTP/1.1\r\n`, then `name: value\r\n` per field, then `\r\n`.
+        let line = req.method().as_str().len() + uri + 12;
+        let fields: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if line + fields + 2 > self.max_header_size {
+            return Err(ProxyError::HeadersTooLarge {
+                limit: self.max_header_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The length of the request target as it was sent.
+fn uri_len(uri: &Uri) -> usize {
+    let path = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    path + authority + scheme
 }
 
 fn single_chunked(h: &HeaderMap) -> bool {
@@ -135,6 +218,39 @@ mod tests {
         // Built by an application, not read from a connection: no Host needed.
         let built = Request::get("/x").body(()).unwrap().into_parts().0;
         assert!(check(&built).is_ok());
+    }
+
+    /// reliability.md §6 item 21: 414 for the URI before 431 for the head.
+    #[test]
+    fn head_limits() {
+        let limits = HeadLimits {
+            max_uri_length: 100,
+            max_header_size: 200,
+        };
+        let req = |uri: &str, header: usize| {
+            Request::get(uri)
+                .header("x-big", "a".repeat(header))
+                .body(())
+                .unwrap()
+        };
+        assert!(limits.check(&req("/short", 10)).is_ok());
+        let long = format!("/{}", "u".repeat(100));
+        assert!(matches!(
+            limits.check(&req(&long, 10)),
+            Err(ProxyError::UriTooLong { limit: 100 })
+        ));
+        assert!(matches!(
+            limits.check(&req(&long, 1000)),
+            Err(ProxyError::UriTooLong { .. })
+        ));
+        assert!(matches!(
+            limits.check(&req("/short", 200)),
+            Err(ProxyError::HeadersTooLarge { limit: 200 })
+        ));
+        let absolute = format!("http://a.test{}", "/u".repeat(45));
+        assert!(limits.check(&req(&absolute, 10)).is_err());
+        assert_eq!(limits.read_buffer(), 8 * 1024);
+        assert_eq!(HeadLimits::default().read_buffer(), 80 * 1024);
     }
 
     /// reliability.md §6 items 1, 3, 8, 9.

@@ -13,6 +13,12 @@ use crate::target::Target;
 /// names the internal target leaks its address and breaks the client exactly
 /// as a 302 does. Relative locations are left alone: they already resolve
 /// against the address the client used.
+///
+/// `auto_rewrite` puts the client's `Host` in only when it is one of
+/// `public_hosts`; otherwise the location becomes relative. http-proxy (and
+/// so CHP) copies any `Host` in, keeping the target's port: with `Host:
+/// evil.example` CHP answers `Location: https://evil.example:27901/landing`,
+/// an attacker-chosen host and the internal port (reliability.md §2.8 R1).
 pub(crate) fn location(
     headers: &mut HeaderMap,
     status: StatusCode,
@@ -43,9 +49,22 @@ pub(crate) fn location(
     let host = if let Some(h) = &opts.host_rewrite {
         h.as_str()
     } else if opts.auto_rewrite {
-        match client_host.and_then(|h| h.to_str().ok()) {
+        match client_host
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| is_public(h, &opts.public_hosts))
+        {
             Some(h) => h,
-            None => authority,
+            None => {
+                let relative = if tail.starts_with('/') {
+                    tail.to_owned()
+                } else {
+                    format!("/{tail}")
+                };
+                if let Ok(v) = HeaderValue::from_str(&relative) {
+                    headers.insert(header::LOCATION, v);
+                }
+                return;
+            }
         }
     } else {
         authority
@@ -57,6 +76,12 @@ pub(crate) fn location(
     if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{tail}")) {
         headers.insert(header::LOCATION, v);
     }
+}
+
+/// Whether a (validated) `Host` value is one the proxy is configured to be
+/// reached as.
+fn is_public(host: &str, public_hosts: &[String]) -> bool {
+    public_hosts.iter().any(|p| p.eq_ignore_ascii_case(host))
 }
 
 /// Rewrites `Domain=` and then `Path=` of every `Set-Cookie` line, each line
@@ -120,12 +145,24 @@ mod tests {
     use super::*;
 
     fn loc(status: u16, location_value: &str, f: impl FnOnce(&mut Options)) -> String {
+        loc_from("front.example:9999", status, location_value, |o| {
+            o.public_hosts = vec!["FRONT.example:9999".into()];
+            f(o);
+        })
+    }
+
+    fn loc_from(
+        client_host: &'static str,
+        status: u16,
+        location_value: &str,
+        f: impl FnOnce(&mut Options),
+    ) -> String {
         let mut h = HeaderMap::new();
         h.insert(header::LOCATION, location_value.parse().unwrap());
         let t = Target::parse("http://127.0.0.1:9000/").unwrap();
         let mut o = Options::default();
         f(&mut o);
-        let client = HeaderValue::from_static("front.example:9999");
+        let client = HeaderValue::from_static(client_host);
         super::location(
             &mut h,
             StatusCode::from_u16(status).unwrap(),
@@ -151,6 +188,58 @@ mod tests {
             loc(200, "http://127.0.0.1:9000/x", |o| o.auto_rewrite = true),
             "http://127.0.0.1:9000/x"
         );
+    }
+
+    /// reliability.md §2.8 R1 / §6 item 23: a `Host` the proxy is not
+    /// configured to serve never reaches a `Location`, nor does the target's
+    /// port; the location becomes relative instead.
+    #[test]
+    fn auto_rewrite_never_echoes_an_unlisted_host() {
+        let auto = |o: &mut Options| o.auto_rewrite = true;
+        for (host, location, want) in [
+            ("evil.example", "http://127.0.0.1:9000/landing", "/landing"),
+            ("evil.example:9000", "http://127.0.0.1:9000/a?b#c", "/a?b#c"),
+            ("evil.example", "http://127.0.0.1:9000", "/"),
+            ("evil.example", "http://127.0.0.1:9000?q=1", "/?q=1"),
+            ("evil.example", "//127.0.0.1:9000/x", "/x"),
+            ("front.example", "http://127.0.0.1:9000/x", "/x"),
+            // Not the target: untouched, whatever the Host.
+            (
+                "evil.example",
+                "http://other.example/x",
+                "http://other.example/x",
+            ),
+            (
+                "evil.example",
+                "http://127.0.0.1:9001/x",
+                "http://127.0.0.1:9001/x",
+            ),
+        ] {
+            assert_eq!(
+                loc_from(host, 302, location, auto),
+                want,
+                "{host} {location}"
+            );
+        }
+        // protocol_rewrite cannot apply to a relative location.
+        assert_eq!(
+            loc_from("evil.example", 302, "http://127.0.0.1:9000/x", |o| {
+                o.auto_rewrite = true;
+                o.protocol_rewrite = Some("https".into());
+            }),
+            "/x"
+        );
+        // A listed Host is used as written, with its own port or none.
+        for host in ["front.example", "front.example:8443"] {
+            assert_eq!(
+                loc_from(host, 301, "http://127.0.0.1:9000/x", |o| {
+                    o.auto_rewrite = true;
+                    o.public_hosts = vec!["front.example".into(), "front.example:8443".into()];
+                    o.protocol_rewrite = Some("https".into());
+                }),
+                format!("https://{host}/x")
+            );
+        }
     }
 
     #[test]

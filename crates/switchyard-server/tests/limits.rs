@@ -1,0 +1,270 @@
+//! The request and response limits (reliability.md §2.9, §6 items 19–21) through the real
+//! binary: `--max-uri-length`, `--max-headers`, `--body-idle-timeout` and
+//! `--max-response-header-size`, with their defaults, their `--help` text and the
+//! start-up refusal of bad values.
+//!
+//! Synchronisation is by events only (a response, a closed socket, a backend report, a log
+//! line); every blocking read has the `IO_TIMEOUT` safety net.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test peers and helpers panic on failure"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+
+use common::{IO_TIMEOUT, Proxy, request, run_to_exit};
+
+/// `--help` documents every limit with its default; bad values exit 1 naming the flag.
+#[test]
+fn limit_flags_are_documented_and_validated() {
+    let out = run_to_exit(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    for (flag, default) in [
+        ("--max-headers", "[default: 100]"),
+        ("--max-uri-length", "[default: 16384]"),
+        ("--body-idle-timeout", "[default: 300000]"),
+        ("--max-response-header-size", "[default: 65536]"),
+    ] {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("--help lacks {flag}"));
+        let rest = &help[at..];
+        let next = rest[2..].find("  --").map_or(rest.len(), |i| i + 2);
+        assert!(rest[..next].contains(default), "{flag}: {}", &rest[..next]);
+    }
+    for args in [
+        &["--max-headers", "0"][..],
+        &["--max-headers", "lots"],
+        &["--max-uri-length", "8"],
+        &["--max-uri-length", "99999999"],
+        &["--body-idle-timeout=-1"],
+        &["--body-idle-timeout", "5s"],
+        &["--max-response-header-size", "1024"],
+    ] {
+        let out = run_to_exit(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let flag = args[0].split('=').next().unwrap();
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
+
+/// §6 item 21: a 70 KB URI gets 414 (not 431, not a hang) by default and the process
+/// stays up; `--max-uri-length` moves the limit, checked before routing.
+#[test]
+fn max_uri_length() {
+    let p = Proxy::start(&[]);
+    let huge = format!("/{}", "u".repeat(70 * 1024));
+    let out = common::raw(
+        p.port,
+        format!("GET {huge} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 414"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    // Under the default 16 KiB: routed (no route, so 404).
+    let long = format!("/{}", "u".repeat(16_000));
+    assert_eq!(p.public("GET", &long, &[]).status, 404);
+    assert_eq!(p.public("GET", "/_chp_healthz", &[]).status, 200);
+
+    let p = Proxy::start(&["--max-uri-length", "1024"]);
+    let r = p.public("GET", &format!("/{}", "u".repeat(2000)), &[]);
+    assert_eq!((r.status, r.header("connection")), (414, Some("close")));
+    // The health check is not exempt: the limit comes before anything else.
+    let r = p.public("GET", &format!("/_chp_healthz?{}", "q".repeat(2000)), &[]);
+    assert_eq!(r.status, 414);
+    assert_eq!(
+        p.public("GET", &format!("/{}", "u".repeat(1000)), &[])
+            .status,
+        404
+    );
+}
+
+/// §6 item 21: more request header fields than `--max-headers` (default 100) get 431 and
+/// the connection is closed.
+#[test]
+fn max_headers() {
+    let fields = |n: usize| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("X-H{i}"), "v".to_owned()))
+            .collect()
+    };
+    let send = |port: u16, n: usize| {
+        // `request` adds Host and Connection: n + 2 fields in all.
+        let owned = fields(n);
+        let refs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        request(port, "GET", "/_chp_healthz", &refs, None).status
+    };
+    let p = Proxy::start(&[]);
+    assert_eq!(send(p.port, 98), 200);
+    assert_eq!(send(p.port, 99), 431);
+    let p = Proxy::start(&["--max-headers", "300"]);
+    assert_eq!(send(p.port, 250), 200);
+    assert_eq!(send(p.port, 299), 431);
+    assert_eq!(send(p.port, 10), 200);
+}
+
+/// §2.9 V3: a request body that stalls longer than `--body-idle-timeout` is aborted: the
+/// target sees its connection closed before the body is complete, and the client's
+/// connection is closed.
+#[test]
+fn body_idle_timeout_aborts_a_stalled_request_body() {
+    let (port, report) = body_reader();
+    let p = Proxy::start(&["--body-idle-timeout", "200"]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let mut client = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client
+        .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    // The proxy closes the connection (after an error page, or at once): EOF ends this.
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert!(!answer.starts_with(b"HTTP/1.1 2"), "{answer:?}");
+    let received = report.recv_timeout(IO_TIMEOUT).unwrap();
+    assert!(
+        received < 100,
+        "the target got the whole body ({received} bytes)"
+    );
+}
+
+/// §2.9: a response body that stalls longer than `--body-idle-timeout` is aborted: the
+/// client's connection is closed before the declared length, the target's too.
+#[test]
+fn body_idle_timeout_aborts_a_stalled_response_body() {
+    let (port, closed) = stalling_backend();
+    let p = Proxy::start(&["--body-idle-timeout", "200"]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let mut client = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client
+        .write_all(b"GET /down HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, "0123456789", "cut after the bytes sent");
+    closed.recv_timeout(IO_TIMEOUT).unwrap();
+}
+
+/// §6 item 19: a target's response head over `--max-response-header-size` (default 64 KiB)
+/// is a 502 with a log line naming the flag; the process stays up; a larger limit lets the
+/// same answer through.
+#[test]
+fn max_response_header_size() {
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+        "b".repeat(100 * 1024)
+    );
+    let port = answering_backend(big);
+    let mut p = Proxy::start(&[]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let r = p.public("GET", "/big", &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    let line = p.wait_for_line("larger than --max-response-header-size");
+    assert!(line.contains("502"), "{line}");
+    assert_eq!(p.public("GET", "/_chp_healthz", &[]).status, 200);
+
+    let p = Proxy::start(&["--max-response-header-size", "262144"]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let r = p.public("GET", "/big", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(r.header("x-big").map(str::len), Some(100 * 1024));
+}
+
+// ============================================================================================
+// Backends
+// ============================================================================================
+
+/// Reads a request head; `None` at EOF.
+fn read_head(reader: &mut impl BufRead) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            return Some(lines);
+        }
+        lines.push(line);
+    }
+}
+
+/// Answers every request on every connection with `answer` (the request must have no
+/// body), until the peer closes.
+fn answering_backend(answer: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                while read_head(&mut reader).is_some() {
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Reads one request head, then its body until the proxy closes the connection; reports
+/// how many body bytes arrived.
+fn body_reader() -> (u16, mpsc::Receiver<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream);
+        read_head(&mut reader).unwrap();
+        let mut body = Vec::new();
+        // EOF (the proxy aborted) or the safety-net timeout: either way, report.
+        let _ = reader.read_to_end(&mut body);
+        let _ = tx.send(body.len());
+    });
+    (port, rx)
+}
+
+/// Answers one request with `Content-Length: 100` and 10 bytes, then sends nothing more;
+/// reports when the proxy closes the connection.
+fn stalling_backend() -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        read_head(&mut reader).unwrap();
+        writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        let mut rest = Vec::new();
+        if reader.read_to_end(&mut rest).is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    (port, rx)
+}
