@@ -1,6 +1,7 @@
 //! Command-line flags: exactly those of configurable-http-proxy 5.3.0 (chp.md §1), plus
 //! the limits `--max-header-size`, `--max-headers`, `--max-uri-length`,
-//! `--body-idle-timeout` and `--max-response-header-size` (reliability.md §2.9).
+//! `--body-idle-timeout` and `--max-response-header-size` (reliability.md §2.9) and the
+//! drain deadline `--shutdown-timeout` (reliability.md §4 F19).
 //!
 //! Secrets (the API token, key passphrases) come from the environment only, as in CHP, and
 //! never appear in `Debug` output or logs.
@@ -238,6 +239,12 @@ pub(crate) struct Cli {
     /// a larger one is answered 502 and logged.
     #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
     pub(crate) max_response_header_size: u32,
+    /// On SIGTERM or SIGINT every listener closes at once and in-flight requests may
+    /// finish for this many milliseconds (keep-alive connections are closed after their
+    /// current response); connections still open then are closed and the process exits
+    /// with status 0. 0 closes everything at once. (CHP exits at once, with status 2.)
+    #[arg(long, value_name = "ms", default_value_t = 10_000)]
+    pub(crate) shutdown_timeout: u64,
 }
 
 /// A winston log level, mapped onto tracing levels.
@@ -442,6 +449,13 @@ mod tests {
         assert_eq!(cli.max_uri_length, 16384);
         assert_eq!(cli.body_idle_timeout, 300_000);
         assert_eq!(cli.max_response_header_size, 65536);
+        assert_eq!(cli.shutdown_timeout, 10_000);
+        assert_eq!(
+            parse(&["--shutdown-timeout", "0"])
+                .unwrap()
+                .shutdown_timeout,
+            0
+        );
     }
 
     #[test]
@@ -514,6 +528,8 @@ mod tests {
             ["--body-idle-timeout", "-5"],
             ["--body-idle-timeout", "1s"],
             ["--max-response-header-size", "100"],
+            ["--shutdown-timeout", "-1"],
+            ["--shutdown-timeout", "10s"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }

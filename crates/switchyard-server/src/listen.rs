@@ -3,7 +3,8 @@
 //!
 //! One accept loop serves the public proxy, the API, the metrics and the redirect servers.
 //! On shutdown the listener closes at once, open connections finish their in-flight
-//! request (keep-alive connections are told to close) until a deadline.
+//! request (keep-alive connections are told to close) until `--shutdown-timeout`; the
+//! connections still open then are closed (reliability.md §4 F19).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -28,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 const HYPER_MAX_HEADERS: usize = 100;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests may run after a shutdown signal.
-pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS): the failed connection
+/// stays in the kernel's backlog, so retrying at once would spin (reliability.md §4 F22).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A bound listening socket.
 #[derive(Debug)]
@@ -52,6 +54,9 @@ pub(crate) struct ServeOptions {
     pub(crate) header_read_timeout: Duration,
     /// Also serve HTTP/2 (the public listener; CHP's servers are HTTP/1.1 only).
     pub(crate) http2: bool,
+    /// How long in-flight requests may run after the shutdown signal before their
+    /// connections are closed (`--shutdown-timeout`; zero closes them at once).
+    pub(crate) shutdown_timeout: Duration,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -62,6 +67,7 @@ impl fmt::Debug for ServeOptions {
             .field("max_headers", &self.max_headers)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("http2", &self.http2)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }
@@ -116,7 +122,9 @@ impl Listener {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown`, then drains up to [`SHUTDOWN_DEADLINE`].
+/// Serves `service` on `listener` until `shutdown`; then closes the listener at once and
+/// lets open connections finish their request for up to `options.shutdown_timeout`, after
+/// which the remaining ones are closed. Returns when the drain is over.
 pub(crate) async fn serve<S, F>(
     listener: Listener,
     options: ServeOptions,
@@ -150,6 +158,9 @@ pub(crate) async fn serve<S, F>(
     }
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Cancelled at the drain deadline: every connection task still running drops its
+    // connection (closing the socket and any request to a target it was waiting for).
+    let close = CancellationToken::new();
     let unix_path = match &listener {
         Listener::Unix(_, p) => Some(p.clone()),
         Listener::Tcp(_) => None,
@@ -166,15 +177,35 @@ pub(crate) async fn serve<S, F>(
                     remote,
                     tls: options.tls.is_some(),
                 });
-                spawn_connection(stream, conn, &options, &builder, &graceful, service.clone());
+                spawn_connection(
+                    stream,
+                    conn,
+                    &options,
+                    &builder,
+                    &graceful,
+                    &close,
+                    service.clone(),
+                );
             }
             Ok(Accepted::Unix(stream)) => {
-                spawn_connection(stream, None, &options, &builder, &graceful, service.clone());
+                spawn_connection(
+                    stream,
+                    None,
+                    &options,
+                    &builder,
+                    &graceful,
+                    &close,
+                    service.clone(),
+                );
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: back off instead of spinning. The shutdown signal
+                // still ends the pause.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
             }
         }
     }
@@ -182,10 +213,18 @@ pub(crate) async fn serve<S, F>(
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_DEADLINE) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
+    // `timeout` polls the drain once before it looks at the clock, so with a zero timeout
+    // a server without connections still ends quietly.
+    if tokio::time::timeout(options.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown timeout ({} ms) reached; closing the remaining connections",
+            options.shutdown_timeout.as_millis()
+        );
     }
+    close.cancel();
 }
 
 enum Accepted {
@@ -209,6 +248,7 @@ fn spawn_connection<IO, S, F>(
     options: &ServeOptions,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
+    close: &CancellationToken,
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -217,6 +257,7 @@ fn spawn_connection<IO, S, F>(
 {
     let builder = builder.clone();
     let watcher = graceful.watcher();
+    let close = close.clone();
     let tls = options.tls.clone();
     let limits = options.head_limits;
     tokio::spawn(async move {
@@ -237,22 +278,30 @@ fn spawn_connection<IO, S, F>(
                 }
             }
         });
-        let result = match tls {
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                watcher.watch(conn.into_owned()).await
+        let serve = async move {
+            match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        tracing::debug!("TLS handshake failed or timed out");
+                        return Ok(());
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
             }
-            Some(acceptor) => {
-                let Ok(Ok(tls_stream)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                else {
-                    tracing::debug!("TLS handshake failed or timed out");
-                    return;
-                };
-                let conn =
-                    builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                watcher.watch(conn.into_owned()).await
-            }
+        };
+        let result = tokio::select! {
+            result = serve => result,
+            // The drain deadline: dropping the connection closes it.
+            () = close.cancelled() => return,
         };
         if let Err(e) = result {
             tracing::debug!("connection ended with error: {e}");

@@ -263,6 +263,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_headers,
         header_read_timeout: Duration::from_secs(5),
         http2: false,
+        shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
     };
     // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
     // knowledge in clear text. WebSockets stay on HTTP/1.1.
@@ -277,6 +278,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_headers,
         header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
         http2: true,
+        shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
     };
 
     let forward_options = ForwardOptions {

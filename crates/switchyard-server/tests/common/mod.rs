@@ -51,7 +51,22 @@ pub fn free_port() -> u16 {
 }
 
 pub fn command(args: &[&str], token: Option<&str>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command_under(&[], args, token)
+}
+
+/// The binary run through `wrapper` (a program and its arguments that ends by exec'ing
+/// the command line it is given, such as `prlimit --nofile=64:64 --`), so the child's pid
+/// is the proxy's.
+pub fn command_under(wrapper: &[&str], args: &[&str], token: Option<&str>) -> Command {
+    let binary = env!("CARGO_BIN_EXE_switchyard");
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(binary),
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(binary);
+            cmd
+        }
+    };
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("CONFIGPROXY_AUTH_TOKEN")
@@ -72,8 +87,13 @@ impl Proxy {
 
     /// Like [`Proxy::start`]; retries with fresh ports if a port was taken meanwhile.
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Self {
+        Self::start_under(&[], extra, token)
+    }
+
+    /// Like [`Proxy::start_with`], the binary run through `wrapper` (see [`command_under`]).
+    pub fn start_under(wrapper: &[&str], extra: &[&str], token: Option<&str>) -> Self {
         for _ in 0..4 {
-            if let Some(proxy) = Self::try_start(extra, token) {
+            if let Some(proxy) = Self::try_start(wrapper, extra, token) {
                 return proxy;
             }
         }
@@ -81,7 +101,7 @@ impl Proxy {
     }
 
     /// `None` when the binary exited because an address was in use.
-    fn try_start(extra: &[&str], token: Option<&str>) -> Option<Self> {
+    fn try_start(wrapper: &[&str], extra: &[&str], token: Option<&str>) -> Option<Self> {
         let (port, api_port) = (free_port(), free_port());
         let (p, a) = (port.to_string(), api_port.to_string());
         let mut args = vec![
@@ -95,7 +115,7 @@ impl Proxy {
             &a,
         ];
         args.extend_from_slice(extra);
-        let mut child = command(&args, token).spawn().unwrap();
+        let mut child = command_under(wrapper, &args, token).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -207,12 +227,38 @@ impl Proxy {
 
     /// Sends a signal and waits for the exit status.
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        self.send_signal(sig);
+        self.child.wait().unwrap()
+    }
+
+    /// Sends a signal and returns at once.
+    pub fn send_signal(&self, sig: &str) {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        self.child.wait().unwrap()
+    }
+
+    /// Waits (bounded by `limit`) for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// How many file descriptors the process has open (Linux `/proc`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
     }
 }
 
