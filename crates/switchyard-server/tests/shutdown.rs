@@ -28,7 +28,11 @@ fn shutdown_timeout_flag_is_documented_and_validated() {
     let at = help.find("--shutdown-timeout <ms>").unwrap();
     let rest = &help[at..];
     let next = rest[2..].find("  --").map_or(rest.len(), |i| i + 2);
-    assert!(rest[..next].contains("[default: 10000]"), "{}", &rest[..next]);
+    assert!(
+        rest[..next].contains("[default: 10000]"),
+        "{}",
+        &rest[..next]
+    );
     for args in [
         &["--shutdown-timeout=-1"][..],
         &["--shutdown-timeout", "10s"],
