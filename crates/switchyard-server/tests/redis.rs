@@ -504,3 +504,98 @@ fn propagation_delay() {
         delays[500], delays[990], delays[999]
     );
 }
+
+/// `rediss://`: two replicas share a table through a TLS-only Redis whose certificate is
+/// signed by a private CA, trusted through `SSL_CERT_FILE` (the redis client reads the
+/// platform's trust store, and that variable names it). A replica that does not trust the
+/// CA refuses to start, with the reason, instead of running with an empty table.
+#[test]
+fn rediss_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    let dir = temp_dir("rediss");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("c.pem"), dir.join("k.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, server.pem()).unwrap();
+    std::fs::write(&key_pem, server_key.serialize_pem()).unwrap();
+
+    // The plain port is only for this test's own checks; the replicas use TLS.
+    let tls_port = free_port().to_string();
+    let redis = (0..4)
+        .find_map(|_| {
+            Redis::try_start(
+                free_port(),
+                &[
+                    "--tls-port",
+                    &tls_port,
+                    "--tls-cert-file",
+                    cert_pem.to_str().unwrap(),
+                    "--tls-key-file",
+                    key_pem.to_str().unwrap(),
+                    "--tls-ca-cert-file",
+                    ca_pem.to_str().unwrap(),
+                    "--tls-auth-clients",
+                    "no",
+                ],
+            )
+        })
+        .expect("redis-server with TLS did not start");
+    let url = format!("rediss://localhost:{tls_port}/0");
+    let trust = format!("SSL_CERT_FILE={}", ca_pem.display());
+    let start = || {
+        let mut p = Proxy::start_under(&["env", &trust], &["--storage-backend", &url], None);
+        p.wait_for_line("Loaded");
+        p
+    };
+    let (a, b) = (start(), start());
+
+    let alice = backend("alice");
+    let added = a.api(
+        "POST",
+        "/api/routes/user/alice",
+        Some(&format!(r#"{{"target":"{alice}"}}"#)),
+    );
+    assert_eq!(added.status, 201);
+    assert!(
+        redis
+            .cmd(&["GET", "chp:/user/alice"])
+            .is_some_and(|v| v.contains(&alice)),
+        "the route is in Redis under the Node backend's key"
+    );
+    eventually("the other replica to serve the route", || {
+        status(&b, "/user/alice/lab") == 200
+    });
+    assert_eq!(b.public("GET", "/user/alice/lab", &[]).body, "alice");
+
+    // Without the CA the TLS handshake fails: the replica exits non-zero and says why.
+    let out = common::run_to_exit(&[
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--api-ip",
+        "127.0.0.1",
+        "--api-port",
+        &free_port().to_string(),
+        "--storage-backend",
+        &url,
+    ]);
+    assert!(!out.status.success(), "an untrusted Redis must not be used");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("cannot connect to Redis") && said.contains("UnknownIssuer"),
+        "{said}"
+    );
+}
