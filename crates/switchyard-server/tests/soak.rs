@@ -6,8 +6,9 @@
 //!
 //! Every leak CHP ever had (#434, #557, #388) was on a failure path: a
 //! client that went away, an upgrade that failed, an error page. Each
-//! scenario here is one of those paths. A longer run:
-//! `SOAK_CYCLES=10000 cargo test --release -p switchyard-server --test soak -- --nocapture`.
+//! scenario here is one of those paths. A longer run, with wrk loading the proxy
+//! alongside every scenario (`SOAK_WRK=1`, wrk must be installed):
+//! `SOAK_CYCLES=10000 SOAK_WRK=1 cargo test --release -p switchyard-server --test soak -- --nocapture`.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
 
@@ -15,6 +16,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -327,9 +329,11 @@ fn abort_scenarios_leak_nothing() {
     let mut at_n = base;
     for round in 0..2 {
         for scenario in SCENARIOS {
+            let load = Load::start(p.port);
             for _ in 0..cycles {
                 cycle(scenario, p.port, &ready);
             }
+            drop(load);
             let after = settle(pid, metrics_port, base);
             let cw = close_wait(p.port, up);
             report.push(format!(
@@ -370,4 +374,38 @@ fn abort_scenarios_leak_nothing() {
         "baseline {base:?}; after N {at_n:?}; after 2N {at_2n:?}; RSS slope {slope:.4} KiB/cycle"
     );
     assert!(slope < 1.0, "RSS grows {slope:.3} KiB per cycle");
+}
+
+/// With `SOAK_WRK=1`: wrk keeps 16 connections of `GET /ok` going through the proxy while
+/// a scenario's cycles run (each one a fresh upstream connection: the upstream closes),
+/// and is stopped before the proxy is sampled.
+struct Load(Option<Child>);
+
+impl Load {
+    fn start(port: u16) -> Self {
+        if std::env::var("SOAK_WRK").as_deref() != Ok("1") {
+            return Self(None);
+        }
+        let child = Command::new("wrk")
+            .args([
+                "-t1",
+                "-c16",
+                "-d1h",
+                &format!("http://127.0.0.1:{port}/ok"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("SOAK_WRK=1 needs wrk (apt-get install wrk): {e}"));
+        Self(Some(child))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
