@@ -17,7 +17,6 @@ use axum::extract::{Request, State};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use switchyard::routing::normalize_key;
@@ -173,33 +172,29 @@ async fn get_all(state: &ApiState, query: Option<&str>) -> Response<Body> {
     let selected = routes
         .iter()
         .filter(|r| since.is_none_or(|s| r.last_activity_ms() < s));
-    match routes_json(selected) {
-        Ok(body) => {
-            state.metrics.api_route_get.inc();
-            json(body)
-        }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-    }
+    let body = routes_json(selected);
+    state.metrics.api_route_get.inc();
+    json(body)
 }
 
-fn routes_json<'a>(routes: impl Iterator<Item = &'a Arc<Route>>) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    let mut map = ser.serialize_map(None)?;
-    for route in routes {
-        map.serialize_entry(&**route.key(), &route.json())?;
+fn routes_json<'a>(routes: impl Iterator<Item = &'a Arc<Route>> + Clone) -> Vec<u8> {
+    let size = routes.clone().map(|r| r.member_len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(size);
+    out.push(b'{');
+    for (i, route) in routes.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        route.write_member(&mut out);
     }
-    map.end()?;
-    Ok(out)
+    out.push(b'}');
+    out
 }
 
 async fn get_one(state: &ApiState, route_path: &str) -> Response<Body> {
     let key = normalize_key(route_path);
     match state.store.get(&key).await {
-        Ok(Some(route)) => match serde_json::to_vec(&route.json()) {
-            Ok(body) => json(body),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-        },
+        Ok(Some(route)) => json(route.json()),
         Ok(None) => empty(StatusCode::NOT_FOUND),
         Err(e) => store_error(&e),
     }

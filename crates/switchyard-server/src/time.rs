@@ -13,16 +13,49 @@ pub(crate) fn now_ms() -> i64 {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, always UTC with millisecond precision.
 pub(crate) fn format_ms(ms: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_ms(&mut out, ms);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_ms`] appended to `out` without formatting machinery (the route listing writes
+/// one per route).
+pub(crate) fn write_ms(out: &mut Vec<u8>, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+    if !(0..=9999).contains(&y) {
+        // Outside JavaScript's four-digit years: the general path.
+        let (h, min, s, milli) = (
+            rem / 3_600_000,
+            rem / 60_000 % 60,
+            rem / 1000 % 60,
+            rem % 1000,
+        );
+        let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z");
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let digits = |out: &mut Vec<u8>, value: i64, width: u32| {
+        for place in (0..width).rev() {
+            let digit = value / 10_i64.pow(place) % 10;
+            out.push(b'0' + u8::try_from(digit).unwrap_or(0));
+        }
+    };
+    digits(out, y, 4);
+    out.push(b'-');
+    digits(out, m, 2);
+    out.push(b'-');
+    digits(out, d, 2);
+    out.push(b'T');
+    digits(out, rem / 3_600_000, 2);
+    out.push(b':');
+    digits(out, rem / 60_000 % 60, 2);
+    out.push(b':');
+    digits(out, rem / 1000 % 60, 2);
+    out.push(b'.');
+    digits(out, rem % 1000, 3);
+    out.push(b'Z');
 }
 
 /// Parses ISO 8601 (`2999`, `2999-01`, `2999-01-01`, `2999-01-01T00:00[:00[.123]][Z|±hh:mm]`)
@@ -171,6 +204,30 @@ mod tests {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_795_416_289_187), "2026-11-23T06:44:49.187Z");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    /// The digit writer agrees with the formatting machinery, and round-trips through the
+    /// parser, over dates spread across years 1900–2999.
+    #[test]
+    fn fast_writer_matches_format() {
+        let mut ms: i64 = -2_208_988_800_000; // 1900-01-01
+        while ms < 32_503_680_000_000 {
+            let days = ms.div_euclid(86_400_000);
+            let rem = ms.rem_euclid(86_400_000);
+            let (y, m, d) = civil_from_days(days);
+            let expected = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3_600_000,
+                rem / 60_000 % 60,
+                rem / 1000 % 60,
+                rem % 1000
+            );
+            assert_eq!(format_ms(ms), expected);
+            assert_eq!(parse_date_ms(&expected), Some(ms));
+            ms += 7_777_777_777; // ~90 days and an odd number of ms
+        }
     }
 
     #[test]

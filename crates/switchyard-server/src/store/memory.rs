@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use switchyard::routing::{RouteError, RouteMatch, RouteTable};
 
@@ -89,13 +88,7 @@ impl MemoryStore {
         }
         // Count first, then snapshot: the snapshot holds at least `covered` changes.
         let covered = state.changes.load(Ordering::SeqCst);
-        let body = match routes_json(&self.table) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!("cannot serialise routes for the state file: {e}");
-                return;
-            }
-        };
+        let body = routes_json(&self.table);
         let path = state.path.clone();
         match tokio::task::spawn_blocking(move || write_atomically(&path, &body)).await {
             Ok(Ok(())) => *written = covered,
@@ -109,15 +102,23 @@ impl MemoryStore {
 }
 
 /// The table as `GET /api/routes` shows it.
-fn routes_json(table: &RouteTable<Route>) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    let mut map = ser.serialize_map(None)?;
-    for (key, route) in table.snapshot().entries() {
-        map.serialize_entry(&*key, &route.json())?;
+fn routes_json(table: &RouteTable<Route>) -> Vec<u8> {
+    let entries = table.snapshot().entries();
+    let size = entries
+        .iter()
+        .map(|(_, r)| r.member_len() + 1)
+        .sum::<usize>()
+        + 2;
+    let mut out = Vec::with_capacity(size);
+    out.push(b'{');
+    for (i, (_, route)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        route.write_member(&mut out);
     }
-    map.end()?;
-    Ok(out)
+    out.push(b'}');
+    out
 }
 
 /// Temporary file in the same directory, fsync, rename, fsync the directory.

@@ -252,8 +252,7 @@ impl RouteStore for RedisStore {
             }
             let now = time::now_ms();
             let route = Route::new(key, target, data, now);
-            let json = serde_json::to_vec(&route.json())
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let json = route.json();
             let names = &self.inner.names;
             let mut conn = self.inner.conn.clone();
             let mut write = redis::pipe();
@@ -440,9 +439,7 @@ impl Inner {
         for chunk in entries.chunks(BATCH) {
             let mut pipe = redis::pipe();
             for (key, route) in chunk {
-                let Ok(json) = serde_json::to_vec(&route.json()) else {
-                    continue;
-                };
+                let json = route.json();
                 pipe.cmd("SET")
                     .arg(self.names.route_key(key))
                     .arg(json)
