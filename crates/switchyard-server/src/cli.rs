@@ -158,6 +158,12 @@ pub(crate) struct Cli {
     /// Rewrite the Location header host/port in redirect responses
     #[arg(long)]
     pub(crate) auto_rewrite: bool,
+    /// With --auto-rewrite: a host (or host:port, as clients send it in Host) this proxy is
+    /// reached as; repeatable. A redirect to the target then names the client's Host when it
+    /// is one of these, and is made relative otherwise, so a forged Host never reaches a
+    /// Location. (Not in CHP, which copied any Host in.)
+    #[arg(long, value_name = "host[:port]", value_parser = parse_public_host)]
+    pub(crate) public_host: Vec<String>,
     /// Changes the origin of the host header to the target URL
     #[arg(long)]
     pub(crate) change_origin: bool,
@@ -370,6 +376,19 @@ impl fmt::Debug for Env {
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
+    }
+}
+
+/// `--public-host`: a host name or address with an optional port, as a `Host` header
+/// carries it.
+fn parse_public_host(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && http::uri::Authority::try_from(value).is_ok_and(|a| a.as_str() == value)
+        && !value.contains('@');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not a host or host:port"))
     }
 }
 

@@ -137,6 +137,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     tls::client_config(&cli).map_err(|e| e.to_string())?;
     if cli.auto_rewrite {
         tracing::info!("AutoRewrite of Location headers enabled.");
+    } else if !cli.public_host.is_empty() {
+        tracing::warn!("--public-host has no effect without --auto-rewrite");
     }
     if cli.change_origin {
         tracing::info!("Change Origin of host headers enabled.");
@@ -286,6 +288,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         prepend_path: cli.prepend_path,
         change_origin: cli.change_origin,
         auto_rewrite: cli.auto_rewrite,
+        public_hosts: cli.public_host.clone(),
         protocol_rewrite: cli.protocol_rewrite.clone(),
         custom_headers: cli.custom_header.clone(),
         insecure: cli.insecure,

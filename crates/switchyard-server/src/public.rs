@@ -44,6 +44,7 @@ pub(crate) fn engine(
             o.prepend_path = opts.prepend_path;
             o.change_origin = opts.change_origin;
             o.auto_rewrite = opts.auto_rewrite;
+            o.public_hosts.clone_from(&opts.public_hosts);
             o.protocol_rewrite.clone_from(&opts.protocol_rewrite);
             o.headers = headers;
             o.timeout = opts.timeout;
@@ -114,6 +115,8 @@ pub(crate) struct ForwardOptions {
     pub(crate) prepend_path: bool,
     pub(crate) change_origin: bool,
     pub(crate) auto_rewrite: bool,
+    /// `--public-host`: the `Host` values `--auto-rewrite` may put into a `Location`.
+    pub(crate) public_hosts: Vec<String>,
     pub(crate) protocol_rewrite: Option<String>,
     pub(crate) custom_headers: Vec<(String, String)>,
     pub(crate) insecure: bool,
@@ -138,6 +141,7 @@ impl Default for ForwardOptions {
             prepend_path: false,
             change_origin: false,
             auto_rewrite: false,
+            public_hosts: Vec::new(),
             protocol_rewrite: None,
             custom_headers: Vec::new(),
             insecure: false,

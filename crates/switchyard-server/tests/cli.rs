@@ -132,6 +132,14 @@ fn bad_flags_exit_1() {
             &["--default-target", "file:///etc/passwd"][..],
             "--default-target",
         ),
+        (
+            &["--public-host", "user@hub.example"][..],
+            "is not a host or host:port",
+        ),
+        (
+            &["--public-host", "hub.example/path"][..],
+            "is not a host or host:port",
+        ),
     ] {
         let out = run_to_exit(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

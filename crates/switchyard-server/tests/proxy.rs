@@ -723,7 +723,8 @@ fn keep_alive_on_both_sides() {
 /// chp.md §5.3: Location is rewritten only with `--auto-rewrite` / `--protocol-rewrite`,
 /// and only when it names the target's host. `--auto-rewrite` makes it relative
 /// (reliability.md §6 item 23): CHP copied the client's Host in, so `Host: evil.example`
-/// got `Location: http://evil.example:<target port>/elsewhere`.
+/// got `Location: http://evil.example:<target port>/elsewhere`. With `--public-host`, a
+/// listed Host (compared without case) is named, with `--protocol-rewrite`'s scheme.
 #[test]
 fn location_rewriting() {
     let b = Backend::start(|s| {
@@ -739,27 +740,53 @@ fn location_rewriting() {
     });
     let bport = b.port.to_string();
     let header = format!("X-Backend-Port: {bport}");
-    let cases: [(&[&str], &str); 4] = [
-        (&[], "http://127.0.0.1:{B}/elsewhere"),
-        (&["--auto-rewrite"], "/elsewhere"),
+    // (flags, Host sent or None for the client's own `127.0.0.1:<port>`, expected Location)
+    let cases: [(&[&str], Option<&str>, &str); 7] = [
+        (&[], None, "http://127.0.0.1:{B}/elsewhere"),
+        (&["--auto-rewrite"], None, "/elsewhere"),
         (
             &["--protocol-rewrite", "https"],
+            None,
             "https://127.0.0.1:{B}/elsewhere",
         ),
         (
             &["--auto-rewrite", "--protocol-rewrite", "https"],
+            None,
+            "/elsewhere",
+        ),
+        // --public-host: a listed Host is named in the Location, others get a relative one.
+        (
+            &["--auto-rewrite", "--public-host", "hub.example"],
+            Some("HUB.example"),
+            "http://HUB.example/elsewhere",
+        ),
+        (
+            &[
+                "--auto-rewrite",
+                "--public-host",
+                "hub.example:8443",
+                "--public-host",
+                "hub.example",
+                "--protocol-rewrite",
+                "https",
+            ],
+            Some("hub.example:8443"),
+            "https://hub.example:8443/elsewhere",
+        ),
+        (
+            &["--auto-rewrite", "--public-host", "hub.example"],
+            None,
             "/elsewhere",
         ),
     ];
-    for (flags, expected) in cases {
+    for (flags, host, expected) in cases {
         let mut args = vec!["--custom-header", &header];
         args.extend_from_slice(flags);
         let p = Proxy::start(&args);
         p.add("/", &b.url());
-        let expected = expected
-            .replace("{B}", &bport)
-            .replace("{P}", &p.port.to_string());
-        let r = get(p.port, "/same", &[]);
+        let expected = expected.replace("{B}", &bport);
+        let headers: Vec<(&str, &str)> = host.map(|h| ("Host", h)).into_iter().collect();
+        let r = get(p.port, "/same", &headers);
         assert_eq!(r.status, 302);
         assert_eq!(r.header("location"), Some(expected.as_str()), "{flags:?}");
         if flags.contains(&"--auto-rewrite") {
