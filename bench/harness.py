@@ -349,10 +349,10 @@ class Bench:
             self.stop_proxy(h)
         self.record("h2", f"{body}-c{conns}-m{streams}", proxy, rnd, m)
 
-    def api(self, h, count, conc, lists):
+    def api(self, h, count, conc, lists, cpu=LOAD_CPU):
         r = run([self.a.bench_pair, "api", f"http://127.0.0.1:{h['api_port']}", str(count),
                  str(conc), f"http://127.0.0.1:{self.origin_port}", str(lists)],
-                timeout=600)
+                timeout=600, cpu=cpu)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     def scen_routes(self, proxy, rnd, routes):
@@ -375,11 +375,22 @@ class Bench:
         h = self.start_proxy(proxy)
         try:
             rss0 = status_kib(h["pid"], "VmRSS")
-            res = self.api(h, count, 1, 5)
-            lst = sorted(res["list_ms"])
+            t0 = ticks(h["pid"])
+            res = self.api(h, count, 1, 0)
+            t1 = ticks(h["pid"])
+            lst = sorted(self.api(h, 0, 1, 5)["list_ms"])
             m = {"add_seconds": res["add_seconds"], "add_us_per_route": res["add_seconds"] / count * 1e6,
-                 "list_ms": lst[len(lst) // 2], "list_ms_min": lst[0], "list_bytes": res["list_bytes"],
+                 "add_cpu_us_per_route": (t1 - t0) / CLK * 1e6 / count,
+                 "list_ms": lst[len(lst) // 2], "list_ms_min": lst[0],
                  "rss_growth_kib": status_kib(h["pid"], "VmRSS") - rss0}
+            m["list_bytes"] = self.api(h, 0, 1, 1)["list_bytes"]
+        finally:
+            self.stop_proxy(h)
+        # The same adds with the client on the proxy's core: one request at a time is
+        # bound by wake-up latency, and waking an idle core costs more than the work.
+        h = self.start_proxy(proxy)
+        try:
+            m["add_seconds_same_core"] = self.api(h, count, 1, 0, cpu=PROXY_CPU)["add_seconds"]
         finally:
             self.stop_proxy(h)
         self.record("api", f"add{count}", proxy, rnd, m)

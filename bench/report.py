@@ -423,6 +423,8 @@ def main():
                     continue
                 rows.append([var[3:], LABEL[p], spread(d.values("api", var, p, "add_seconds")),
                              spread(d.values("api", var, p, "add_us_per_route")),
+                             spread(d.values("api", var, p, "add_cpu_us_per_route")),
+                             spread(d.values("api", var, p, "add_seconds_same_core")),
                              spread(d.values("api", var, p, "list_ms")),
                              spread([v / 1024 for v in d.values("api", var, p, "list_bytes")]),
                              spread([kib_to_mib(v) for v in d.values("api", var, p, "rss_growth_kib")]),
@@ -432,8 +434,12 @@ def main():
                "The client is `bench_pair api` (Rust, hyper, one keep-alive connection, one request at a "
                "time, on core 0): `POST /api/routes/user/u<i>` with `{\"target\": …}` for each route, then "
                "five `GET /api/routes` (the median is shown; the time includes reading the whole body). "
-               "nginx has no such API.", "",
-               table(["routes", "proxy", "add all, s", "µs per route", "list, ms", "list body KiB",
+               "nginx has no such API. *Proxy CPU µs per route* is the proxy's user+system time "
+               "over the adds; *add all, same core* repeats the adds on a fresh proxy with the "
+               "client on the proxy's core: one request at a time is bound by wake-up latency, and "
+               "waking an idle core (in a VM, an idle vCPU) costs more than the work itself.", "",
+               table(["routes", "proxy", "add all, s", "µs per route", "proxy CPU µs per route",
+                      "add all, same core, s", "list, ms", "list body KiB",
                       "RSS growth MiB", "add ÷ CHP", "list ÷ CHP"], rows), ""]
 
     # ------------------------------------------------ WebSockets

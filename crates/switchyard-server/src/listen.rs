@@ -29,9 +29,6 @@ use tokio_util::sync::CancellationToken;
 const HYPER_MAX_HEADERS: usize = 100;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS): the failed connection
-/// stays in the kernel's backlog, so retrying at once would spin (reliability.md §4 F22).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A bound listening socket.
 #[derive(Debug)]
@@ -165,11 +162,19 @@ pub(crate) async fn serve<S, F>(
         Listener::Unix(_, p) => Some(p.clone()),
         Listener::Tcp(_) => None,
     };
+    // EMFILE, ENFILE, ENOBUFS: while no descriptor is free every accept fails at once, so
+    // the loop pauses before retrying (reliability.md §4 F22), and the log says so once
+    // rather than on every retry.
+    let mut accept_errors =
+        switchyard::server::AcceptErrors::new(listener.url(options.tls.is_some()));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
+        if accepted.is_ok() {
+            accept_errors.succeeded();
+        }
         match accepted {
             Ok(Accepted::Tcp(stream, remote)) => {
                 let _ = stream.set_nodelay(true);
@@ -199,12 +204,11 @@ pub(crate) async fn serve<S, F>(
                 );
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning. The shutdown signal
-                // still ends the pause.
-                tracing::warn!("accept failed: {e}");
+                // Back off instead of spinning; the shutdown signal still ends the pause.
+                accept_errors.failed(&e);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    () = tokio::time::sleep(switchyard::server::AcceptErrors::BACKOFF) => {}
                 }
             }
         }

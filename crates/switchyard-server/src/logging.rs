@@ -18,6 +18,7 @@ pub(crate) fn init(level: LogLevel) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
+        .with_ansi(false)
         .event_format(ChpFormat)
         .try_init();
 }

@@ -227,6 +227,71 @@ pub fn tls_acceptor(tls: &ServerTls, http2: bool) -> Result<TlsAcceptor, ConfigE
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Logs `accept` failures (out of file descriptors and the like) without flooding the
+/// log: an accept loop that backs off and retries fails again on every retry for as long
+/// as the condition lasts. The first failure is logged, then a summary after 10, 100,
+/// 1,000… failures, and one line when an accept succeeds again.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    listener: String,
+    count: u64,
+    since: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    /// For the listener `listener` names in the log (its address, say).
+    #[must_use]
+    pub fn new(listener: impl Into<String>) -> Self {
+        Self {
+            listener: listener.into(),
+            count: 0,
+            since: None,
+        }
+    }
+
+    /// The pause an accept loop should take after a failure: while no descriptor is
+    /// free, `accept` fails at once whatever the backlog holds, so retrying at once
+    /// would spin.
+    pub const BACKOFF: Duration = Duration::from_millis(50);
+
+    /// Records one failure, logging it if it is the first or a power of ten.
+    pub fn failed(&mut self, err: &std::io::Error) {
+        self.count += 1;
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if self.count == 1 {
+            warn!(
+                "accept failed on {}: {err}; retrying every {:?}",
+                self.listener,
+                Self::BACKOFF
+            );
+        } else if self
+            .count
+            .checked_ilog10()
+            .is_some_and(|e| 10u64.pow(e) == self.count)
+        {
+            warn!(
+                "accept still failing on {}: {} failures in {:?}: {err}",
+                self.listener,
+                self.count,
+                since.elapsed()
+            );
+        }
+    }
+
+    /// Records a successful accept, logging the recovery after failures.
+    pub fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            warn!(
+                "accept recovered on {} after {} failures in {:?}",
+                self.listener,
+                self.count,
+                since.elapsed()
+            );
+            self.count = 0;
+        }
+    }
+}
+
 async fn serve<H: Hooks>(
     listener: TcpListener,
     proxy: Proxy<H>,
@@ -238,6 +303,11 @@ async fn serve<H: Hooks>(
     let graceful = GracefulShutdown::new();
     let ws = proxy.options().ws;
     let limits = opts.head_limits();
+    let mut accept_errors = AcceptErrors::new(
+        listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+    );
     loop {
         let (stream, remote) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -245,12 +315,15 @@ async fn serve<H: Hooks>(
                 Ok(pair) => pair,
                 Err(err) => {
                     // Out of file descriptors or similar: back off, then go on.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    accept_errors.failed(&err);
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(AcceptErrors::BACKOFF) => continue,
+                    }
                 }
             },
         };
+        accept_errors.succeeded();
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             remote,
