@@ -295,8 +295,7 @@ async fn probe(upstream: &Upstream, target: &Target, path: &str, limit: Duration
     *req.version_mut() = version_for(target);
     req.headers_mut()
         .insert(header::HOST, target.host_header().clone());
-    let client = upstream.client(target.protocol());
-    match tokio::time::timeout(limit, client.request(req)).await {
+    match tokio::time::timeout(limit, upstream.request(target, req)).await {
         Ok(Ok(res)) => {
             let ok = res.status().is_success() || res.status().is_redirection();
             let _ = tokio::time::timeout(limit, crate::retry::drain(res.into_body())).await;

@@ -460,8 +460,7 @@ impl<H: Hooks> Proxy<H> {
         activity: Option<&Activity>,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let client = self.inner.upstream.client(target.protocol());
-        let mut fut = std::pin::pin!(client.request(req));
+        let mut fut = std::pin::pin!(self.inner.upstream.request(target, req));
         let start = Instant::now();
         let fixed = [
             opts.headers_timeout

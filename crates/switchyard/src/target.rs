@@ -11,7 +11,7 @@ use http::uri::{Authority, Scheme, Uri};
 use crate::error::ConfigError;
 
 /// The HTTP version the proxy speaks to a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// HTTP/1.1 (the default), with keep-alive.
     #[default]

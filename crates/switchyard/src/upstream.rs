@@ -1,17 +1,21 @@
 //! The upstream client: one pooled hyper-util client per protocol, sharing a
-//! connector that speaks TCP, unix sockets and TLS (rustls).
+//! connector that speaks TCP, unix sockets and TLS (rustls); and for targets that
+//! may speak HTTP/2, a client per target, so that `:authority` can carry the
+//! forwarded `Host` while the connection goes to the target.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::Client;
+use http::uri::{Authority, Scheme};
+use http::{Request, Uri, header};
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pki_types::pem::PemObject;
@@ -23,16 +27,26 @@ use tokio_rustls::client::TlsStream;
 use crate::body::Body;
 use crate::error::{BoxError, ConfigError, ProxyError};
 use crate::options::ClientOptions;
-use crate::target::{Address, Protocol};
+use crate::target::{Address, Protocol, Target};
 
 pub(crate) type HttpClient = Client<Connector, Body>;
 
-/// The three pooled clients, one per [`Protocol`].
-#[derive(Clone, Debug)]
+/// Builds a pooled client for a protocol; with a destination, its connector
+/// connects there whatever the request URI names.
+type MakeClient = dyn Fn(Protocol, Option<Uri>) -> HttpClient + Send + Sync;
+
+/// How many per-target clients are kept before the cache starts over.
+const TARGET_CLIENTS: usize = 1024;
+
+/// The three pooled clients, one per [`Protocol`], and the per-target clients.
+#[derive(Clone)]
 pub(crate) struct Upstream {
     http1: HttpClient,
     auto: HttpClient,
     http2: HttpClient,
+    make: Arc<MakeClient>,
+    /// HTTP/2-capable targets: a client each, by target URL, for `Auto` and `Http2`.
+    per_target: Arc<Mutex<[HashMap<String, HttpClient>; 2]>>,
     /// `ClientOptions::max_response_header_size`, checked on each parsed head too:
     /// hyper's buffer limit only stops heads that arrive in pieces.
     max_response_head: usize,
@@ -46,10 +60,12 @@ pub(crate) struct HeadTooLarge {
     limit: usize,
 }
 
-/// Connects to the address a pool URI names, with TLS when it says so.
+/// Connects to the address a pool URI names, with TLS when it says so; or, when
+/// it has a destination, to that address whatever the URI.
 #[derive(Clone)]
 pub(crate) struct Connector {
     inner: Arc<ConnectorInner>,
+    destination: Option<Uri>,
 }
 
 struct ConnectorInner {
@@ -87,15 +103,25 @@ pub(crate) enum Stream {
 impl Upstream {
     pub(crate) fn new(opts: &ClientOptions) -> Result<Self, ConfigError> {
         let base = tls_config(opts)?;
-        let make = |alpn: &[&[u8]], h2_only: bool| {
+        let connectors = [&[&b"http/1.1"[..]][..], &[b"h2", b"http/1.1"], &[b"h2"]].map(|alpn| {
             let mut tls = base.clone();
             tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(ConnectorInner {
+                tls: TlsConnector::from(Arc::new(tls)),
+                local_address: opts.local_address,
+                connect_timeout: opts.connect_timeout,
+            })
+        });
+        let opts = opts.clone();
+        let make = move |protocol: Protocol, destination: Option<Uri>| {
+            let (inner, h2_only) = match protocol {
+                Protocol::Http1 => (&connectors[0], false),
+                Protocol::Auto => (&connectors[1], false),
+                Protocol::Http2 => (&connectors[2], true),
+            };
             let connector = Connector {
-                inner: Arc::new(ConnectorInner {
-                    tls: TlsConnector::from(Arc::new(tls)),
-                    local_address: opts.local_address,
-                    connect_timeout: opts.connect_timeout,
-                }),
+                inner: inner.clone(),
+                destination,
             };
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
@@ -112,11 +138,51 @@ impl Upstream {
             b.build(connector)
         };
         Ok(Self {
-            http1: make(&[b"http/1.1"], false),
-            auto: make(&[b"h2", b"http/1.1"], false),
-            http2: make(&[b"h2"], true),
+            http1: make(Protocol::Http1, None),
+            auto: make(Protocol::Auto, None),
+            http2: make(Protocol::Http2, None),
+            make: Arc::new(make),
+            per_target: Arc::default(),
             max_response_head: opts.max_response_header_size.max(8 * 1024),
         })
+    }
+
+    /// Sends `req`, whose URI is `target`'s, to `target`.
+    ///
+    /// Over HTTP/1 the request line carries the path and `Host` the authority, so
+    /// the shared client of the protocol serves. Over HTTP/2 `:authority` is taken
+    /// from the URI, and it must agree with `Host` (RFC 9113 §8.3.1): a target that
+    /// may speak HTTP/2 gets a client of its own whose connector always dials the
+    /// target, and the URI is given the forwarded `Host` as its authority.
+    pub(crate) fn request(&self, target: &Target, mut req: Request<Body>) -> ResponseFuture {
+        let protocol = target.protocol();
+        if protocol == Protocol::Http1 {
+            return self.http1.request(req);
+        }
+        let Some(uri) = authority_from_host(&req, target) else {
+            return self.client(protocol).request(req);
+        };
+        let client = {
+            let mut all = self
+                .per_target
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let clients = &mut all[usize::from(protocol == Protocol::Http2)];
+            if let Some(client) = clients.get(target.as_str()) {
+                client.clone()
+            } else {
+                if clients.len() >= TARGET_CLIENTS {
+                    // Idle connections of the dropped clients close; requests in
+                    // flight keep theirs.
+                    clients.clear();
+                }
+                let client = (self.make)(protocol, Some(req.uri().clone()));
+                clients.insert(target.as_str().to_owned(), client.clone());
+                client
+            }
+        };
+        *req.uri_mut() = uri;
+        client.request(req)
     }
 
     /// Refuses a response head over the limit. hyper's `max_buf_size` only
@@ -140,7 +206,7 @@ impl Upstream {
         Ok(())
     }
 
-    pub(crate) fn client(&self, protocol: Protocol) -> &HttpClient {
+    fn client(&self, protocol: Protocol) -> &HttpClient {
         match protocol {
             Protocol::Http1 => &self.http1,
             Protocol::Auto => &self.auto,
@@ -253,6 +319,37 @@ impl std::fmt::Debug for Connector {
     }
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("http1", &self.http1)
+            .field("auto", &self.auto)
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URI to give a per-target client: the request's path, the target's scheme
+/// (`http` or `https`, a unix socket included) and the outgoing `Host` as the
+/// authority. `None` when there is no usable `Host` or it names the target anyway.
+fn authority_from_host(req: &Request<Body>, target: &Target) -> Option<Uri> {
+    let host = req.headers().get(header::HOST)?;
+    let authority = Authority::try_from(host.as_bytes()).ok()?;
+    let scheme = if target.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let uri = req.uri();
+    if uri.authority() == Some(&authority) && uri.scheme() == Some(&scheme) {
+        return None;
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    Uri::from_parts(parts).ok()
+}
+
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<Stream>;
     type Error = ConnectError;
@@ -264,6 +361,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let inner = self.inner.clone();
+        let uri = self.destination.clone().unwrap_or(uri);
         Box::pin(async move {
             let (address, tls) = Address::from_uri(&uri).ok_or(ConnectError::Address)?;
             let connect = inner.connect(address, tls);

@@ -77,27 +77,40 @@ async fn http1_client_to_an_h2c_upstream() {
 
 /// RFC 9113 §8.3.1: an intermediary forwarding over HTTP/2 builds
 /// `:authority` from the original request, and a `Host` that disagrees
-/// with `:authority` makes the request malformed for strict servers. Today
-/// the upstream gets `:authority` = the target and `Host` = the client's.
+/// with `:authority` makes the request malformed for strict servers: the
+/// upstream sees the client's `Host` in both, while the connection goes to
+/// the target; with `change_origin`, the target's authority in both.
 #[tokio::test]
-#[ignore = "engine design: hyper-util's pooled legacy client takes both the connection address \
-            and :authority from the request URI, so :authority cannot carry the client's Host \
-            while connecting to the target"]
 async fn h2_upstream_authority_agrees_with_host() {
     let (b, seen) = recording_backend().await;
-    let proxy = Proxy::builder()
-        .target(b.target().with_protocol(Protocol::Http2))
+    let target = b.target().with_protocol(Protocol::Http2);
+    let proxy = Proxy::builder().target(target.clone()).build().unwrap();
+    let changed = Proxy::builder()
+        .target(target.clone())
+        .configure(|o| o.change_origin = true)
         .build()
         .unwrap();
-    let req = Request::get("/a").header("host", "front").body(()).unwrap();
-    within(proxy.web(req)).await;
-    let s = seen.lock().unwrap()[0].clone();
-    let authority = http::Uri::try_from(&s.uri)
-        .unwrap()
-        .authority()
-        .unwrap()
-        .to_string();
-    assert_eq!(authority, s.headers["host"].to_str().unwrap());
+    for (proxy, host) in [
+        (&proxy, "front"),
+        (&proxy, "other.example:8443"),
+        (&changed, "front"),
+    ] {
+        let req = Request::get("/a").header("host", host).body(()).unwrap();
+        let res = within(proxy.web(req)).await;
+        assert_eq!(res.status(), 200);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let target_authority = target.host_header().to_str().unwrap().to_owned();
+    let expected = ["front", "other.example:8443", target_authority.as_str()];
+    assert_eq!(seen.len(), expected.len());
+    for (s, want) in seen.iter().zip(expected) {
+        assert_eq!(s.version, http::Version::HTTP_2);
+        let uri = http::Uri::try_from(&s.uri).unwrap();
+        assert_eq!(uri.authority().unwrap().as_str(), want, "{s:?}");
+        assert_eq!(uri.scheme_str(), Some("http"), "{s:?}");
+        assert_eq!(s.headers["host"].to_str().unwrap(), want, "{s:?}");
+        assert_eq!(uri.path(), "/a");
+    }
 }
 
 /// library.md §6 item 14 ("keep `te: trailers`") and §1.9: gRPC-style

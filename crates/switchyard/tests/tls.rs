@@ -197,7 +197,8 @@ async fn tls_listener_to_an_https_upstream() {
 
 /// library.md §1.11 http/proxy-http2-to-http2 (and http/customFetch): with
 /// `Protocol::Auto`, a TLS upstream that offers h2 by ALPN is spoken to in
-/// HTTP/2.
+/// HTTP/2, verified as the target's name (`localhost`), with the client's
+/// `Host` in `:authority` as well as in `Host` (RFC 9113 §8.3.1).
 #[tokio::test]
 async fn h2_upstream_over_tls_by_alpn() {
     let pki = pki();
@@ -210,7 +211,7 @@ async fn h2_upstream_over_tls_by_alpn() {
     let res = within(proxy.web(Request::get("/x").header("host", "front").body(()).unwrap())).await;
     assert_eq!(res.status(), 200);
     let body = body_bytes(res.into_body()).await;
-    assert!(body.starts_with(b"HTTP/2.0 "), "{body:?}");
+    assert_eq!(body, &b"HTTP/2.0 https://front/x front"[..]);
 }
 
 /// library.md §1.8 step 3: WebSocket over the TLS listener (wss) gets

@@ -94,3 +94,24 @@ async fn missing_socket_is_502() {
     let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
     assert_eq!(res.status(), 502);
 }
+
+/// HTTP/2 with prior knowledge over a unix socket: the upstream sees
+/// `:scheme` `http` and the client's `Host` as `:authority`, not the socket.
+#[tokio::test]
+async fn h2c_over_a_unix_socket() {
+    let b = unix_backend("h2c");
+    let target = Target::parse(&format!("unix:{}", b.path.display()))
+        .unwrap()
+        .with_protocol(switchyard::Protocol::Http2);
+    let proxy = Proxy::builder().target(target).build().unwrap();
+    let req = Request::get("/p?q=1")
+        .header("host", "front")
+        .body(())
+        .unwrap();
+    let res = within(proxy.web(req)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        body_bytes(res.into_body()).await,
+        &b"http://front/p?q=1 front"[..]
+    );
+}

@@ -97,10 +97,10 @@ fn spawn<H: Hooks>(inner: &Arc<Inner<H>>, mut head: request::Parts, body: Body, 
     } else {
         http::Version::HTTP_11
     };
-    let client = inner.upstream.client(fwd.protocol()).clone();
+    let sent = inner.upstream.request(fwd, Request::from_parts(head, body));
     let name = fwd.as_str().to_owned();
     tokio::spawn(async move {
-        match client.request(Request::from_parts(head, body)).await {
+        match sent.await {
             Ok(res) => {
                 // Read the answer to the end so the connection can be reused.
                 let _ = res.into_body().collect().await;
