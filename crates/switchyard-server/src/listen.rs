@@ -271,7 +271,10 @@ fn spawn_connection<IO, S, F>(
                     if let Some(conn) = conn {
                         req.extensions_mut().insert(conn);
                     }
-                    Ok(service(req))
+                    // Boxed: hyper keeps a slot the size of the service future for
+                    // each connection, idle or not, and moves the future into it on
+                    // every request; the proxying future is several KiB.
+                    Ok(Box::pin(service(req)))
                 }
                 Err(err) => Err(refusal(&req, &err)),
             };

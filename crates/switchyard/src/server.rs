@@ -336,7 +336,9 @@ async fn serve<H: Hooks>(
                 req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
             }
             let proxy = proxy.clone();
-            async move {
+            // Boxed: hyper keeps a slot the size of the service future for each
+            // connection, idle or not, and moves the future into it per request.
+            Box::pin(async move {
                 if let Err(err) = limits.check(&req) {
                     crate::proxy::log_error(&err);
                     return Ok(crate::proxy::error_response(&err));
@@ -352,7 +354,7 @@ async fn serve<H: Hooks>(
                         None => Err(err),
                     },
                 }
-            }
+            })
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
