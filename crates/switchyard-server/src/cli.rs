@@ -17,6 +17,9 @@ pub(crate) const AUTH_TOKEN_ENV: &str = "CONFIGPROXY_AUTH_TOKEN";
 pub(crate) const SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_SSL_KEY_PASSPHRASE";
 /// Environment variable holding the passphrase of `--api-ssl-key`.
 pub(crate) const API_SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_API_SSL_KEY_PASSPHRASE";
+/// Environment variable holding the password of the Redis store, kept out of the URL
+/// (and so out of the process's command line).
+pub(crate) const REDIS_PASSWORD_ENV: &str = "CONFIGPROXY_REDIS_PASSWORD";
 
 const AFTER_HELP: &str = "\
 Environment:
@@ -25,6 +28,8 @@ Environment:
   CONFIGPROXY_SSL_KEY_PASSPHRASE      passphrase of --ssl-key (encrypted keys are not supported:
                                       decrypt with 'openssl pkey -in k.pem -out plain.pem')
   CONFIGPROXY_API_SSL_KEY_PASSPHRASE  passphrase of --api-ssl-key (same)
+  CONFIGPROXY_REDIS_PASSWORD          password for the Redis --storage-backend, instead of
+                                      putting it in the URL (where ps shows it)
   RUST_LOG                            overrides --log-level with a tracing filter";
 
 /// A drop-in replacement for configurable-http-proxy.
@@ -276,6 +281,7 @@ pub(crate) struct Env {
     pub(crate) auth_token: Option<String>,
     pub(crate) ssl_key_passphrase: Option<String>,
     pub(crate) api_ssl_key_passphrase: Option<String>,
+    pub(crate) redis_password: Option<String>,
 }
 
 // === impl Cli ===
@@ -364,6 +370,7 @@ impl Env {
             auth_token: non_empty(AUTH_TOKEN_ENV),
             ssl_key_passphrase: non_empty(SSL_KEY_PASSPHRASE_ENV),
             api_ssl_key_passphrase: non_empty(API_SSL_KEY_PASSPHRASE_ENV),
+            redis_password: non_empty(REDIS_PASSWORD_ENV),
         }
     }
 }

@@ -154,6 +154,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let config = RedisConfig {
                 url: url.clone(),
                 prefix: cli.redis_key_prefix.clone(),
+                password: env.redis_password.clone(),
             };
             tracing::info!(
                 "Route store: Redis at {} (key prefix {:?})",

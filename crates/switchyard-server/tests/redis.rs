@@ -82,7 +82,11 @@ impl Redis {
             if redis.child.try_wait().unwrap().is_some() {
                 return None;
             }
-            if redis.try_cmd(&["PING"]).is_some_and(|r| r == "PONG") {
+            // With `--requirepass` an unauthenticated PING says NOAUTH: up all the same.
+            if redis
+                .try_cmd(&["PING"])
+                .is_some_and(|r| r == "PONG" || r.starts_with("NOAUTH"))
+            {
                 return Some(redis);
             }
             assert!(
@@ -598,4 +602,85 @@ fn rediss_with_a_private_ca() {
         said.contains("cannot connect to Redis") && said.contains("UnknownIssuer"),
         "{said}"
     );
+}
+
+/// A Redis that requires a password: the password comes from
+/// `CONFIGPROXY_REDIS_PASSWORD`, so the URL (and the command line `ps` shows) has none.
+/// Without it the replica stops at start and says why; with a password in both places
+/// it refuses to guess. The password is never logged.
+#[test]
+fn password_from_the_environment() {
+    const PASSWORD: &str = "s3cret-for-the-test";
+    let redis = (0..4)
+        .find_map(|_| Redis::try_start(free_port(), &["--requirepass", PASSWORD]))
+        .expect("redis-server with a password did not start");
+    let url = redis.url();
+    let with_password = format!("CONFIGPROXY_REDIS_PASSWORD={PASSWORD}");
+    let start = || {
+        let mut p =
+            Proxy::start_under(&["env", &with_password], &["--storage-backend", &url], None);
+        p.wait_for_line("Loaded");
+        p
+    };
+    let (a, b) = (start(), start());
+    let alice = backend("alice");
+    let added = a.api(
+        "POST",
+        "/api/routes/user/alice",
+        Some(&format!(r#"{{"target":"{alice}"}}"#)),
+    );
+    assert_eq!(added.status, 201);
+    eventually("the other replica to serve the route", || {
+        status(&b, "/user/alice/lab") == 200
+    });
+    for p in [&a, &b] {
+        assert!(p.log.iter().all(|l| !l.contains(PASSWORD)), "{:#?}", p.log);
+    }
+
+    let port = || free_port().to_string();
+    let (p1, p2) = (port(), port());
+    let args = |url: &str| {
+        vec![
+            "--ip".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            p1.clone(),
+            "--api-ip".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--api-port".to_owned(),
+            p2.clone(),
+            "--storage-backend".to_owned(),
+            url.to_owned(),
+        ]
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // No password: Redis refuses, the replica exits non-zero.
+    let plain = args(&url);
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let out = common::run_to_exit(&plain);
+    assert!(!out.status.success());
+    let text = said(&out);
+    assert!(
+        text.contains("from Redis at") && text.contains("NOAUTH"),
+        "{text}"
+    );
+
+    // A password in the URL and in the environment: which one? Neither; it says so.
+    let in_url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let both = args(&in_url);
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let out = common::command_under(&["env", &with_password], &both, None)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = said(&out);
+    assert!(text.contains("give it once"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
 }

@@ -97,6 +97,8 @@ pub(crate) struct RedisConfig {
     pub(crate) url: String,
     /// Prefix of route keys (`chp:`).
     pub(crate) prefix: String,
+    /// The password from `CONFIGPROXY_REDIS_PASSWORD`, for a URL without one.
+    pub(crate) password: Option<String>,
 }
 
 /// Routes in Redis, cached in memory for lookups.
@@ -136,6 +138,31 @@ impl RedisConfig {
             .map(drop)
             .map_err(|e| format!("invalid Redis URL {}: {e}", redact(url)))
     }
+
+    /// The client for the URL, with the password from the environment if there is one.
+    fn client(&self) -> Result<redis::Client, String> {
+        use redis::IntoConnectionInfo;
+        let shown = redact(&self.url);
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
+        let info = match &self.password {
+            None => info,
+            Some(_) if info.redis_settings().password().is_some() => {
+                return Err(format!(
+                    "the Redis URL {shown} has a password and {} is set too: give it once",
+                    crate::cli::REDIS_PASSWORD_ENV
+                ));
+            }
+            Some(password) => {
+                let settings = info.redis_settings().clone().set_password(password);
+                info.set_redis_settings(settings)
+            }
+        };
+        redis::Client::open(info).map_err(|e| format!("invalid Redis URL {shown}: {e}"))
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -143,6 +170,7 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &redact(&self.url))
             .field("prefix", &self.prefix)
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -199,8 +227,7 @@ impl RedisStore {
     /// Fails when Redis cannot be reached: a replica that starts empty would serve 404s.
     pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, String> {
         let shown = redact(&config.url);
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
+        let client = config.client()?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
