@@ -2,8 +2,9 @@
 //! fixed (§6 item 17).
 //!
 //! * A request is retried only if its body can be sent again, which means
-//!   it has none: a streamed body is gone once sent, and the engine never
-//!   buffers one.
+//!   it has none: a streamed body is gone once sent. The engine buffers one
+//!   only when asked to ([`Retry::buffer_body`]), and only up to a limit and
+//!   when its length is known.
 //! * A connection that could not be made, or was reset before a response
 //!   head, is retried for the idempotent `retry_methods`, up to
 //!   `retries_count` times.
@@ -23,6 +24,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, request};
 use http_body_util::BodyExt;
@@ -36,6 +39,7 @@ use crate::error::ProxyError;
 use crate::hooks::Hooks;
 use crate::options::Options;
 use crate::proxy::{Activity, Proxy, clone_head};
+use crate::upstream::ClientBodyError;
 
 /// How much of a discarded response body is read so that its connection
 /// can be reused; a longer one is dropped with its connection.
@@ -53,6 +57,7 @@ pub struct Retry {
     max_retries_on_503: u32,
     max_delay: Duration,
     delay: Option<Arc<DelayFn>>,
+    buffer_body: u64,
 }
 
 /// What a [`Retry::retry_delay`] callback is told about a failed attempt.
@@ -91,6 +96,7 @@ impl Default for Retry {
             max_retries_on_503: 10,
             max_delay: Duration::from_secs(30),
             delay: None,
+            buffer_body: 0,
         }
     }
 }
@@ -103,6 +109,7 @@ impl std::fmt::Debug for Retry {
             .field("max_retries_on_503", &self.max_retries_on_503)
             .field("max_delay", &self.max_delay)
             .field("retry_delay", &self.delay.is_some())
+            .field("buffer_body", &self.buffer_body)
             .finish()
     }
 }
@@ -158,6 +165,26 @@ impl Retry {
     ) -> Self {
         self.delay = Some(Arc::new(f));
         self
+    }
+
+    /// Keeps a request body of up to `limit` bytes whose length is known
+    /// (`Content-Length`) so that the request can be retried, and failed over
+    /// to another upstream, like one without a body. Off (0) by default. The
+    /// body is read in full before the first attempt; a longer one, or one
+    /// of unknown length (chunked), is streamed and sent once, as without
+    /// this option. A method still has to be in
+    /// [`retry_methods`](Self::retry_methods) (or pass
+    /// [`retry_delay`](Self::retry_delay)): add `POST` only for upstreams
+    /// that tolerate a request arriving twice.
+    #[must_use]
+    pub fn buffer_body(mut self, limit: u64) -> Self {
+        self.buffer_body = limit;
+        self
+    }
+
+    /// True when a body of this length is kept for retries.
+    fn buffers(&self, len: Option<u64>) -> bool {
+        len.is_some_and(|n| n > 0 && n <= self.buffer_body)
     }
 
     /// True when this policy can ever retry a request with this method.
@@ -270,8 +297,25 @@ pub(crate) async fn drain(mut body: Incoming) {
     }
 }
 
+/// Reads a body to be sent again, within the call's total deadline.
+async fn keep(body: Body, deadline: Option<(Instant, Duration)>) -> Result<Bytes, ProxyError> {
+    let read = async {
+        body.collect().await.map(|c| c.to_bytes()).map_err(|e| {
+            e.downcast_ref::<ClientBodyError>()
+                .map_or(ProxyError::ClientGone, ClientBodyError::to_proxy_error)
+        })
+    };
+    match deadline {
+        Some((at, limit)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| ProxyError::TotalTimeout(limit))?,
+        None => read.await,
+    }
+}
+
 /// Sends a prepared request, with failover and retries when its body can
-/// be sent again (it has none) and there is a reason to.
+/// be sent again (it has none, or the policy keeps it) and there is a
+/// reason to.
 #[allow(clippy::too_many_arguments)] // the state of one exchange
 pub(crate) async fn exchange<H: Hooks>(
     proxy: &Proxy<H>,
@@ -285,7 +329,9 @@ pub(crate) async fn exchange<H: Hooks>(
     policy: Option<&Retry>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let policy = policy.filter(|p| p.may_retry(&head.method));
-    if !replayable || (policy.is_none() && !picked.can_fail_over()) {
+    let buffer =
+        !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(&body).exact()));
+    if !(replayable || buffer) || (policy.is_none() && !picked.can_fail_over()) {
         let req = Request::from_parts(head, body);
         let result = proxy
             .send(req, &picked.target, opts, activity, deadline)
@@ -293,10 +339,19 @@ pub(crate) async fn exchange<H: Hooks>(
         picked.report(&result);
         return result;
     }
-    drop(body);
+    let kept = if buffer {
+        keep(body, deadline).await?
+    } else {
+        Bytes::new()
+    };
     let mut counts = Attempts::default();
     loop {
-        let req = Request::from_parts(clone_head(&head), Body::empty());
+        let body = if kept.is_empty() {
+            Body::empty()
+        } else {
+            Body::from(kept.clone())
+        };
+        let req = Request::from_parts(clone_head(&head), body);
         let result = proxy
             .send(req, &picked.target, opts, activity, deadline)
             .await;

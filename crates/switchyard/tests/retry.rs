@@ -327,7 +327,8 @@ async fn post_is_never_retried() {
 }
 
 /// A GET with a streamed body is not retried either: the body is gone
-/// once sent, and the engine never buffers it.
+/// once sent, and the engine keeps none unless the policy says so
+/// (`buffer_body`, below).
 #[tokio::test]
 async fn a_request_with_a_body_is_not_retried() {
     let (b, count) = counting_backend(|_| unavailable(Some("0"), "busy")).await;
@@ -437,4 +438,95 @@ async fn retry_methods_are_configurable() {
     let get_only = Retry::default().retry_methods([Method::DELETE]);
     let res = within(proxy.forward(get(), "/").retry(get_only).into_future()).await;
     assert_eq!(res.status(), 200, "the backend answers 200 from now on");
+}
+
+/// A raw backend that closes its first connection after reading a request
+/// head (a reset before any response), and on the next ones reads the
+/// `Content-Length` body and answers with it. Returns the heads it read.
+async fn resetting_echo_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let h = heads.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reset = std::mem::take(&mut first);
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => seen.extend_from_slice(&buf[..k]),
+                    }
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                };
+                h.fetch_add(1, Ordering::SeqCst);
+                if reset {
+                    return;
+                }
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while seen.len() < end + len {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => seen.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = &seen[end..end + len];
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// `Retry::buffer_body`: a POST whose method the policy lists and whose
+/// body fits the limit is retried after a reset with its whole body; over
+/// the limit it is sent once (502), as without the option.
+#[tokio::test]
+async fn a_kept_body_is_sent_again() {
+    let policy = Retry::default()
+        .retry_methods([http::Method::POST])
+        .retries_count(1)
+        .buffer_body(16);
+    let post = |body: &'static [u8]| {
+        Request::post("/")
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    };
+
+    let (addr, heads) = resetting_echo_backend().await;
+    let proxy = Proxy::to(&format!("http://{addr}")).unwrap();
+    let res = within(
+        proxy
+            .forward(post(b"pay twice ok"), "/")
+            .retry(policy.clone())
+            .into_future(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_bytes(res.into_body()).await, &b"pay twice ok"[..]);
+    assert_eq!(heads.load(Ordering::SeqCst), 2);
+
+    let (addr, heads) = resetting_echo_backend().await;
+    let proxy = Proxy::to(&format!("http://{addr}")).unwrap();
+    let res = within(
+        proxy
+            .forward(post(b"seventeen bytes!!"), "/")
+            .retry(policy)
+            .into_future(),
+    )
+    .await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(heads.load(Ordering::SeqCst), 1);
 }
