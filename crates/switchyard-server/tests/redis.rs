@@ -196,6 +196,25 @@ fn replica_at(url: &str) -> Proxy {
     p
 }
 
+/// A replica started with one more environment variable (`NAME=value`).
+fn replica_with_env(var: &str, url: &str) -> Proxy {
+    let mut p = Proxy::start_under(&["env", var], &["--storage-backend", url], None);
+    p.wait_for_line("Loaded");
+    p
+}
+
+/// Adds `/user/alice` → a backend answering `alice` through `p`'s API; returns its URL.
+fn add_alice(p: &Proxy) -> String {
+    let alice = backend("alice");
+    let added = p.api(
+        "POST",
+        "/api/routes/user/alice",
+        Some(&format!(r#"{{"target":"{alice}"}}"#)),
+    );
+    assert_eq!(added.status, 201);
+    alice
+}
+
 /// Polls `check` until it holds; panics with `what` after [`CONVERGE`].
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + CONVERGE;
@@ -554,20 +573,12 @@ fn rediss_with_a_private_ca() {
         .expect("redis-server with TLS did not start");
     let url = format!("rediss://localhost:{tls_port}/0");
     let trust = format!("SSL_CERT_FILE={}", ca_pem.display());
-    let start = || {
-        let mut p = Proxy::start_under(&["env", &trust], &["--storage-backend", &url], None);
-        p.wait_for_line("Loaded");
-        p
-    };
-    let (a, b) = (start(), start());
-
-    let alice = backend("alice");
-    let added = a.api(
-        "POST",
-        "/api/routes/user/alice",
-        Some(&format!(r#"{{"target":"{alice}"}}"#)),
+    let (a, b) = (
+        replica_with_env(&trust, &url),
+        replica_with_env(&trust, &url),
     );
-    assert_eq!(added.status, 201);
+
+    let alice = add_alice(&a);
     assert!(
         redis
             .cmd(&["GET", "chp:/user/alice"])
@@ -616,20 +627,11 @@ fn password_from_the_environment() {
         .expect("redis-server with a password did not start");
     let url = redis.url();
     let with_password = format!("CONFIGPROXY_REDIS_PASSWORD={PASSWORD}");
-    let start = || {
-        let mut p =
-            Proxy::start_under(&["env", &with_password], &["--storage-backend", &url], None);
-        p.wait_for_line("Loaded");
-        p
-    };
-    let (a, b) = (start(), start());
-    let alice = backend("alice");
-    let added = a.api(
-        "POST",
-        "/api/routes/user/alice",
-        Some(&format!(r#"{{"target":"{alice}"}}"#)),
+    let (a, b) = (
+        replica_with_env(&with_password, &url),
+        replica_with_env(&with_password, &url),
     );
-    assert_eq!(added.status, 201);
+    add_alice(&a);
     eventually("the other replica to serve the route", || {
         status(&b, "/user/alice/lab") == 200
     });

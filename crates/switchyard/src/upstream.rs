@@ -35,7 +35,7 @@ pub(crate) type HttpClient = Client<Connector, Body>;
 /// connects there whatever the request URI names.
 type MakeClient = dyn Fn(Protocol, Option<Uri>) -> HttpClient + Send + Sync;
 
-/// How many per-target clients are kept before the cache starts over.
+/// How many per-target clients are kept; past that, one is dropped for each new one.
 const TARGET_CLIENTS: usize = 1024;
 
 /// The three pooled clients, one per [`Protocol`], and the per-target clients.
@@ -172,9 +172,12 @@ impl Upstream {
                 client.clone()
             } else {
                 if clients.len() >= TARGET_CLIENTS {
-                    // Idle connections of the dropped clients close; requests in
-                    // flight keep theirs.
-                    clients.clear();
+                    // Make room by dropping one client (the map's order is arbitrary):
+                    // its idle connections close, requests in flight keep theirs.
+                    let victim = clients.keys().next().cloned();
+                    if let Some(victim) = victim {
+                        clients.remove(&victim);
+                    }
                 }
                 let client = (self.make)(protocol, Some(req.uri().clone()));
                 clients.insert(target.as_str().to_owned(), client.clone());
