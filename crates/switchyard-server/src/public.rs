@@ -304,7 +304,11 @@ pub(crate) async fn forward(
                 .await;
         }
     }
-    req.extensions_mut().insert(RouteOf(routed.route.clone()));
+    if routed.upgrade {
+        // Only tunnels read it (`on_tunnel_data`); the engine tunnels a subset of
+        // the requests `is_upgrade` accepts.
+        req.extensions_mut().insert(RouteOf(routed.route.clone()));
+    }
     match state
         .engine
         .try_web_to(req, routed.route.target().engine())

@@ -66,7 +66,11 @@ struct Watched {
 
 struct Idle {
     limit: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// When the body fails unless a frame arrives first.
+    at: Instant,
+    /// Armed at the first wait only: a body whose frames are ready when asked
+    /// for (most small ones) never touches the timer wheel.
+    sleep: Option<Pin<Box<Sleep>>>,
     error: fn(Duration) -> BoxError,
     /// An idle limit restarts on every frame; a deadline does not.
     resets: bool,
@@ -146,7 +150,8 @@ impl Body {
         };
         w.idle = Some(Idle {
             limit,
-            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+            sleep: None,
             error,
             resets,
         });
@@ -341,7 +346,14 @@ impl Watched {
         match polled {
             Poll::Pending => {
                 if let Some(idle) = &mut self.idle {
-                    ready!(idle.sleep.as_mut().poll(cx));
+                    let at = idle.at;
+                    let sleep = idle
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if sleep.deadline() != at {
+                        sleep.as_mut().reset(at);
+                    }
+                    ready!(sleep.as_mut().poll(cx));
                     let err = (idle.error)(idle.limit);
                     self.finish(BodyEnd::Failed { bytes: self.bytes });
                     return Poll::Ready(Some(Err(err)));
@@ -358,7 +370,7 @@ impl Watched {
                 if let Some(idle) = &mut self.idle
                     && idle.resets
                 {
-                    idle.sleep.as_mut().reset(Instant::now() + idle.limit);
+                    idle.at = Instant::now() + idle.limit;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

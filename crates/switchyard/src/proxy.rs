@@ -302,12 +302,16 @@ impl<H: Hooks> Proxy<H> {
         if upgrade && target.protocol() == Protocol::Http2 {
             return Err(ProxyError::UnsupportedUpgrade);
         }
+        // A body already at its end (most GETs) has nothing to time or watch.
+        let empty = body.is_end_stream();
         let body = match opts.timeout {
-            Some(limit) => body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d))),
-            None => body,
+            Some(limit) if !empty => {
+                body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d)))
+            }
+            _ => body,
         };
         let body = match opts.request_body_timeout {
-            Some(limit) if !body.is_end_stream() => {
+            Some(limit) if !empty => {
                 body.with_idle_timeout(limit, |d| Box::new(ClientBodyError::Timeout(d)))
             }
             _ => body,
@@ -316,11 +320,11 @@ impl<H: Hooks> Proxy<H> {
         // steady upload is not idle, whatever its total time.
         let activity = (opts.timeout.is_some() || opts.proxy_timeout.is_some()).then(Activity::new);
         let body = match &activity {
-            Some(a) => {
+            Some(a) if !empty => {
                 let a = a.clone();
                 body.on_data(move |_| a.touch())
             }
-            None => body,
+            _ => body,
         };
         let body_len = if body.is_end_stream() {
             Some(0)

@@ -1,7 +1,10 @@
-//! The upstream client: one pooled hyper-util client per protocol, sharing a
-//! connector that speaks TCP, unix sockets and TLS (rustls); and for targets that
-//! may speak HTTP/2, a client per target, so that `:authority` can carry the
-//! forwarded `Host` while the connection goes to the target.
+//! The upstream client: an HTTP/1 connection pool of our own for the main path
+//! ([`h1`]), pooled hyper-util clients for targets that may speak HTTP/2 (one per
+//! target, so that `:authority` can carry the forwarded `Host` while the
+//! connection goes to the target), all on one connector that speaks TCP, unix
+//! sockets and TLS (rustls).
+
+mod h1;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,9 +16,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{Request, Uri, header};
+use http::{Request, Response, Uri, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pki_types::pem::PemObject;
@@ -38,10 +42,11 @@ type MakeClient = dyn Fn(Protocol, Option<Uri>) -> HttpClient + Send + Sync;
 /// How many per-target clients are kept; past that, one is dropped for each new one.
 const TARGET_CLIENTS: usize = 1024;
 
-/// The three pooled clients, one per [`Protocol`], and the per-target clients.
+/// The HTTP/1 pool, the two pooled clients for the other [`Protocol`]s, and the
+/// per-target clients.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    http1: HttpClient,
+    http1: h1::Pool,
     auto: HttpClient,
     http2: HttpClient,
     make: Arc<MakeClient>,
@@ -112,6 +117,21 @@ impl Upstream {
                 connect_timeout: opts.connect_timeout,
             })
         });
+        let http1 = {
+            let mut b = hyper::client::conn::http1::Builder::new();
+            b.preserve_header_case(opts.preserve_header_key_case)
+                .max_buf_size(opts.max_response_header_size.max(8 * 1024));
+            let connector = Connector {
+                inner: connectors[0].clone(),
+                destination: None,
+            };
+            h1::Pool::new(
+                connector,
+                b,
+                opts.pool_idle_timeout,
+                opts.pool_max_idle_per_host,
+            )
+        };
         let opts = opts.clone();
         let make = move |protocol: Protocol, destination: Option<Uri>| {
             let (inner, h2_only) = match protocol {
@@ -138,7 +158,7 @@ impl Upstream {
             b.build(connector)
         };
         Ok(Self {
-            http1: make(Protocol::Http1, None),
+            http1,
             auto: make(Protocol::Auto, None),
             http2: make(Protocol::Http2, None),
             make: Arc::new(make),
@@ -157,10 +177,11 @@ impl Upstream {
     pub(crate) fn request(&self, target: &Target, mut req: Request<Body>) -> ResponseFuture {
         let protocol = target.protocol();
         if protocol == Protocol::Http1 {
-            return self.http1.request(req);
+            let pool = self.http1.clone();
+            return ResponseFuture::H1(Box::pin(async move { pool.send(req).await }));
         }
         let Some(uri) = authority_from_host(&req, target) else {
-            return self.client(protocol).request(req);
+            return ResponseFuture::Client(self.client(protocol).request(req));
         };
         let client = {
             let mut all = self
@@ -185,7 +206,7 @@ impl Upstream {
             }
         };
         *req.uri_mut() = uri;
-        client.request(req)
+        ResponseFuture::Client(client.request(req))
     }
 
     /// Refuses a response head over the limit. hyper's `max_buf_size` only
@@ -209,12 +230,44 @@ impl Upstream {
         Ok(())
     }
 
+    /// The shared client of a protocol that may speak HTTP/2.
     fn client(&self, protocol: Protocol) -> &HttpClient {
         match protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::Auto => &self.auto,
             Protocol::Http2 => &self.http2,
+            Protocol::Auto | Protocol::Http1 => &self.auto,
         }
+    }
+}
+
+/// Why an upstream exchange failed: from the HTTP/1 pool or a hyper-util client.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error(transparent)]
+    H1(#[from] h1::H1Error),
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+}
+
+/// The response head from [`Upstream::request`].
+pub(crate) enum ResponseFuture {
+    H1(Pin<Box<dyn Future<Output = Result<Response<Incoming>, h1::H1Error>> + Send>>),
+    Client(hyper_util::client::legacy::ResponseFuture),
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::H1(f) => f.as_mut().poll(cx).map_err(SendError::H1),
+            Self::Client(f) => Pin::new(f).poll(cx).map_err(SendError::Client),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
     }
 }
 
@@ -530,7 +583,23 @@ impl AsyncWrite for Stream {
 }
 
 /// Maps a client error to one [`ProxyError`] kind.
-pub(crate) fn classify(err: hyper_util::client::legacy::Error, target: &str) -> ProxyError {
+pub(crate) fn classify(err: SendError, target: &str) -> ProxyError {
+    match err {
+        SendError::Client(err) => classify_client(err, target),
+        SendError::H1(h1::H1Error::Connect(ConnectError::Timeout(d))) => {
+            ProxyError::ConnectTimeout(d)
+        }
+        SendError::H1(err @ (h1::H1Error::Connect(_) | h1::H1Error::Uri)) => {
+            ProxyError::UpstreamConnect {
+                target: target.to_owned(),
+                source: Box::new(err),
+            }
+        }
+        SendError::H1(err) => classify_exchange(Box::new(err)),
+    }
+}
+
+fn classify_client(err: hyper_util::client::legacy::Error, target: &str) -> ProxyError {
     if err.is_connect() {
         let source = std::error::Error::source(&err);
         if let Some(ConnectError::Timeout(d)) =
@@ -543,9 +612,15 @@ pub(crate) fn classify(err: hyper_util::client::legacy::Error, target: &str) -> 
             source: Box::new(err),
         };
     }
+    classify_exchange(Box::new(err))
+}
+
+/// Sorts a failure after the connection was made: the client's request body,
+/// an oversized or malformed response head, or else a reset.
+fn classify_exchange(err: BoxError) -> ProxyError {
     // A failure of the request body is the client's doing.
     let chain = || {
-        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+        std::iter::successors(Some(&*err as &(dyn std::error::Error + 'static)), |e| {
             e.source()
         })
     };
@@ -554,13 +629,13 @@ pub(crate) fn classify(err: hyper_util::client::legacy::Error, target: &str) -> 
     }
     for h in chain().filter_map(|e| e.downcast_ref::<hyper::Error>()) {
         if h.is_parse_too_large() {
-            return ProxyError::UpstreamHeadTooLarge(Box::new(err));
+            return ProxyError::UpstreamHeadTooLarge(err);
         }
         if h.is_parse() || h.is_parse_status() {
-            return ProxyError::UpstreamMalformed(Box::new(err));
+            return ProxyError::UpstreamMalformed(err);
         }
     }
-    ProxyError::UpstreamReset(Box::new(err))
+    ProxyError::UpstreamReset(err)
 }
 
 /// The error an incoming body yields when the client stalls or goes away, so

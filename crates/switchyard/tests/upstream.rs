@@ -185,3 +185,116 @@ async fn goaway_connection_is_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
 }
+
+/// A backend that answers each request on a connection with a keep-alive
+/// `200 ok`; after `answers` answers it closes the connection. Reports
+/// accepted connections and each close.
+async fn closing_backend(
+    answers: usize,
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (closed, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut answered = 0;
+                let mut buf = [0u8; 4096];
+                while answered < answers {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                        answered += 1;
+                    }
+                }
+                drop(s);
+                let _ = closed.send(());
+            });
+        }
+    });
+    (addr, accepted, closed_rx)
+}
+
+/// An upstream that closes a kept-alive connection after one answer (its
+/// keep-alive timeout, say): the next request goes out on a fresh connection
+/// and gets its answer, never a 502 for the stale one.
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_not_reused() {
+    let (addr, accepted, mut closed) = closing_backend(1).await;
+    let proxy = Proxy::to(&format!("http://{addr}")).unwrap();
+    let server = listen(&proxy).await;
+    let url = format!("http://{}/", server.local_addr());
+    for i in 1..=4 {
+        let (status, _, body) = get(&url).await;
+        assert_eq!(
+            (status.as_u16(), &body[..]),
+            (200, &b"ok"[..]),
+            "request {i}"
+        );
+        within(closed.recv()).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+/// `pool_idle_timeout`: an upstream connection left idle that long is closed
+/// by the proxy; until then requests share it.
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
+    let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{addr}")).unwrap())
+        .client_options(switchyard::ClientOptions {
+            pool_idle_timeout: Some(std::time::Duration::from_millis(200)),
+            ..switchyard::ClientOptions::default()
+        })
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let url = format!("http://{}/", server.local_addr());
+    let start = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(get(&url).await.0, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    within(closed.recv()).await.unwrap();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(get(&url).await.0, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// `pool_max_idle_per_host: 0` keeps no idle connection: one per request.
+#[tokio::test]
+async fn no_idle_connections_kept_when_the_pool_holds_none() {
+    let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{addr}")).unwrap())
+        .client_options(switchyard::ClientOptions {
+            pool_max_idle_per_host: 0,
+            ..switchyard::ClientOptions::default()
+        })
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let url = format!("http://{}/", server.local_addr());
+    for i in 1..=3 {
+        assert_eq!(get(&url).await.0, 200);
+        // The proxy closes the connection it will not keep.
+        within(closed.recv()).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), i);
+    }
+}

@@ -10,7 +10,8 @@ use crate::target::Target;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the proxy credentials
 /// (RFC 9110 §11.7: meant for this proxy, not the next hop). `upgrade` is
-/// handled apart, since it survives on a WebSocket tunnel.
+/// handled apart, since it survives on a WebSocket tunnel. The order is the
+/// one `strip_hop_by_hop` numbers them in.
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -39,7 +40,33 @@ pub(crate) struct Downstream {
 /// names. `Host` is never removed, whatever `Connection` lists.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One look at each name, then hash only those present: most heads carry
+    // none of these fields, or `Connection` alone.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let (mut te, mut upgrade) = (false, false);
+    for name in headers.keys() {
+        // A string match: a switch on the length, then one comparison.
+        let hop = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "proxy-authenticate" => 3,
+            "proxy-authorization" => 4,
+            "transfer-encoding" => 5,
+            "http2-settings" => 6,
+            "te" => {
+                te = true;
+                continue;
+            }
+            "upgrade" => {
+                upgrade = true;
+                continue;
+            }
+            _ => continue,
+        };
+        present[hop] = true;
+    }
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -52,19 +79,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     // `TE: trailers` is how gRPC says it understands trailers; any other TE
     // value is for this hop only.
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    if te
+        && let Some(v) = headers.get(header::TE)
+        && !v.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
         headers.remove(header::TE);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -186,11 +214,20 @@ fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) 
         (true, true) => "wss",
     };
     if let Some(ip) = down.remote_ip {
-        let ip = ip.to_canonical().to_string();
-        add_forwarded(headers, &X_FORWARDED_FOR, &ip, mode);
+        add_forwarded(headers, &X_FORWARDED_FOR, ip_value(ip), mode);
     }
-    add_forwarded(headers, &X_FORWARDED_PORT, &port.to_string(), mode);
-    add_forwarded(headers, &X_FORWARDED_PROTO, proto, mode);
+    let port = match port {
+        80 => HeaderValue::from_static("80"),
+        443 => HeaderValue::from_static("443"),
+        n => HeaderValue::from(n),
+    };
+    add_forwarded(headers, &X_FORWARDED_PORT, port, mode);
+    add_forwarded(
+        headers,
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(proto),
+        mode,
+    );
     // http-proxy-3 sets X-Forwarded-Host only on plain requests, only if absent.
     if !down.upgrade {
         let host = headers.get(header::HOST).cloned();
@@ -206,20 +243,65 @@ fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) 
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, name: &HeaderName, value: &str, mode: XfwdMode) {
-    let existing = headers
-        .get_all(name)
+fn add_forwarded(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, mode: XfwdMode) {
+    let mut entry = match headers.entry(name) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            return;
+        }
+        header::Entry::Occupied(entry) => entry,
+    };
+    let existing = entry
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(",");
     let new = match mode {
-        XfwdMode::Append if !existing.is_empty() => format!("{existing},{value}"),
+        XfwdMode::Append if !existing.is_empty() => {
+            let Ok(value) = value.to_str() else {
+                return;
+            };
+            match HeaderValue::from_str(&format!("{existing},{value}")) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
         XfwdMode::SetIfAbsent if !existing.is_empty() => return,
-        _ => value.to_owned(),
+        _ => value,
     };
-    if let Ok(v) = HeaderValue::from_str(&new) {
-        headers.insert(name, v);
+    entry.insert(new);
+}
+
+/// A client address as an `X-Forwarded-For` entry: IPv4 (and IPv4-mapped
+/// IPv6) written out digit by digit, as this runs on every request.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[len] = b'0' + d;
+                    len += 1;
+                }
+            }
+            HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        v6 => {
+            HeaderValue::from_str(&v6.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
     }
 }
 
@@ -261,6 +343,33 @@ mod tests {
         f(&mut o);
         request_headers(&mut h, &method, Version::HTTP_11, None, body, &t, &o, down);
         h
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_is_stripped() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE, &header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(h.len(), 1, "{name}");
+            assert!(h.contains_key("x-keep"), "{name}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_are_written_out() {
+        for (ip, want) in [
+            ("0.0.0.0", "0.0.0.0"),
+            ("10.20.3.255", "10.20.3.255"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("192.168.100.9", "192.168.100.9"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+            ("::1", "::1"),
+            ("2001:db8::7", "2001:db8::7"),
+        ] {
+            assert_eq!(ip_value(ip.parse().unwrap()), want, "{ip}");
+        }
     }
 
     const PLAIN: Downstream = Downstream {
