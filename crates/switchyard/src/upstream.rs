@@ -177,8 +177,7 @@ impl Upstream {
     pub(crate) fn request(&self, target: &Target, mut req: Request<Body>) -> ResponseFuture {
         let protocol = target.protocol();
         if protocol == Protocol::Http1 {
-            let pool = self.http1.clone();
-            return ResponseFuture::H1(Box::pin(async move { pool.send(req).await }));
+            return ResponseFuture::H1(Box::pin(self.http1.clone().send(req)));
         }
         let Some(uri) = authority_from_host(&req, target) else {
             return ResponseFuture::Client(self.client(protocol).request(req));

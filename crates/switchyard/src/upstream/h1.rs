@@ -32,8 +32,8 @@ use crate::body::Body;
 /// Why an HTTP/1 exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum H1Error {
-    #[error("connect failed")]
-    Connect(#[source] ConnectError),
+    #[error(transparent)]
+    Connect(ConnectError),
     #[error("HTTP/1 handshake failed")]
     Handshake(#[source] hyper::Error),
     #[error("upstream request failed")]
@@ -107,8 +107,9 @@ impl Pool {
         }
     }
 
-    /// Sends `req`, whose URI is absolute, to the address the URI names.
-    pub(crate) async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, H1Error> {
+    /// Sends `req`, whose URI is absolute, to the address the URI names. Takes
+    /// the (cheap) pool by value so the future owns it and needs no wrapper.
+    pub(crate) async fn send(self, mut req: Request<Body>) -> Result<Response<Incoming>, H1Error> {
         let key = key(req.uri()).ok_or(H1Error::Uri)?;
         prepare(&mut req, &key.authority);
         loop {
