@@ -128,7 +128,7 @@ pub(crate) async fn serve<S, F>(
     service: S,
     shutdown: CancellationToken,
 ) where
-    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Request<Incoming>, Option<switchyard::ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -243,9 +243,10 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-/// Serves one connection. `conn` (the client's address, TLS or not) goes into every
-/// request's extensions, where the engine reads it for `X-Forwarded-For` and
-/// `X-Forwarded-Proto` (UNIX sockets have no client address).
+/// Serves one connection. `conn` (the client's address, TLS or not) is handed to the
+/// service with every request, and from there to the engine for `X-Forwarded-For` and
+/// `X-Forwarded-Proto` (UNIX sockets have no client address). Not through the request's
+/// extensions: their map is an allocation per request.
 fn spawn_connection<IO, S, F>(
     stream: IO,
     conn: Option<switchyard::ConnInfo>,
@@ -256,7 +257,7 @@ fn spawn_connection<IO, S, F>(
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Request<Incoming>, Option<switchyard::ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = builder.clone();
@@ -265,16 +266,13 @@ fn spawn_connection<IO, S, F>(
     let tls = options.tls.clone();
     let limits = options.head_limits;
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let answer = match limits.check(&req) {
                 Ok(()) => {
-                    if let Some(conn) = conn {
-                        req.extensions_mut().insert(conn);
-                    }
                     // Boxed: hyper keeps a slot the size of the service future for
                     // each connection, idle or not, and moves the future into it on
                     // every request; the proxying future is several KiB.
-                    Ok(Box::pin(service(req)))
+                    Ok(Box::pin(service(req, conn)))
                 }
                 Err(err) => Err(refusal(&req, &err)),
             };

@@ -314,7 +314,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     servers.spawn(listen::serve(
         public_listener,
         public_options.clone(),
-        move |req| public::handle(public_state.clone(), req),
+        move |req, conn| public::handle(public_state.clone(), req, conn),
         shutdown.clone(),
     ));
 
@@ -327,7 +327,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     servers.spawn(listen::serve(
         api_listener,
         api_options.clone(),
-        move |req: http::Request<hyper::body::Incoming>| {
+        move |req: http::Request<hyper::body::Incoming>, _conn| {
             api_router.clone().oneshot(req.map(axum::body::Body::new))
         },
         shutdown.clone(),
@@ -342,7 +342,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         servers.spawn(listen::serve(
             listener,
             options,
-            move |req| {
+            move |req, _conn| {
                 let metrics = metrics.clone();
                 async move { Ok(metrics_response(&metrics, &req)) }
             },
@@ -362,7 +362,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         servers.spawn(listen::serve(
             listener,
             options,
-            move |req| async move { Ok(public::redirect(&req, https_port)) },
+            move |req, _conn| async move { Ok(public::redirect(&req, https_port)) },
             shutdown.clone(),
         ));
     }

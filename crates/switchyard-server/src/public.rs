@@ -185,6 +185,7 @@ pub(crate) struct Routed {
 pub(crate) async fn handle(
     state: Arc<PublicState>,
     req: Request<Incoming>,
+    conn: Option<switchyard::ConnInfo>,
 ) -> Result<Response<Body>, Infallible> {
     // Exact `req.url` match, before routing and not counted (chp.md §9).
     if req
@@ -231,6 +232,7 @@ pub(crate) async fn handle(
         routed,
         record_request_activity(req, &route, &state.metrics),
         &original_url,
+        conn,
     )
     .await;
     if !upgrade {
@@ -294,6 +296,7 @@ pub(crate) async fn forward(
     routed: Routed,
     mut req: Request<switchyard::Body>,
     original_url: &str,
+    conn: Option<switchyard::ConnInfo>,
 ) -> Response<Body> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = routed.forward_path_and_query.parse().ok();
@@ -309,11 +312,12 @@ pub(crate) async fn forward(
         // the requests `is_upgrade` accepts.
         req.extensions_mut().insert(RouteOf(routed.route.clone()));
     }
-    match state
-        .engine
-        .try_web_to(req, routed.route.target().engine())
-        .await
-    {
+    let target = routed.route.target().engine();
+    let result = match conn {
+        Some(conn) => state.engine.try_web_to_conn(req, target, conn).await,
+        None => state.engine.try_web_to(req, target).await,
+    };
+    match result {
         Ok(res) => res.map(Body::new),
         Err(err) => {
             if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {

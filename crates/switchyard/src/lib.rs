@@ -145,7 +145,8 @@ pub mod fuzzing {
         target: &Target,
         opts: &Options,
     ) -> Result<String, ProxyError> {
-        crate::proxy::hygiene::check(parts)?;
+        let from_wire = parts.extensions.get::<crate::ConnInfo>().is_some();
+        crate::proxy::hygiene::check(parts, from_wire)?;
         let path = crate::proxy::path::outgoing_path(target, &parts.uri, opts);
         target
             .uri_for(&path)

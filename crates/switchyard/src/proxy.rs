@@ -83,6 +83,9 @@ pub(crate) struct Call {
     pub(crate) retry: Option<Arc<Retry>>,
     /// The caller answers errors itself: skip `Hooks::on_error`.
     pub(crate) skip_error_hook: bool,
+    /// The client connection, given by the caller instead of in the request's
+    /// extensions.
+    pub(crate) conn: Option<ConnInfo>,
 }
 
 // === impl Proxy ===
@@ -172,6 +175,30 @@ impl<H: Hooks> Proxy<H> {
             .await
     }
 
+    /// [`try_web_to`](Self::try_web_to) for a server that knows the client
+    /// connection: `conn` serves as the request's [`ConnInfo`] (for
+    /// `X-Forwarded-*` and the head checks) without going through the
+    /// request's extensions, which cost an allocation per request. Hooks that
+    /// look for `ConnInfo` in the extensions do not see it.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_web_to`](Self::try_web_to).
+    pub async fn try_web_to_conn<B: Into<Body>>(
+        &self,
+        req: Request<B>,
+        target: &Target,
+        conn: ConnInfo,
+    ) -> Result<Response<Body>, ProxyError> {
+        let req = req.map(Into::into);
+        let mut call = Call {
+            conn: Some(conn),
+            ..Call::default()
+        };
+        self.run(req, &self.inner.options, Some(target), &mut call)
+            .await
+    }
+
     /// Proxies one request, returning the typed error instead of an error page.
     ///
     /// # Errors
@@ -212,7 +239,7 @@ impl<H: Hooks> Proxy<H> {
         };
         let Some(mut picked) = picked else {
             if let Some(fwd) = &opts.forward {
-                forward::send(&self.inner, req, fwd, opts);
+                forward::send(&self.inner, req, fwd, opts, call.conn);
                 return Ok(Response::new(Body::empty()));
             }
             return self.fail(&mut ctx, ProxyError::NoTarget, call);
@@ -285,12 +312,14 @@ impl<H: Hooks> Proxy<H> {
         let hooks = &self.inner.hooks;
         let target = &picked.target.clone();
         let (mut parts, body) = req.into_parts();
-        hygiene::check(&parts)?;
+        let conn = call
+            .conn
+            .or_else(|| parts.extensions.get::<ConnInfo>().copied());
+        hygiene::check(&parts, conn.is_some())?;
         let body = body.into_downstream();
         if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
             return Ok(Done::Early(res));
         }
-        let conn = parts.extensions.get::<ConnInfo>().copied();
         let websocket = parts.version == Version::HTTP_11
             && headers::is_websocket_upgrade(&parts.method, &parts.headers);
         let on_upgrade = if websocket {

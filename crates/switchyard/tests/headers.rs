@@ -35,6 +35,42 @@ async fn xfwd_adds_forwarded_headers() {
     assert_eq!(h["x-forwarded-host"], "front.test:8080");
 }
 
+/// `try_web_to_conn`: the connection the caller names serves as the
+/// request's `ConnInfo` (X-Forwarded-For and -Proto from it, and the
+/// from-the-wire check that an HTTP/1.1 request names its `Host`), with no
+/// extension on the request.
+#[tokio::test]
+async fn try_web_to_conn_takes_the_connection_from_the_caller() {
+    let (b, seen) = recording_backend().await;
+    let proxy = Proxy::builder()
+        .configure(|o| o.xfwd = true)
+        .build()
+        .unwrap();
+    let conn = switchyard::ConnInfo {
+        remote: "192.0.2.7:4321".parse().unwrap(),
+        tls: true,
+    };
+    let req = Request::get("/x")
+        .header("host", "front.test")
+        .body(switchyard::Body::empty())
+        .unwrap();
+    let res = proxy.try_web_to_conn(req, &b.target(), conn).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let h = last(&seen).headers;
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-port"], "443");
+    // Without a Host, a request from the wire is refused; one built in the
+    // application (no ConnInfo anywhere) is not.
+    let bare = || Request::get("/y").body(switchyard::Body::empty()).unwrap();
+    let err = proxy
+        .try_web_to_conn(bare(), &b.target(), conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
+    assert_eq!(proxy.try_web_to(bare(), &b.target()).await.unwrap().status(), 200);
+}
+
 /// library.md §1.11 lib/http-proxy ("POST with an existing XFF gets the IP
 /// appended"), §1.4 step 3: appended with `,`, no space.
 #[tokio::test]

@@ -37,6 +37,7 @@ pub(crate) fn send<H: Hooks>(
     req: Request<Body>,
     fwd: &Target,
     opts: &Options,
+    conn: Option<super::ConnInfo>,
 ) {
     let (mut parts, body) = req.into_parts();
     let body_len = if body.is_end_stream() {
@@ -44,7 +45,7 @@ pub(crate) fn send<H: Hooks>(
     } else {
         body.size_hint().exact()
     };
-    let conn = parts.extensions.get::<super::ConnInfo>().copied();
+    let conn = conn.or_else(|| parts.extensions.get::<super::ConnInfo>().copied());
     let Ok(uri) = fwd.uri_for(&path::outgoing_path(fwd, &parts.uri, opts)) else {
         return;
     };

@@ -52,9 +52,10 @@ pub struct HeadLimits {
     pub max_header_size: usize,
 }
 
-/// Checks an incoming request head; `Err` is the 400 to answer.
-pub(crate) fn check(parts: &request::Parts) -> Result<(), ProxyError> {
-    let from_wire = parts.extensions.get::<super::ConnInfo>().is_some();
+/// Checks an incoming request head; `Err` is the 400 to answer. `from_wire`:
+/// the request came over a connection (a [`ConnInfo`](super::ConnInfo) is
+/// known), not built by the embedding application.
+pub(crate) fn check(parts: &request::Parts, from_wire: bool) -> Result<(), ProxyError> {
     if parts.version == Version::HTTP_2 || parts.version == Version::HTTP_3 {
         // h2 framing is binary and hyper validates pseudo-headers.
         return Ok(());
@@ -192,6 +193,11 @@ fn is_plain_host_port(s: &str) -> bool {
 mod tests {
     use super::*;
     use http::Request;
+
+    /// The check as the engine runs it: from the wire when `ConnInfo` is known.
+    fn check(parts: &request::Parts) -> Result<(), ProxyError> {
+        super::check(parts, parts.extensions.get::<crate::ConnInfo>().is_some())
+    }
 
     fn head(version: Version, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut b = Request::get(uri)
