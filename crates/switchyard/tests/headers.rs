@@ -68,7 +68,14 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
-    assert_eq!(proxy.try_web_to(bare(), &b.target()).await.unwrap().status(), 200);
+    assert_eq!(
+        proxy
+            .try_web_to(bare(), &b.target())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 /// library.md §1.11 lib/http-proxy ("POST with an existing XFF gets the IP
