@@ -312,12 +312,11 @@ pub(crate) async fn forward(
         // the requests `is_upgrade` accepts.
         req.extensions_mut().insert(RouteOf(routed.route.clone()));
     }
-    let target = routed.route.target().engine();
-    let result = match conn {
-        Some(conn) => state.engine.try_web_to_conn(req, target, conn).await,
-        None => state.engine.try_web_to(req, target).await,
-    };
-    match result {
+    match state
+        .engine
+        .try_web_to_conn(req, routed.route.target().engine(), conn)
+        .await
+    {
         Ok(res) => res.map(Body::new),
         Err(err) => {
             if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {

@@ -179,7 +179,8 @@ impl<H: Hooks> Proxy<H> {
     /// connection: `conn` serves as the request's [`ConnInfo`] (for
     /// `X-Forwarded-*` and the head checks) without going through the
     /// request's extensions, which cost an allocation per request. Hooks that
-    /// look for `ConnInfo` in the extensions do not see it.
+    /// look for `ConnInfo` in the extensions do not see it. `None` (a UNIX
+    /// socket, say) is `try_web_to`.
     ///
     /// # Errors
     ///
@@ -188,11 +189,11 @@ impl<H: Hooks> Proxy<H> {
         &self,
         req: Request<B>,
         target: &Target,
-        conn: ConnInfo,
+        conn: Option<ConnInfo>,
     ) -> Result<Response<Body>, ProxyError> {
         let req = req.map(Into::into);
         let mut call = Call {
-            conn: Some(conn),
+            conn,
             ..Call::default()
         };
         self.run(req, &self.inner.options, Some(target), &mut call)
@@ -355,7 +356,7 @@ impl<H: Hooks> Proxy<H> {
             }
             _ => body,
         };
-        let body_len = if body.is_end_stream() {
+        let body_len = if empty {
             Some(0)
         } else {
             body.size_hint().exact()

@@ -35,9 +35,9 @@ use crate::target::{Address, Protocol, Target};
 
 pub(crate) type HttpClient = Client<Connector, Body>;
 
-/// Builds a pooled client for a protocol; with a destination, its connector
-/// connects there whatever the request URI names.
-type MakeClient = dyn Fn(Protocol, Option<Uri>) -> HttpClient + Send + Sync;
+/// Builds a pooled client for `Auto` (false) or `Http2` (true); with a
+/// destination, its connector connects there whatever the request URI names.
+type MakeClient = dyn Fn(bool, Option<Uri>) -> HttpClient + Send + Sync;
 
 /// How many per-target clients are kept; past that, one is dropped for each new one.
 const TARGET_CLIENTS: usize = 1024;
@@ -133,14 +133,9 @@ impl Upstream {
             )
         };
         let opts = opts.clone();
-        let make = move |protocol: Protocol, destination: Option<Uri>| {
-            let (inner, h2_only) = match protocol {
-                Protocol::Http1 => (&connectors[0], false),
-                Protocol::Auto => (&connectors[1], false),
-                Protocol::Http2 => (&connectors[2], true),
-            };
+        let make = move |h2_only: bool, destination: Option<Uri>| {
             let connector = Connector {
-                inner: inner.clone(),
+                inner: connectors[1 + usize::from(h2_only)].clone(),
                 destination,
             };
             let mut b = Client::builder(TokioExecutor::new());
@@ -159,8 +154,8 @@ impl Upstream {
         };
         Ok(Self {
             http1,
-            auto: make(Protocol::Auto, None),
-            http2: make(Protocol::Http2, None),
+            auto: make(false, None),
+            http2: make(true, None),
             make: Arc::new(make),
             per_target: Arc::default(),
             max_response_head: opts.max_response_header_size.max(8 * 1024),
@@ -179,15 +174,17 @@ impl Upstream {
         if protocol == Protocol::Http1 {
             return ResponseFuture::H1(Box::pin(self.http1.clone().send(req)));
         }
+        let h2_only = protocol == Protocol::Http2;
         let Some(uri) = authority_from_host(&req, target) else {
-            return ResponseFuture::Client(self.client(protocol).request(req));
+            let shared = if h2_only { &self.http2 } else { &self.auto };
+            return ResponseFuture::Client(shared.request(req));
         };
         let client = {
             let mut all = self
                 .per_target
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let clients = &mut all[usize::from(protocol == Protocol::Http2)];
+            let clients = &mut all[usize::from(h2_only)];
             if let Some(client) = clients.get(target.as_str()) {
                 client.clone()
             } else {
@@ -199,7 +196,7 @@ impl Upstream {
                         clients.remove(&victim);
                     }
                 }
-                let client = (self.make)(protocol, Some(req.uri().clone()));
+                let client = (self.make)(h2_only, Some(req.uri().clone()));
                 clients.insert(target.as_str().to_owned(), client.clone());
                 client
             }
@@ -227,14 +224,6 @@ impl Upstream {
             })));
         }
         Ok(())
-    }
-
-    /// The shared client of a protocol that may speak HTTP/2.
-    fn client(&self, protocol: Protocol) -> &HttpClient {
-        match protocol {
-            Protocol::Http2 => &self.http2,
-            Protocol::Auto | Protocol::Http1 => &self.auto,
-        }
     }
 }
 

@@ -54,7 +54,10 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
         .header("host", "front.test")
         .body(switchyard::Body::empty())
         .unwrap();
-    let res = proxy.try_web_to_conn(req, &b.target(), conn).await.unwrap();
+    let res = proxy
+        .try_web_to_conn(req, &b.target(), Some(conn))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let h = last(&seen).headers;
     assert_eq!(h["x-forwarded-for"], "192.0.2.7");
@@ -64,7 +67,7 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
     // application (no ConnInfo anywhere) is not.
     let bare = || Request::get("/y").body(switchyard::Body::empty()).unwrap();
     let err = proxy
-        .try_web_to_conn(bare(), &b.target(), conn)
+        .try_web_to_conn(bare(), &b.target(), Some(conn))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));

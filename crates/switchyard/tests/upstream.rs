@@ -251,20 +251,32 @@ async fn a_connection_the_upstream_closed_is_not_reused() {
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
 }
 
+/// A proxy listening in front of `addr` with these client options.
+async fn pooling_proxy(
+    addr: std::net::SocketAddr,
+    client: switchyard::ClientOptions,
+) -> switchyard::Server {
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{addr}")).unwrap())
+        .client_options(client)
+        .build()
+        .unwrap();
+    listen(&proxy).await
+}
+
 /// `pool_idle_timeout`: an upstream connection left idle that long is closed
 /// by the proxy; until then requests share it.
 #[tokio::test]
 async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
     let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
-    let proxy = Proxy::builder()
-        .target(Target::parse(&format!("http://{addr}")).unwrap())
-        .client_options(switchyard::ClientOptions {
+    let server = pooling_proxy(
+        addr,
+        switchyard::ClientOptions {
             pool_idle_timeout: Some(std::time::Duration::from_millis(200)),
             ..switchyard::ClientOptions::default()
-        })
-        .build()
-        .unwrap();
-    let server = listen(&proxy).await;
+        },
+    )
+    .await;
     let url = format!("http://{}/", server.local_addr());
     let start = std::time::Instant::now();
     for _ in 0..3 {
@@ -281,15 +293,14 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
 #[tokio::test]
 async fn no_idle_connections_kept_when_the_pool_holds_none() {
     let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
-    let proxy = Proxy::builder()
-        .target(Target::parse(&format!("http://{addr}")).unwrap())
-        .client_options(switchyard::ClientOptions {
+    let server = pooling_proxy(
+        addr,
+        switchyard::ClientOptions {
             pool_max_idle_per_host: 0,
             ..switchyard::ClientOptions::default()
-        })
-        .build()
-        .unwrap();
-    let server = listen(&proxy).await;
+        },
+    )
+    .await;
     let url = format!("http://{}/", server.local_addr());
     for i in 1..=3 {
         assert_eq!(get(&url).await.0, 200);

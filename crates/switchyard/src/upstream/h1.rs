@@ -78,6 +78,7 @@ struct Shared {
     connector: Connector,
     builder: Builder,
     idle_timeout: Option<Duration>,
+    /// 0 when nothing may be kept (also for a zero `idle_timeout`).
     max_idle: usize,
     /// Whether a task is sweeping expired and closed connections.
     sweeping: AtomicBool,
@@ -101,7 +102,11 @@ impl Pool {
                 connector,
                 builder,
                 idle_timeout,
-                max_idle,
+                max_idle: if idle_timeout == Some(Duration::ZERO) {
+                    0
+                } else {
+                    max_idle
+                },
                 sweeping: AtomicBool::new(false),
             }),
         }
@@ -139,7 +144,7 @@ impl Pool {
     fn checkout(&self, key: &Key) -> Option<SendRequest<Body>> {
         let mut idle = self.shared.lock();
         let list = idle.get_mut(key)?;
-        let expired = self.shared.idle_timeout.map(|t| Instant::now() - t);
+        let expired = self.shared.expired_before();
         while let Some(entry) = list.pop() {
             if expired.is_some_and(|at| entry.since <= at) {
                 // Older entries sit below this one: all expired.
@@ -200,7 +205,7 @@ impl Pool {
     }
 
     fn put(&self, key: Key, tx: SendRequest<Body>) {
-        if self.shared.max_idle == 0 || self.shared.idle_timeout == Some(Duration::ZERO) {
+        if self.shared.max_idle == 0 {
             return;
         }
         {
@@ -217,7 +222,8 @@ impl Pool {
         if let Some(period) = self.shared.idle_timeout
             && !self.shared.sweeping.swap(true, Ordering::AcqRel)
         {
-            tokio::spawn(sweep(Arc::downgrade(&self.shared), period));
+            let tick = period.max(Duration::from_millis(100));
+            tokio::spawn(sweep(Arc::downgrade(&self.shared), tick));
         }
     }
 }
@@ -232,24 +238,30 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Shared {
+    /// Idle since this instant or earlier means expired; `None` when nothing is.
+    fn expired_before(&self) -> Option<Instant> {
+        self.idle_timeout
+            .and_then(|t| Instant::now().checked_sub(t))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Closes connections idle for longer than `period`, every `period`, while any
-/// are idle; a later `put` starts it again.
-async fn sweep(shared: Weak<Shared>, period: Duration) {
-    let tick = period.max(Duration::from_millis(100));
+/// Closes connections idle for longer than the pool's idle timeout (and those
+/// their upstream closed), every `tick`, while any are idle; a later `put`
+/// starts it again.
+async fn sweep(shared: Weak<Shared>, tick: Duration) {
     loop {
         tokio::time::sleep(tick).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let expired = shared.expired_before();
         let mut idle = shared.lock();
-        let expired = Instant::now() - period;
         idle.retain(|_, list| {
-            list.retain(|e| e.since > expired && !e.tx.is_closed());
+            list.retain(|e| expired.is_none_or(|at| e.since > at) && !e.tx.is_closed());
             !list.is_empty()
         });
         if idle.is_empty() {
