@@ -67,6 +67,7 @@ for bin in "${binaries[@]}"; do
     total="$(sed -n 's/^summary: //p' "$dump")"
     echo "$bin: $((total / requests)) instructions per request ($requests requests, $conns connections)"
     [[ -n "$first" ]] || first="$dump"
+    [[ -z "${BENCH_IR_KEEP:-}" ]] || cp "$dump" "$BENCH_IR_KEEP.$(basename "$bin")"
 done
 
 echo

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -266,23 +267,11 @@ fn spawn_connection<IO, S, F>(
     let tls = options.tls.clone();
     let limits = options.head_limits;
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let answer = match limits.check(&req) {
-                Ok(()) => {
-                    // Boxed: hyper keeps a slot the size of the service future for
-                    // each connection, idle or not, and moves the future into it on
-                    // every request; the proxying future is several KiB.
-                    Ok(Box::pin(service(req, conn)))
-                }
-                Err(err) => Err(refusal(&req, &err)),
-            };
-            async move {
-                match answer {
-                    Ok(future) => future.await,
-                    Err(response) => Ok(response),
-                }
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |req: Request<Incoming>| match limits.check(&req) {
+                Ok(()) => Either::Left(service(req, conn)),
+                Err(err) => Either::Right(std::future::ready(Ok(refusal(&req, &err)))),
+            });
         let serve = async move {
             match tls {
                 None => {

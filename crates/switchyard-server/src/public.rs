@@ -1,6 +1,6 @@
 //! The public listener (chp.md §4–§8): health check, route lookup (path or host routing),
-//! prefix stripping, `last_activity`, and the error pages. The forwarding itself is
-//! [`forward`], the single place where the engine is called.
+//! prefix stripping, `last_activity`, and the error pages. The engine is called in one
+//! place, [`handle`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -181,12 +181,88 @@ pub(crate) struct Routed {
     pub(crate) upgrade: bool,
 }
 
-/// Entry point of every public request.
-pub(crate) async fn handle(
+/// Entry point of every public request. Everything up to the engine's call runs now
+/// ([`plan`]); the future only waits for the engine, or for an error page.
+///
+/// Not an `async fn`: one would keep the request in its future twice, for as long as the
+/// engine runs (see `switchyard::Proxy::run`).
+pub(crate) fn handle(
     state: Arc<PublicState>,
     req: Request<Incoming>,
     conn: Option<switchyard::ConnInfo>,
-) -> Result<Response<Body>, Infallible> {
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
+    let plan = plan(&state, req);
+    async move {
+        Ok(match plan {
+            Plan::Answer(response) => response,
+            Plan::Refuse {
+                status,
+                upgrade,
+                ref original_url,
+                counted,
+            } => {
+                let response = error_response(&state, status, upgrade, original_url).await;
+                if !counted && !upgrade {
+                    state.metrics.requests_proxy.inc(response.status().as_u16());
+                }
+                response
+            }
+            Plan::Forward {
+                req,
+                ref routed,
+                ref original_url,
+            } => {
+                let result = state
+                    .engine
+                    .try_web_to_conn(req, routed.route.target().engine(), conn)
+                    .await;
+                let response = match answer(routed, result) {
+                    Ok(response) => response,
+                    Err(status) => {
+                        error_response(&state, status, routed.upgrade, original_url).await
+                    }
+                };
+                if !routed.upgrade {
+                    state.metrics.requests_proxy.inc(response.status().as_u16());
+                }
+                // A web response finished with status < 300 counts as activity (chp.md
+                // §7). We record it when the head arrives; the Hub reads last_activity
+                // every 300 s, so the difference between head and end of body is not
+                // observable.
+                if !routed.upgrade && response.status().as_u16() < 300 {
+                    touch(&routed.route, &state.metrics);
+                }
+                response
+            }
+        })
+    }
+}
+
+/// What [`handle`] does with a request, decided before anything waits.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the large variant is the common one; boxing it would cost an allocation per request"
+)]
+enum Plan {
+    /// The health check.
+    Answer(Response<Body>),
+    /// An error page (or a bare status for an upgrade).
+    Refuse {
+        status: StatusCode,
+        upgrade: bool,
+        original_url: String,
+        /// Already counted in `requests_proxy`.
+        counted: bool,
+    },
+    /// To the engine, with the path to forward in the URI.
+    Forward {
+        req: Request<switchyard::Body>,
+        routed: Routed,
+        original_url: String,
+    },
+}
+
+fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
     // Exact `req.url` match, before routing and not counted (chp.md §9).
     if req
         .uri()
@@ -199,7 +275,7 @@ pub(crate) async fn handle(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return Ok(response);
+        return Plan::Answer(response);
     }
     let upgrade = is_upgrade(&req);
     if upgrade {
@@ -212,12 +288,17 @@ pub(crate) async fn handle(
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
 
-    let routed = match route(&state, &req) {
+    let routed = match route(state, &req) {
         Ok(r) => r,
         Err(status) => {
             tracing::error!("{} {} {} ", status.as_u16(), req.method(), req.uri().path());
             state.metrics.requests_proxy.inc(status.as_u16());
-            return Ok(error_response(&state, status, upgrade, &original_url).await);
+            return Plan::Refuse {
+                status,
+                upgrade,
+                original_url,
+                counted: true,
+            };
         }
     };
     tracing::debug!(
@@ -226,25 +307,19 @@ pub(crate) async fn handle(
         req.uri().path(),
         routed.route.target()
     );
-    let route = routed.route.clone();
-    let response = forward(
-        &state,
-        routed,
-        record_request_activity(req, &route, &state.metrics),
-        &original_url,
-        conn,
-    )
-    .await;
-    if !upgrade {
-        state.metrics.requests_proxy.inc(response.status().as_u16());
+    match forward_request(req, &routed, &state.metrics) {
+        Some(req) => Plan::Forward {
+            req,
+            routed,
+            original_url,
+        },
+        None => Plan::Refuse {
+            status: StatusCode::BAD_REQUEST,
+            upgrade,
+            original_url,
+            counted: false,
+        },
     }
-    // A web response finished with status < 300 counts as activity (chp.md §7). We record
-    // it when the head arrives; the Hub reads last_activity every 300 s, so the difference
-    // between head and end of body is not observable.
-    if !upgrade && response.status().as_u16() < 300 {
-        touch(&route, &state.metrics);
-    }
-    Ok(response)
 }
 
 /// Looks the request up; `Err` is the status to answer (404 no route, 400 bad path/host).
@@ -282,78 +357,68 @@ pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, 
 }
 
 // ============================================================================================
-// INTEGRATION POINT: the engine is called here, and only here.
+// INTEGRATION POINT: what the engine gets (`forward_request`), what its answers become
+// (`answer`); [`handle`] makes the one call.
 // ============================================================================================
-/// Forwards a routed request to `routed.route.target()` and returns the response.
-///
-/// The engine gets the request with its path replaced by
-/// `routed.forward_path_and_query` (the target's own path is prepended by the
-/// engine, per `--no-prepend-path`). Engine errors map as CHP's (chp.md §8):
-/// anything on the upstream side is 503, a request that cannot be forwarded
-/// 400, anything else 500; WebSocket errors get a bare status and a close.
-pub(crate) async fn forward(
-    state: &PublicState,
-    routed: Routed,
-    mut req: Request<switchyard::Body>,
-    original_url: &str,
-    conn: Option<switchyard::ConnInfo>,
-) -> Response<Body> {
+/// The request as the engine gets it: its path replaced by
+/// `routed.forward_path_and_query` (the target's own path is prepended by the engine, per
+/// `--no-prepend-path`), its body data counted as activity. `None` when that path does not
+/// make a URI (400).
+fn forward_request(
+    req: Request<Incoming>,
+    routed: &Routed,
+    metrics: &Arc<Metrics>,
+) -> Option<Request<switchyard::Body>> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = routed.forward_path_and_query.parse().ok();
-    match http::Uri::from_parts(parts) {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => {
-            return error_response(state, StatusCode::BAD_REQUEST, routed.upgrade, original_url)
-                .await;
-        }
-    }
+    let uri = http::Uri::from_parts(parts).ok()?;
+    let mut req = record_request_activity(req, &routed.route, metrics);
+    *req.uri_mut() = uri;
     if routed.upgrade {
         // Only tunnels read it (`on_tunnel_data`); the engine tunnels a subset of
         // the requests `is_upgrade` accepts.
         req.extensions_mut().insert(RouteOf(routed.route.clone()));
     }
-    match state
-        .engine
-        .try_web_to_conn(req, routed.route.target().engine(), conn)
-        .await
-    {
-        Ok(res) => res.map(Body::new),
-        Err(err) => {
-            if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
-                // Not CHP's 503: nothing is wrong with the target's reachability, its
-                // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
-                tracing::error!(
-                    "502 {} response head from {} larger than --max-response-header-size: {}",
-                    routed.prefix,
-                    routed.route.target(),
-                    switchyard::error_chain(&err)
-                );
-                return error_response(
-                    state,
-                    StatusCode::BAD_GATEWAY,
-                    routed.upgrade,
-                    original_url,
-                )
-                .await;
-            }
-            let status = match err.status() {
-                Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
-                Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            tracing::error!(
-                "{} {} {}",
-                status.as_u16(),
-                routed.prefix,
-                switchyard::error_chain(&err)
-            );
-            error_response(state, status, routed.upgrade, original_url).await
-        }
-    }
+    Some(req)
 }
-// ============================================================================================
+
+/// The engine's answer as the client gets it. Errors map as CHP's (chp.md §8): anything on
+/// the upstream side is 503, a request that cannot be forwarded 400, anything else 500;
+/// `Err` is the status of the error page (a WebSocket gets a bare status and a close).
+fn answer(
+    routed: &Routed,
+    result: Result<Response<switchyard::Body>, switchyard::ProxyError>,
+) -> Result<Response<Body>, StatusCode> {
+    let err = match result {
+        Ok(res) => return Ok(res.map(Body::new)),
+        Err(err) => err,
+    };
+    if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
+        // Not CHP's 503: nothing is wrong with the target's reachability, its
+        // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
+        tracing::error!(
+            "502 {} response head from {} larger than --max-response-header-size: {}",
+            routed.prefix,
+            routed.route.target(),
+            switchyard::error_chain(&err)
+        );
+        return Err(StatusCode::BAD_GATEWAY);
+    }
+    let status = match err.status() {
+        Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
+        Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    tracing::error!(
+        "{} {} {}",
+        status.as_u16(),
+        routed.prefix,
+        switchyard::error_chain(&err)
+    );
+    Err(status)
+}
 
 /// Every data chunk of the request body counts as activity (chp.md §7).
 fn record_request_activity(

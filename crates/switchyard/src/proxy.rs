@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
@@ -142,21 +144,28 @@ impl<H: Hooks> Proxy<H> {
 
     /// Proxies one request with the default options; errors become their
     /// status code with a short generic body (after the `on_error` hook).
-    pub async fn web<B: Into<Body>>(&self, req: Request<B>) -> Response<Body> {
-        let opts = self.inner.options.clone();
-        self.web_with(req, &opts).await
+    ///
+    /// The request is prepared when this is called (the upstream picked, the
+    /// hooks up to `on_proxy_request` run, the outgoing head built); the
+    /// future sends it and waits for the answer.
+    pub fn web<B: Into<Body>>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> {
+        self.web_with(req, &self.inner.options)
     }
 
     /// Proxies one request with these options (http-proxy-3's
     /// `proxy.web(req, res, options)`).
-    pub async fn web_with<B: Into<Body>>(&self, req: Request<B>, opts: &Options) -> Response<Body> {
-        match self.try_web_with(req, opts).await {
+    pub fn web_with<'a, B: Into<Body>>(
+        &'a self,
+        req: Request<B>,
+        opts: &'a Options,
+    ) -> impl Future<Output = Response<Body>> {
+        self.try_web_with(req, opts).map(|result| match result {
             Ok(res) => res,
             Err(err) => {
                 log_error(&err);
                 error_response(&err)
             }
-        }
+        })
     }
 
     /// Proxies one request to `target`, with the default options otherwise:
@@ -165,14 +174,13 @@ impl<H: Hooks> Proxy<H> {
     /// # Errors
     ///
     /// The [`ProxyError`] when proxying failed and `on_error` gave no response.
-    pub async fn try_web_to<B: Into<Body>>(
+    pub fn try_web_to<B: Into<Body>>(
         &self,
         req: Request<B>,
         target: &Target,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
         let req = req.map(Into::into);
-        self.run(req, &self.inner.options, Some(target), &mut Call::default())
-            .await
+        self.run(req, &self.inner.options, Some(target), Call::default())
     }
 
     /// [`try_web_to`](Self::try_web_to) for a server that knows the client
@@ -185,19 +193,18 @@ impl<H: Hooks> Proxy<H> {
     /// # Errors
     ///
     /// As [`try_web_to`](Self::try_web_to).
-    pub async fn try_web_to_conn<B: Into<Body>>(
+    pub fn try_web_to_conn<B: Into<Body>>(
         &self,
         req: Request<B>,
         target: &Target,
         conn: Option<ConnInfo>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
         let req = req.map(Into::into);
-        let mut call = Call {
+        let call = Call {
             conn,
             ..Call::default()
         };
-        self.run(req, &self.inner.options, Some(target), &mut call)
-            .await
+        self.run(req, &self.inner.options, Some(target), call)
     }
 
     /// Proxies one request, returning the typed error instead of an error page.
@@ -207,25 +214,53 @@ impl<H: Hooks> Proxy<H> {
     /// The [`ProxyError`] when proxying failed and `on_error` gave no
     /// response. [`ProxyError::status`] says what to answer; `None` means the
     /// client is gone or timed out and nothing should be written.
-    pub async fn try_web_with<B: Into<Body>>(
-        &self,
+    pub fn try_web_with<'a, B: Into<Body>>(
+        &'a self,
         req: Request<B>,
-        opts: &Options,
-    ) -> Result<Response<Body>, ProxyError> {
+        opts: &'a Options,
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
         let req = req.map(Into::into);
-        self.run(req, opts, None, &mut Call::default()).await
+        self.run(req, opts, None, Call::default())
     }
 
     /// One call: picks the upstream (the call's target, the call's
     /// upstreams, the options' target, the proxy's upstreams, in that
-    /// order), proxies, and finishes the response or the error.
-    pub(crate) async fn run(
+    /// order), prepares the outgoing request at once, and returns the future
+    /// that exchanges it and finishes the response or the error.
+    ///
+    /// Not an `async fn`, and neither are the layers under it: an `async fn`
+    /// keeps its arguments in its future twice (as passed and as moved into
+    /// its body), for as long as it runs, and each caller moves its callee's
+    /// future into its own. The request head alone is 272 bytes; the
+    /// server's per-request future was 5.8 KiB before the preparation moved
+    /// out of it.
+    pub(crate) fn run<'a>(
+        &'a self,
+        req: Request<Body>,
+        opts: &'a Options,
+        target: Option<&Target>,
+        call: Call,
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + use<'a, H> {
+        match self.prepare(req, opts, target, call) {
+            Ok(prepared) => Either::Left(self.exchange(prepared, opts)),
+            Err(done) => Either::Right(std::future::ready(done)),
+        }
+    }
+
+    /// The synchronous half of a call, up to the outgoing request. `Err` is
+    /// the call's result already: an early answer, or the error after
+    /// `on_error`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "moved once, and the `Ok` side is larger: boxing would cost an allocation per call"
+    )]
+    fn prepare(
         &self,
         req: Request<Body>,
         opts: &Options,
         target: Option<&Target>,
-        call: &mut Call,
-    ) -> Result<Response<Body>, ProxyError> {
+        mut call: Call,
+    ) -> Result<Prepared<'_, H>, Result<Response<Body>, ProxyError>> {
         let hooks = &self.inner.hooks;
         let mut ctx = hooks.new_ctx();
         let deadline = opts.total_timeout.map(|t| (Instant::now() + t, t));
@@ -238,33 +273,148 @@ impl<H: Hooks> Proxy<H> {
             }
             _ => None,
         };
-        let Some(mut picked) = picked else {
+        let Some(picked) = picked else {
             if let Some(fwd) = &opts.forward {
                 forward::send(&self.inner, req, fwd, opts, call.conn);
-                return Ok(Response::new(Body::empty()));
+                return Err(Ok(Response::new(Body::empty())));
             }
-            return self.fail(&mut ctx, ProxyError::NoTarget, call);
+            return Err(self.fail(&mut ctx, ProxyError::NoTarget, call.skip_error_hook));
         };
-        let mut guard = hooks.observes_abort().then(|| AbortGuard {
-            inner: &self.inner,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            target: picked.target.clone(),
-            armed: true,
+        let guard = hooks.observes_abort().then(|| {
+            Box::new(AbortGuard {
+                inner: &self.inner,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                target: picked.target.clone(),
+                armed: true,
+            })
         });
-        let result = self
-            .proxy(&mut ctx, req, &mut picked, opts, call, deadline)
-            .await;
-        if let Some(g) = &mut guard {
-            g.armed = false;
-        }
-        match result {
-            Ok(Done::Response(res)) => {
-                Ok(self.finish_body(res, ctx, opts, deadline, picked.take_lease()))
+        match self.outgoing(&mut ctx, req, &picked.target, opts, &mut call) {
+            Ok(out) => {
+                let retry = call.retry.take();
+                let policy = retry.as_deref().or(self.inner.retry.as_deref());
+                let once = retry::single_attempt(
+                    policy,
+                    &out.head.method,
+                    out.replayable,
+                    &out.body,
+                    &picked,
+                );
+                let attempt = if once {
+                    // Handed over now, so that the call's future holds the
+                    // upstream's (boxed) exchange and not the request as well.
+                    let req = Request::from_parts(out.head, out.body);
+                    Attempt::Once(
+                        self.inner.upstream.request(&picked.target, req),
+                        Instant::now(),
+                    )
+                } else {
+                    Attempt::Again(Box::new((out.head, out.body)))
+                };
+                Ok(Prepared {
+                    ctx,
+                    picked,
+                    deadline,
+                    guard,
+                    attempt,
+                    replayable: out.replayable,
+                    activity: out.activity,
+                    on_upgrade: out.on_upgrade,
+                    client_host: out.client_host,
+                    redirect_head: out.redirect_head,
+                    retry,
+                    skip_error_hook: call.skip_error_hook,
+                })
             }
-            Ok(Done::Early(res)) => Ok(res),
-            Ok(Done::Upgrade(up)) => Ok(upgrade::finish(&self.inner, ctx, up)),
-            Err(err) => self.fail(&mut ctx, err, call),
+            Err(stop) => {
+                if let Some(mut g) = guard {
+                    g.armed = false;
+                }
+                Err(match stop {
+                    Stop::Answer(res) => Ok(res),
+                    Stop::Fail(err) => self.fail(&mut ctx, err, call.skip_error_hook),
+                })
+            }
+        }
+    }
+
+    /// The asynchronous half of a call: the exchange with the upstream
+    /// (retries and failover included), redirects, and the answer.
+    ///
+    /// The future uses the fields of `p` where they are (moving them into
+    /// locals would give each its own slot in the future).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold `p` twice (as passed, and moved into its body)"
+    )]
+    fn exchange<'a>(
+        &'a self,
+        mut p: Prepared<'a, H>,
+        opts: &'a Options,
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + use<'a, H> {
+        async move {
+            let result = match p.attempt {
+                Attempt::Once(fut, start) => {
+                    let target = &p.picked.target;
+                    let activity = p.activity.as_ref();
+                    let result = self
+                        .wait(fut, start, target, opts, activity, p.deadline)
+                        .await;
+                    p.picked.report(&result);
+                    result
+                }
+                Attempt::Again(again) => {
+                    let (head, body) = *again;
+                    let policy = p.retry.as_deref().or(self.inner.retry.as_deref());
+                    retry::exchange(
+                        self,
+                        head,
+                        body,
+                        p.replayable,
+                        &mut p.picked,
+                        opts,
+                        p.activity.as_ref(),
+                        p.deadline,
+                        policy,
+                    )
+                    .await
+                }
+            };
+            let result = match (result, p.redirect_head) {
+                (Ok(res), Some(redirect)) => {
+                    let (max, head) = *redirect;
+                    // After a failover or retry, the member that answered.
+                    let target = p.picked.target.clone();
+                    // Boxed: rarely taken, and as large as the rest of this future.
+                    Box::pin(redirect::follow(
+                        self, res, head, &target, opts, max, p.deadline,
+                    ))
+                    .await
+                }
+                (result, _) => result,
+            };
+            if let Some(g) = &mut p.guard {
+                g.armed = false;
+            }
+            let res = match result {
+                Ok(res) => res,
+                Err(err) => return self.fail(&mut p.ctx, err, p.skip_error_hook),
+            };
+            let answer = self.answer(
+                &mut p.ctx,
+                res,
+                &p.picked.target,
+                opts,
+                p.client_host.as_ref(),
+                p.on_upgrade,
+            );
+            Ok(match answer {
+                Done::Response(res) => {
+                    self.finish_body(res, p.ctx, opts, p.deadline, p.picked.take_lease())
+                }
+                Done::Early(res) => res,
+                Done::Upgrade(up) => upgrade::finish(&self.inner, p.ctx, up),
+            })
         }
     }
 
@@ -277,22 +427,23 @@ impl<H: Hooks> Proxy<H> {
     /// engine's are.
     pub(crate) fn fail_call(&self, err: ProxyError) -> Result<Response<Body>, ProxyError> {
         let mut ctx = self.inner.hooks.new_ctx();
-        self.fail(&mut ctx, err, &Call::default())
+        self.fail(&mut ctx, err, false)
     }
 
     pub(crate) fn log_error(&self, err: &ProxyError) {
         log_error(err);
     }
 
-    /// Logs the error once and runs `on_error`.
+    /// Logs the error once and runs `on_error` (unless the caller answers
+    /// errors itself).
     fn fail(
         &self,
         ctx: &mut H::Ctx,
         err: ProxyError,
-        call: &Call,
+        skip_error_hook: bool,
     ) -> Result<Response<Body>, ProxyError> {
         debug!("request failed: {}", crate::error::chain(&err));
-        if call.skip_error_hook {
+        if skip_error_hook {
             return Err(err);
         }
         match self.inner.hooks.on_error(ctx, &err) {
@@ -301,17 +452,21 @@ impl<H: Hooks> Proxy<H> {
         }
     }
 
-    async fn proxy(
+    /// The outgoing request: the head checks, `on_start`, the body's timers,
+    /// the path, the header passes and `on_proxy_request`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "moved once, and the `Ok` side is larger: boxing would cost an allocation per call"
+    )]
+    fn outgoing(
         &self,
         ctx: &mut H::Ctx,
         req: Request<Body>,
-        picked: &mut Picked,
+        target: &Target,
         opts: &Options,
         call: &mut Call,
-        deadline: Option<(Instant, Duration)>,
-    ) -> Result<Done, ProxyError> {
+    ) -> Result<Outgoing, Stop> {
         let hooks = &self.inner.hooks;
-        let target = &picked.target.clone();
         let (mut parts, body) = req.into_parts();
         let conn = call
             .conn
@@ -319,7 +474,7 @@ impl<H: Hooks> Proxy<H> {
         hygiene::check(&parts, conn.is_some())?;
         let body = body.into_downstream();
         if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
-            return Ok(Done::Early(res));
+            return Err(Stop::Answer(res));
         }
         let websocket = parts.version == Version::HTTP_11
             && headers::is_websocket_upgrade(&parts.method, &parts.headers);
@@ -330,7 +485,7 @@ impl<H: Hooks> Proxy<H> {
         };
         let upgrade = on_upgrade.is_some();
         if upgrade && target.protocol() == Protocol::Http2 {
-            return Err(ProxyError::UnsupportedUpgrade);
+            return Err(ProxyError::UnsupportedUpgrade.into());
         }
         // A body already at its end (most GETs) has nothing to time or watch.
         let empty = body.is_end_stream();
@@ -410,7 +565,7 @@ impl<H: Hooks> Proxy<H> {
             hooks.on_proxy_request(ctx, &mut parts)
         };
         if let Flow::Respond(res) = flow {
-            return Ok(Done::Early(res));
+            return Err(Stop::Answer(res));
         }
         if let Some(f) = call.rewrite_request_headers.take() {
             f(&mut parts.headers);
@@ -419,36 +574,39 @@ impl<H: Hooks> Proxy<H> {
             (Some(fwd), Some(uri)) => forward::tee(&self.inner, &parts, uri, body, fwd),
             _ => body,
         };
+        let replayable = body_len == Some(0) && !upgrade;
         let redirect_head = opts
             .follow_redirects
-            .filter(|_| body_len == Some(0) && !upgrade)
-            .map(|max| (max, clone_head(&parts)));
-        let policy = call.retry.as_deref().or(self.inner.retry.as_deref());
-        let res = retry::exchange(
-            self,
-            parts,
+            .filter(|_| replayable)
+            .map(|max| Box::new((max, clone_head(&parts))));
+        Ok(Outgoing {
+            head: parts,
             body,
-            body_len == Some(0) && !upgrade,
-            picked,
-            opts,
-            activity.as_ref(),
-            deadline,
-            policy,
-        )
-        .await?;
-        // After a failover or retry, the member that answered.
-        let target = &picked.target.clone();
-        let res = match redirect_head {
-            Some((max, head)) => {
-                redirect::follow(self, res, head, target, opts, max, deadline).await?
-            }
-            None => res,
-        };
+            replayable,
+            activity,
+            on_upgrade,
+            client_host,
+            redirect_head,
+        })
+    }
+
+    /// The upstream's answer as the client gets it: the upgrade handed on,
+    /// or the response's hop-by-hop fields dropped, `on_proxy_response`, and
+    /// the `Location` and cookie rewrites.
+    fn answer(
+        &self,
+        ctx: &mut H::Ctx,
+        res: Response<Incoming>,
+        target: &Target,
+        opts: &Options,
+        client_host: Option<&HeaderValue>,
+        on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Done {
         if let Some(on_upgrade) = on_upgrade {
-            return Ok(Done::Upgrade(upgrade::Pending {
+            return Done::Upgrade(upgrade::Pending {
                 on_upgrade,
                 response: res,
-            }));
+            });
         }
         let (mut head, body) = res.into_parts();
         headers::response_headers(&mut head.headers, false);
@@ -457,25 +615,19 @@ impl<H: Hooks> Proxy<H> {
         // turn the client's keep-alive connection into a 1.0 one).
         head.version = Version::HTTP_11;
         let mut res = Response::from_parts(head, Body::from(body));
-        if let Flow::Respond(res) = hooks.on_proxy_response(ctx, &mut res) {
-            return Ok(Done::Early(res));
+        if let Flow::Respond(res) = self.inner.hooks.on_proxy_response(ctx, &mut res) {
+            return Done::Early(res);
         }
         if !opts.self_handle_response {
             let status = res.status();
-            rewrite::location(
-                res.headers_mut(),
-                status,
-                target,
-                client_host.as_ref(),
-                opts,
-            );
+            rewrite::location(res.headers_mut(), status, target, client_host, opts);
             rewrite::cookies(
                 res.headers_mut(),
                 &opts.cookie_domain_rewrite,
                 &opts.cookie_path_rewrite,
             );
         }
-        Ok(Done::Response(res))
+        Done::Response(res)
     }
 
     /// Sends one request upstream and waits for the response head, under
@@ -486,16 +638,31 @@ impl<H: Hooks> Proxy<H> {
     ///
     /// `headers_timeout` (from now) and the call's `total_timeout`
     /// (`deadline`) are fixed limits on top.
-    pub(crate) async fn send(
-        &self,
+    pub(crate) fn send<'a>(
+        &'a self,
         req: Request<Body>,
+        target: &'a Target,
+        opts: &'a Options,
+        activity: Option<&'a Activity>,
+        deadline: Option<(Instant, Duration)>,
+    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + use<'a, H> {
+        // Handed over here, so that the future holds the upstream's (boxed)
+        // exchange and not the request as well.
+        let fut = self.inner.upstream.request(target, req);
+        self.wait(fut, Instant::now(), target, opts, activity, deadline)
+    }
+
+    /// The waiting half of [`send`](Self::send), for an exchange handed to
+    /// the upstream side at `start`.
+    async fn wait(
+        &self,
+        mut fut: upstream::ResponseFuture,
+        start: Instant,
         target: &Target,
         opts: &Options,
         activity: Option<&Activity>,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let mut fut = std::pin::pin!(self.inner.upstream.request(target, req));
-        let start = Instant::now();
         let fixed = [
             opts.headers_timeout
                 .map(|t| (start + t, Expiry::Upstream(t))),
@@ -515,7 +682,7 @@ impl<H: Hooks> Proxy<H> {
                 .flatten()
                 .min_by_key(|(at, _)| *at)
             else {
-                break fut.await;
+                break (&mut fut).await;
             };
             match tokio::time::timeout_at(at, &mut fut).await {
                 Ok(r) => break r,
@@ -582,6 +749,61 @@ impl Expiry {
             Self::Client(d) => ProxyError::ClientTimeout(d),
             Self::Total(d) => ProxyError::TotalTimeout(d),
         }
+    }
+}
+
+/// A call prepared by [`Proxy::prepare`], for [`Proxy::exchange`].
+struct Prepared<'a, H: Hooks> {
+    ctx: H::Ctx,
+    picked: Picked,
+    deadline: Option<(Instant, Duration)>,
+    /// Boxed: only hooks that observe aborts need one.
+    guard: Option<Box<AbortGuard<'a, H>>>,
+    attempt: Attempt,
+    /// No body and not an upgrade: can be sent again as it is.
+    replayable: bool,
+    activity: Option<Activity>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The Host the client used, for `auto_rewrite`.
+    client_host: Option<HeaderValue>,
+    /// `follow_redirects`' limit and a copy of the head to send again (boxed:
+    /// rarely there, and the head is 224 bytes).
+    redirect_head: Option<Box<(u32, request::Parts)>>,
+    /// The call's retry policy, if it has its own.
+    retry: Option<Arc<Retry>>,
+    skip_error_hook: bool,
+}
+
+/// How the prepared request goes out.
+enum Attempt {
+    /// Once: already handed to the upstream side, at that instant.
+    Once(upstream::ResponseFuture, Instant),
+    /// Perhaps more than once ([`retry::exchange`]): the head and body
+    /// (boxed: the rarer case, and this enum sits in every call's future).
+    Again(Box<(request::Parts, Body)>),
+}
+
+/// The outgoing request, and what its preparation leaves for the answer.
+struct Outgoing {
+    head: request::Parts,
+    body: Body,
+    replayable: bool,
+    activity: Option<Activity>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_host: Option<HeaderValue>,
+    redirect_head: Option<Box<(u32, request::Parts)>>,
+}
+
+/// Why a call stops before its request goes out.
+enum Stop {
+    /// A hook answered.
+    Answer(Response<Body>),
+    Fail(ProxyError),
+}
+
+impl From<ProxyError> for Stop {
+    fn from(err: ProxyError) -> Self {
+        Self::Fail(err)
     }
 }
 

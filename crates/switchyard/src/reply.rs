@@ -353,7 +353,7 @@ impl<H: Hooks> Forward<H> {
         let opts = options.as_ref().unwrap_or_else(|| proxy.options());
         let prepared = self.prepare(opts, &mut call);
         let result = match prepared {
-            Ok((req, target)) => proxy.run(req, opts, target.as_ref(), &mut call).await,
+            Ok((req, target)) => proxy.run(req, opts, target.as_ref(), call).await,
             Err(e) if call.skip_error_hook => Err(e),
             Err(e) => proxy.fail_call(e),
         };

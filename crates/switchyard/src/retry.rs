@@ -21,6 +21,7 @@
 //! members first (nothing was sent, so any method is safe), without delay.
 
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -313,74 +314,87 @@ async fn keep(body: Body, deadline: Option<(Instant, Duration)>) -> Result<Bytes
     }
 }
 
-/// Sends a prepared request, with failover and retries when its body can
-/// be sent again (it has none, or the policy keeps it) and there is a
-/// reason to.
+/// Whether a prepared request gets one attempt and no more: no policy retries
+/// its method and there is no other member to fail over to, or its body
+/// cannot be sent again (it has one, and the policy does not keep it).
+pub(crate) fn single_attempt(
+    policy: Option<&Retry>,
+    method: &Method,
+    replayable: bool,
+    body: &Body,
+    picked: &Picked,
+) -> bool {
+    let policy = policy.filter(|p| p.may_retry(method));
+    let buffer =
+        !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(body).exact()));
+    !(replayable || buffer) || (policy.is_none() && !picked.can_fail_over())
+}
+
+/// Sends a prepared request that [`single_attempt`] says may need more than
+/// one attempt: failover when a member refuses the connection, and the
+/// policy's retries, with the body kept to send again.
+///
+/// Boxed: the loop's future is three times a single send's, and most calls
+/// never take it.
 #[allow(clippy::too_many_arguments)] // the state of one exchange
-pub(crate) async fn exchange<H: Hooks>(
-    proxy: &Proxy<H>,
+pub(crate) fn exchange<'a, H: Hooks>(
+    proxy: &'a Proxy<H>,
     mut head: request::Parts,
     body: Body,
     replayable: bool,
-    picked: &mut Picked,
-    opts: &Options,
-    activity: Option<&Activity>,
+    picked: &'a mut Picked,
+    opts: &'a Options,
+    activity: Option<&'a Activity>,
     deadline: Option<(Instant, Duration)>,
-    policy: Option<&Retry>,
-) -> Result<Response<Incoming>, ProxyError> {
+    policy: Option<&'a Retry>,
+) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'a>> {
     let policy = policy.filter(|p| p.may_retry(&head.method));
     let buffer =
         !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(&body).exact()));
-    if !(replayable || buffer) || (policy.is_none() && !picked.can_fail_over()) {
-        let req = Request::from_parts(head, body);
-        let result = proxy
-            .send(req, &picked.target, opts, activity, deadline)
-            .await;
-        picked.report(&result);
-        return result;
-    }
-    let kept = if buffer {
-        keep(body, deadline).await?
-    } else {
-        Bytes::new()
-    };
-    let mut counts = Attempts::default();
-    loop {
-        let body = if kept.is_empty() {
-            Body::empty()
+    Box::pin(async move {
+        let kept = if buffer {
+            keep(body, deadline).await?
         } else {
-            Body::from(kept.clone())
+            Bytes::new()
         };
-        let req = Request::from_parts(clone_head(&head), body);
-        let result = proxy
-            .send(req, &picked.target, opts, activity, deadline)
-            .await;
-        picked.report(&result);
-        if let Err(e) = &result
-            && e.is_connect()
-            && picked.fail_over(&mut head)
-        {
-            debug!(upstream = %picked.target, "failing over after a refused connection");
-            continue;
+        let mut counts = Attempts::default();
+        loop {
+            let body = if kept.is_empty() {
+                Body::empty()
+            } else {
+                Body::from(kept.clone())
+            };
+            let req = Request::from_parts(clone_head(&head), body);
+            let result = proxy
+                .send(req, &picked.target, opts, activity, deadline)
+                .await;
+            picked.report(&result);
+            if let Err(e) = &result
+                && e.is_connect()
+                && picked.fail_over(&mut head)
+            {
+                debug!(upstream = %picked.target, "failing over after a refused connection");
+                continue;
+            }
+            let Some(policy) = policy else {
+                return result;
+            };
+            let Some(delay) = policy.decide(&head.method, &result, &mut counts) else {
+                return result;
+            };
+            let wake = Instant::now() + delay;
+            if deadline.is_some_and(|(at, _)| wake >= at) {
+                return result;
+            }
+            debug!(?delay, attempt = counts.all, "retrying");
+            if let Ok(res) = result {
+                // Drained while the delay runs; whatever is left is dropped.
+                let _ = tokio::time::timeout_at(wake, drain(res.into_body())).await;
+            }
+            tokio::time::sleep_until(wake).await;
+            picked.next_attempt(&mut head);
         }
-        let Some(policy) = policy else {
-            return result;
-        };
-        let Some(delay) = policy.decide(&head.method, &result, &mut counts) else {
-            return result;
-        };
-        let wake = Instant::now() + delay;
-        if deadline.is_some_and(|(at, _)| wake >= at) {
-            return result;
-        }
-        debug!(?delay, attempt = counts.all, "retrying");
-        if let Ok(res) = result {
-            // Drained while the delay runs; whatever is left is dropped.
-            let _ = tokio::time::timeout_at(wake, drain(res.into_body())).await;
-        }
-        tokio::time::sleep_until(wake).await;
-        picked.next_attempt(&mut head);
-    }
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
@@ -44,7 +45,9 @@ pub(crate) enum H1Error {
 
 /// Where a pooled connection goes: the URI's scheme and authority, compared and
 /// hashed as the bytes the target wrote (one hash write each; `Authority`'s own
-/// `Hash` lowercases byte by byte, and this runs twice per request).
+/// `Hash` lowercases byte by byte, and this runs twice per request). The map
+/// hashes with foldhash, not SipHash: its keys are the configured targets, not
+/// anything a client sends.
 #[derive(Clone)]
 struct Key {
     scheme: Scheme,
@@ -74,7 +77,7 @@ pub(crate) struct Pool {
 }
 
 struct Shared {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>>,
     connector: Connector,
     builder: Builder,
     idle_timeout: Option<Duration>,
@@ -114,30 +117,40 @@ impl Pool {
 
     /// Sends `req`, whose URI is absolute, to the address the URI names. Takes
     /// the (cheap) pool by value so the future owns it and needs no wrapper.
-    pub(crate) async fn send(self, mut req: Request<Body>) -> Result<Response<Incoming>, H1Error> {
-        let key = key(req.uri()).ok_or(H1Error::Uri)?;
+    /// Not an `async fn`: the future holds the request once, not twice.
+    pub(crate) fn send(
+        self,
+        mut req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, H1Error>> + Send {
+        let Some(key) = key(req.uri()) else {
+            return Either::Right(std::future::ready(Err(H1Error::Uri)));
+        };
         prepare(&mut req, &key.authority);
-        loop {
-            let (mut tx, reused) = match self.checkout(&key) {
-                Some(tx) => (tx, true),
-                None => (self.connect(&key).await?, false),
-            };
-            match tx.try_send_request(req).await {
-                Ok(res) => {
-                    self.release(key, tx);
-                    return Ok(res);
-                }
-                Err(mut err) => match err.take_message() {
-                    // The connection closed before the request went out (the
-                    // target timed it out while it sat idle): try a fresh one.
-                    Some(back) if reused => {
-                        debug!(error = %err.error(), "pooled connection closed; retrying on a new one");
-                        req = back;
+        Either::Left(async move {
+            loop {
+                let (mut tx, reused) = match self.checkout(&key) {
+                    Some(tx) => (tx, true),
+                    // Boxed: the connector's future is several KiB, and this
+                    // one is moved into a box per request; most reuse a connection.
+                    None => (Box::pin(self.connect(&key)).await?, false),
+                };
+                match tx.try_send_request(req).await {
+                    Ok(res) => {
+                        self.release(key, tx);
+                        return Ok(res);
                     }
-                    _ => return Err(H1Error::Request(err.into_error())),
-                },
+                    Err(mut err) => match err.take_message() {
+                        // The connection closed before the request went out (the
+                        // target timed it out while it sat idle): try a fresh one.
+                        Some(back) if reused => {
+                            debug!(error = %err.error(), "pooled connection closed; retrying on a new one");
+                            req = back;
+                        }
+                        _ => return Err(H1Error::Request(err.into_error())),
+                    },
+                }
             }
-        }
+        })
     }
 
     /// The most recently used connection of `key` that can take a request now.
@@ -244,7 +257,9 @@ impl Shared {
             .and_then(|t| Instant::now().checked_sub(t))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
