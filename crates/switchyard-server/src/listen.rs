@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::head_timer::{HeadTimer, Watched};
+
 /// hyper's default limit on request header fields (kept on the stack).
 const HYPER_MAX_HEADERS: usize = 100;
 /// How long a TLS handshake may take.
@@ -141,7 +143,7 @@ pub(crate) async fn serve<S, F>(
     let read_buffer = options.head_limits.read_buffer();
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer)
         .max_buf_size(read_buffer)
         .header_read_timeout(options.header_read_timeout);
     if options.max_headers != HYPER_MAX_HEADERS {
@@ -277,7 +279,7 @@ fn spawn_connection<IO, S, F>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Watched::new(watcher.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) =
@@ -288,7 +290,7 @@ fn spawn_connection<IO, S, F>(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Watched::new(watcher.watch(conn.into_owned())).await
                 }
             }
         };

@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod error_pages;
+mod head_timer;
 mod listen;
 mod logging;
 mod metrics;

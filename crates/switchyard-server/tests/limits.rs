@@ -1,6 +1,6 @@
 //! The request and response limits (reliability.md §2.9, §6 items 19–21) through the real
-//! binary: `--max-uri-length`, `--max-headers`, `--body-idle-timeout` and
-//! `--max-response-header-size`, with their defaults, their `--help` text and the
+//! binary: `--max-uri-length`, `--max-headers`, `--body-idle-timeout`,
+//! `--max-response-header-size` and `--keep-alive-timeout`, with their defaults, their `--help` text and the
 //! start-up refusal of bad values.
 //!
 //! Synchronisation is by events only (a response, a closed socket, a backend report, a log
@@ -16,6 +16,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::{IO_TIMEOUT, Proxy, request, run_to_exit};
 
@@ -267,4 +268,120 @@ fn stalling_backend() -> (u16, mpsc::Receiver<()>) {
         }
     });
     (port, rx)
+}
+
+/// `--keep-alive-timeout` (CHP's `keepAliveTimeout`; hyper's header read timeout here,
+/// with a timer per connection instead of one per request): an idle keep-alive connection
+/// is closed once it passes, and so is one whose head stops midway; a connection that
+/// keeps sending requests lives on past it (each head has its own deadline), and an answer
+/// that takes longer than it is not cut (it only covers reading heads).
+#[test]
+fn keep_alive_timeout() {
+    let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
+    let (held, release) = held_backend();
+    let p = Proxy::start(&["--keep-alive-timeout", "300"]);
+    p.add("/", &format!("http://127.0.0.1:{fast}"));
+    p.add("/held", &format!("http://127.0.0.1:{held}"));
+    let limit = Duration::from_millis(300);
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        (c.try_clone().unwrap(), BufReader::new(c))
+    };
+
+    // In flight for longer than the timeout: answered when the target answers, below.
+    let (mut in_flight, mut in_flight_reader) = connect();
+    in_flight
+        .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    // Idle after an answer: closed, and not before the timeout (which starts after the
+    // answer is written, so after this request is sent).
+    let (mut idle, mut idle_reader) = connect();
+    let sent = Instant::now();
+    idle.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut idle_reader).unwrap(),
+        (200, "ok".to_owned())
+    );
+    assert_eq!(idle_reader.read(&mut [0; 64]).unwrap(), 0, "not closed");
+    let open_for = sent.elapsed();
+    assert!(open_for >= limit, "closed {open_for:?} after the request");
+
+    // The idle connection's close is the clock: the held request has now been in flight
+    // for longer than the timeout.
+    release.send(()).unwrap();
+    assert_eq!(
+        read_response(&mut in_flight_reader).unwrap(),
+        (200, "held".to_owned())
+    );
+
+    // A head that stops midway: closed (with a 408, or without an answer), and not before
+    // the timeout (which starts once the connection is accepted).
+    let connecting = Instant::now();
+    let (mut partial, mut partial_reader) = connect();
+    partial.write_all(b"GET /a HTTP/1.1\r\nHo").unwrap();
+    let mut answer = String::new();
+    partial_reader.read_to_string(&mut answer).unwrap();
+    let open_for = connecting.elapsed();
+    assert!(open_for >= limit, "closed {open_for:?} after connecting");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // Busy for three timeouts on one connection: every request answered.
+    let (mut busy, mut busy_reader) = connect();
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < limit * 3 {
+        busy.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut busy_reader);
+        assert_eq!(response, Some((200, "ok".to_owned())), "request {answered}");
+        answered += 1;
+    }
+    assert!(answered > 1);
+}
+
+/// One response: status and body (by `Content-Length`); `None` at EOF.
+fn read_response(reader: &mut impl BufRead) -> Option<(u16, String)> {
+    let head = read_head(reader)?;
+    let status = head.first()?.split(' ').nth(1)?.parse().ok()?;
+    let length = head
+        .iter()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((status, String::from_utf8(body).ok()?))
+}
+
+/// Answers each request with `held` once the test sends on the returned channel.
+fn held_backend() -> (u16, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        while read_head(&mut reader).is_some() {
+            if rx.recv().is_err() {
+                return;
+            }
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld";
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    (port, tx)
 }
