@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -19,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::error::{ConfigError, ServerError};
+use crate::error::{ConfigError, ProxyError, ServerError};
 use crate::hooks::Hooks;
 use crate::options::Pem;
 use crate::proxy::hygiene::HeadLimits;
@@ -335,14 +336,16 @@ async fn serve<H: Hooks>(
             if !ws {
                 req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
             }
+            if let Err(err) = limits.check(&req) {
+                crate::proxy::log_error(&err);
+                let refused = Ok::<_, ProxyError>(crate::proxy::error_response(&err));
+                return Either::Right(std::future::ready(refused));
+            }
             let proxy = proxy.clone();
-            // Boxed: hyper keeps a slot the size of the service future for each
-            // connection, idle or not, and moves the future into it per request.
-            Box::pin(async move {
-                if let Err(err) = limits.check(&req) {
-                    crate::proxy::log_error(&err);
-                    return Ok(crate::proxy::error_response(&err));
-                }
+            // Not boxed: hyper keeps a slot the size of this future in each connection
+            // and moves it in per request; at ~1.4 KiB (the request is prepared when
+            // `try_web_with` is called) that is cheaper than a box per request.
+            Either::Left(async move {
                 match proxy.try_web_with(req, proxy.options()).await {
                     Ok(res) => Ok(res),
                     Err(err) => match err.status() {
