@@ -57,9 +57,24 @@ impl Timer for HeadTimer {
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
+        // The old one goes first: its drop disarms its deadline, which may be the new one.
+        *sleep = Box::pin(Unarmed);
         *sleep = self.sleep_until(new_deadline);
     }
 }
+
+/// A placeholder while a sleep is replaced (zero-sized: boxing it allocates nothing).
+struct Unarmed;
+
+impl Future for Unarmed {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Sleep for Unarmed {}
 
 /// The head deadline of one connection: nanoseconds after [`epoch`], plus one; zero when
 /// no head is being read.
@@ -222,6 +237,20 @@ mod tests {
         assert!(d.get().is_some(), "a newer deadline stays");
         d.disarm(b);
         assert_eq!(d.get(), None);
+    }
+
+    /// A reset to the same instant keeps the connection's deadline armed.
+    #[test]
+    fn reset_to_the_same_deadline_stays_armed() {
+        let conn = Arc::new(Deadline::default());
+        let previous = CURRENT.replace(Some(conn.clone()));
+        let at = Instant::now() + Duration::from_secs(5);
+        let mut sleep = HeadTimer.sleep_until(at);
+        HeadTimer.reset(&mut sleep, at);
+        CURRENT.set(previous);
+        assert!(conn.get().is_some(), "disarmed by the replaced sleep");
+        drop(sleep);
+        assert_eq!(conn.get(), None);
     }
 
     /// Outside a `Watched` poll, the timer's sleeps are tokio's: they end on their own.

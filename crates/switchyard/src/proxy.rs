@@ -146,8 +146,9 @@ impl<H: Hooks> Proxy<H> {
     /// status code with a short generic body (after the `on_error` hook).
     ///
     /// The request is prepared when this is called (the upstream picked, the
-    /// hooks up to `on_proxy_request` run, the outgoing head built); the
-    /// future sends it and waits for the answer.
+    /// hooks up to `on_proxy_request` run, the outgoing head built and handed
+    /// to the connection pool), so call it inside the Tokio runtime; the
+    /// future waits for the answer. The same holds for every method below.
     pub fn web<B: Into<Body>>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> {
         self.web_with(req, &self.inner.options)
     }
