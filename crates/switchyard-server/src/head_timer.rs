@@ -35,7 +35,11 @@ pub(crate) struct HeadTimer;
 
 impl Timer for HeadTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(now() + duration)
+    }
+
+    fn now(&self) -> Instant {
+        now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
@@ -75,6 +79,12 @@ impl Future for Unarmed {
 }
 
 impl Sleep for Unarmed {}
+
+/// Tokio's clock, as hyper's `Instant`: deadlines, their checks and the connection's tokio
+/// sleep all read one clock (they differ when tokio's is paused in tests).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// The head deadline of one connection: nanoseconds after [`epoch`], plus one; zero when
 /// no head is being read.
@@ -124,7 +134,7 @@ impl Future for HeadSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        if now() >= self.deadline {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -189,9 +199,10 @@ impl<F: Future> Future for Watched<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         loop {
-            let previous = CURRENT.replace(this.deadline.take());
-            let polled = this.conn.as_mut().poll(cx);
-            *this.deadline = CURRENT.replace(previous);
+            let polled = {
+                let _current = Current::set(this.deadline);
+                this.conn.as_mut().poll(cx)
+            };
             if polled.is_ready() {
                 return polled;
             }
@@ -209,10 +220,30 @@ impl<F: Future> Future for Watched<F> {
                 return Poll::Pending;
             }
             *this.set_for = None;
-            if at <= Instant::now() {
+            if at <= now() {
                 *this.fired_for = Some(at);
             }
         }
+    }
+}
+
+/// While it lives, the connection's deadline is [`CURRENT`]; its drop (a panic in the
+/// connection's poll included) puts both back.
+struct Current<'a> {
+    slot: &'a mut Option<Arc<Deadline>>,
+    previous: Option<Arc<Deadline>>,
+}
+
+impl<'a> Current<'a> {
+    fn set(slot: &'a mut Option<Arc<Deadline>>) -> Self {
+        let previous = CURRENT.replace(slot.take());
+        Self { slot, previous }
+    }
+}
+
+impl Drop for Current<'_> {
+    fn drop(&mut self) {
+        *self.slot = CURRENT.replace(self.previous.take());
     }
 }
 
@@ -261,16 +292,12 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(20));
     }
 
-    /// Inside, the connection's timer wakes the task when the head deadline passes, and
-    /// a later deadline (the next request's) moves it.
-    #[tokio::test]
-    async fn a_watched_connection_wakes_at_its_head_deadline() {
-        let started = Instant::now();
-        // A "connection" that, like hyper, holds one head sleep at a time, creates, polls
-        // and drops it inside its own poll, and here ends at the second one's deadline.
+    /// A "connection" that, like hyper, holds one head sleep at a time, creates, polls
+    /// and drops it inside its own poll, and ends at the second one's deadline.
+    fn two_heads() -> impl Future<Output = usize> {
         let mut sleep: Option<Pin<Box<dyn Sleep>>> = None;
         let mut due = 0;
-        let conn = std::future::poll_fn(move |cx| {
+        std::future::poll_fn(move |cx| {
             let watched = CURRENT.with(|c| {
                 let conn = c.take();
                 let set = conn.is_some();
@@ -289,8 +316,25 @@ mod tests {
                     return Poll::Ready(due);
                 }
             }
-        });
-        let ended = tokio::time::timeout(Duration::from_secs(10), Watched::new(conn)).await;
+        })
+    }
+
+    /// Inside, the connection's timer wakes the task when the head deadline passes, and
+    /// a later deadline (the next request's) moves it.
+    #[tokio::test]
+    async fn a_watched_connection_wakes_at_its_head_deadline() {
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), Watched::new(two_heads())).await;
+        assert_eq!(ended.expect("never woken"), 2);
+        assert!(started.elapsed() >= Duration::from_millis(60));
+    }
+
+    /// With tokio's clock paused (and jumping ahead of the system's), the same: deadlines
+    /// and their checks read tokio's clock, so nothing spins or waits forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_connection_follows_a_paused_clock() {
+        let started = tokio::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), Watched::new(two_heads())).await;
         assert_eq!(ended.expect("never woken"), 2);
         assert!(started.elapsed() >= Duration::from_millis(60));
     }

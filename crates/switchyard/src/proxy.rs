@@ -145,10 +145,13 @@ impl<H: Hooks> Proxy<H> {
     /// Proxies one request with the default options; errors become their
     /// status code with a short generic body (after the `on_error` hook).
     ///
-    /// The request is prepared when this is called (the upstream picked, the
-    /// hooks up to `on_proxy_request` run, the outgoing head built and handed
-    /// to the connection pool), so call it inside the Tokio runtime; the
-    /// future waits for the answer. The same holds for every method below.
+    /// The request is prepared when this is called, not when the future is
+    /// first polled: the upstream picked, the hooks up to `on_proxy_request`
+    /// run, the outgoing head built and, when it gets one attempt, handed to
+    /// the connection pool (and a `forward` copy sent). So call it inside the
+    /// Tokio runtime; dropping the future unpolled is a client abort
+    /// (`on_client_abort`). The future waits for the answer. The same holds
+    /// for every method below.
     pub fn web<B: Into<Body>>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> {
         self.web_with(req, &self.inner.options)
     }
@@ -229,7 +232,8 @@ impl<H: Hooks> Proxy<H> {
     /// order), prepares the outgoing request at once, and returns the future
     /// that exchanges it and finishes the response or the error.
     ///
-    /// Not an `async fn`, and neither are the layers under it: an `async fn`
+    /// Not an `async fn`, nor are the layers under it on the common path
+    /// (`exchange`, `Proxy::send`, the HTTP/1 pool's `send`): an `async fn`
     /// keeps its arguments in its future twice (as passed and as moved into
     /// its body), for as long as it runs, and each caller moves its callee's
     /// future into its own. The request head alone is 272 bytes; the
@@ -313,10 +317,10 @@ impl<H: Hooks> Proxy<H> {
                     Attempt::Again(Box::new((out.head, out.body)))
                 };
                 Ok(Prepared {
+                    guard,
                     ctx,
                     picked,
                     deadline,
-                    guard,
                     attempt,
                     replayable: out.replayable,
                     activity: out.activity,
@@ -755,11 +759,12 @@ impl Expiry {
 
 /// A call prepared by [`Proxy::prepare`], for [`Proxy::exchange`].
 struct Prepared<'a, H: Hooks> {
+    /// Boxed: only hooks that observe aborts need one. First, so that a
+    /// dropped call runs `on_client_abort` before its context and lease go.
+    guard: Option<Box<AbortGuard<'a, H>>>,
     ctx: H::Ctx,
     picked: Picked,
     deadline: Option<(Instant, Duration)>,
-    /// Boxed: only hooks that observe aborts need one.
-    guard: Option<Box<AbortGuard<'a, H>>>,
     attempt: Attempt,
     /// No body and not an upgrade: can be sent again as it is.
     replayable: bool,

@@ -343,8 +343,9 @@ async fn serve<H: Hooks>(
             }
             let proxy = proxy.clone();
             // Not boxed: hyper keeps a slot the size of this future in each connection
-            // and moves it in per request; at ~1.4 KiB (the request is prepared when
-            // `try_web_with` is called) that is cheaper than a box per request.
+            // and moves it in per request; at ~1.4 KiB (the request, and the engine's
+            // call, which holds the prepared head and not the request) that is cheaper
+            // than a box per request.
             Either::Left(async move {
                 match proxy.try_web_with(req, proxy.options()).await {
                     Ok(res) => Ok(res),

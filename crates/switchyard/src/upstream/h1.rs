@@ -46,8 +46,8 @@ pub(crate) enum H1Error {
 /// Where a pooled connection goes: the URI's scheme and authority, compared and
 /// hashed as the bytes the target wrote (one hash write each; `Authority`'s own
 /// `Hash` lowercases byte by byte, and this runs twice per request). The map
-/// hashes with foldhash, not SipHash: its keys are the configured targets, not
-/// anything a client sends.
+/// hashes with foldhash, not SipHash: its keys are targets (configured, or a
+/// target's redirect when `follow_redirects` is on), never what a client sends.
 #[derive(Clone)]
 struct Key {
     scheme: Scheme,
