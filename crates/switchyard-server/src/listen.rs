@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::head_timer::{HeadTimer, Watched};
+use switchyard::server::{HeadTimer, Watched};
 
 /// hyper's default limit on request header fields (kept on the stack).
 const HYPER_MAX_HEADERS: usize = 100;

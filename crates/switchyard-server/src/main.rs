@@ -6,7 +6,6 @@
 mod api;
 mod cli;
 mod error_pages;
-mod head_timer;
 mod listen;
 mod logging;
 mod metrics;

@@ -99,6 +99,7 @@
 mod balance;
 mod body;
 mod error;
+mod head_timer;
 mod hooks;
 mod options;
 mod proxy;

@@ -20,6 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use crate::head_timer::{HeadTimer, Watched};
+
 use crate::error::{ConfigError, ProxyError, ServerError};
 use crate::hooks::Hooks;
 use crate::options::Pem;
@@ -182,7 +184,7 @@ pub(crate) fn http_builder(
 ) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer)
         .header_read_timeout(opts.header_read_timeout)
         .max_buf_size(opts.head_limits().read_buffer())
         .preserve_header_case(preserve_case)
@@ -369,7 +371,7 @@ async fn serve<H: Hooks>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Watched::new(watcher.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
                     let accept = acceptor.accept(stream);
@@ -389,7 +391,7 @@ async fn serve<H: Hooks>(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Watched::new(watcher.watch(conn.into_owned())).await
                 }
             };
             if let Err(err) = result {

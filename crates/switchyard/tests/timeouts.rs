@@ -184,3 +184,71 @@ async fn connect_timeout_is_504() {
     assert_eq!(err.status().unwrap(), 504);
     drop(listener);
 }
+
+/// `ListenOptions::header_read_timeout` (one timer per connection, `server::HeadTimer`):
+/// heads that each come in time keep a connection open past it; once idle, the
+/// connection closes when it passes, and so does one whose head stops midway, never
+/// before.
+#[tokio::test(start_paused = true)]
+async fn listen_header_read_timeout() {
+    let backend = backend(|_req| async { text(200, "ok") }).await;
+    let proxy = Proxy::builder().target(backend.target()).build().unwrap();
+    let opts = switchyard::ListenOptions {
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..switchyard::ListenOptions::default()
+    };
+    let server = proxy.listen_with("127.0.0.1:0", opts).await.unwrap();
+    let addr = server.local_addr();
+    let limit = Duration::from_secs(5);
+
+    let mut conn = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let mut sent = tokio::time::Instant::now();
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        sent = tokio::time::Instant::now();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until(&mut conn, b"\r\n\r\nok").await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "request {i}: {answer:?}"
+        );
+    }
+    let mut rest = [0u8; 64];
+    assert_eq!(within(conn.read(&mut rest)).await.unwrap(), 0, "not closed");
+    assert!(
+        sent.elapsed() >= limit,
+        "closed {:?} after the last request",
+        sent.elapsed()
+    );
+
+    let connecting = tokio::time::Instant::now();
+    let mut partial = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    partial.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let mut answer = Vec::new();
+    within(partial.read_to_end(&mut answer)).await.unwrap();
+    assert!(
+        connecting.elapsed() >= limit,
+        "closed after {:?}",
+        connecting.elapsed()
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{answer:?}"
+    );
+}
+
+/// Reads from `conn` until `end` has arrived.
+async fn read_until(conn: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !contains(&out, end) {
+        let n = within(conn.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed early: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}

@@ -12,7 +12,11 @@
 //!
 //! The connection is found through a thread-local set while [`Watched`] polls it: hyper
 //! creates its head sleep inside that poll. A sleep created anywhere else is a plain tokio
-//! one.
+//! one, so a builder given [`HeadTimer`] works without [`Watched`], only not cheaper.
+//!
+//! [`Proxy::listen`](crate::Proxy::listen) uses both; a server of your own on hyper can
+//! too: `http1().timer(HeadTimer).header_read_timeout(..)` on the builder, and each
+//! connection future wrapped in [`Watched::new`].
 
 use std::cell::Cell;
 use std::future::Future;
@@ -29,9 +33,10 @@ thread_local! {
     static CURRENT: Cell<Option<Arc<Deadline>>> = const { Cell::new(None) };
 }
 
-/// hyper's timer for the HTTP/1 server (its header read timeout).
+/// hyper's timer for an HTTP/1 server's header read timeout: cheap sleeps for
+/// connections polled through [`Watched`], tokio's elsewhere.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HeadTimer;
+pub struct HeadTimer;
 
 impl Timer for HeadTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
@@ -89,7 +94,7 @@ fn now() -> Instant {
 /// The head deadline of one connection: nanoseconds after [`epoch`], plus one; zero when
 /// no head is being read.
 #[derive(Debug, Default)]
-pub(crate) struct Deadline {
+struct Deadline {
     at: AtomicU64,
 }
 
@@ -167,7 +172,7 @@ impl Sleep for TokioSleep {}
 
 pin_project_lite::pin_project! {
     /// A connection future whose [`HeadTimer`] sleeps are woken by one tokio sleep.
-    pub(crate) struct Watched<F> {
+    pub struct Watched<F> {
         #[pin]
         conn: F,
         deadline: Option<Arc<Deadline>>,
@@ -181,8 +186,19 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> std::fmt::Debug for Watched<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("set_for", &self.set_for)
+            .field("fired_for", &self.fired_for)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F> Watched<F> {
-    pub(crate) fn new(conn: F) -> Self {
+    /// Wraps a connection future (hyper's, from a builder given [`HeadTimer`]).
+    /// Needs the Tokio runtime (it holds a tokio sleep).
+    pub fn new(conn: F) -> Self {
         Self {
             conn,
             deadline: Some(Arc::default()),
