@@ -199,14 +199,7 @@ pub(crate) fn handle(
                 status,
                 upgrade,
                 ref original_url,
-                counted,
-            } => {
-                let response = error_response(&state, status, upgrade, original_url).await;
-                if !counted && !upgrade {
-                    state.metrics.requests_proxy.inc(response.status().as_u16());
-                }
-                response
-            }
+            } => error_response(&state, status, upgrade, original_url).await,
             Plan::Forward {
                 req,
                 ref routed,
@@ -246,13 +239,11 @@ pub(crate) fn handle(
 enum Plan {
     /// The health check.
     Answer(Response<Body>),
-    /// An error page (or a bare status for an upgrade).
+    /// An error page (or a bare status for an upgrade), already counted.
     Refuse {
         status: StatusCode,
         upgrade: bool,
         original_url: String,
-        /// Already counted in `requests_proxy`.
-        counted: bool,
     },
     /// To the engine, with the path to forward in the URI.
     Forward {
@@ -297,7 +288,6 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
                 status,
                 upgrade,
                 original_url,
-                counted: true,
             };
         }
     };
@@ -313,12 +303,19 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
             routed,
             original_url,
         },
-        None => Plan::Refuse {
-            status: StatusCode::BAD_REQUEST,
-            upgrade,
-            original_url,
-            counted: false,
-        },
+        None => {
+            if !upgrade {
+                state
+                    .metrics
+                    .requests_proxy
+                    .inc(StatusCode::BAD_REQUEST.as_u16());
+            }
+            Plan::Refuse {
+                status: StatusCode::BAD_REQUEST,
+                upgrade,
+                original_url,
+            }
+        }
     }
 }
 

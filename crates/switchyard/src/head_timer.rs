@@ -48,13 +48,7 @@ impl Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        let conn = CURRENT.with(|current| {
-            let conn = current.take();
-            let copy = conn.clone();
-            current.set(conn);
-            copy
-        });
-        match conn {
+        match current() {
             Some(conn) => {
                 conn.arm(deadline);
                 Box::pin(HeadSleep { deadline, conn })
@@ -84,6 +78,16 @@ impl Future for Unarmed {
 }
 
 impl Sleep for Unarmed {}
+
+/// The deadline of the connection a [`Watched`] is polling on this thread, if any.
+fn current() -> Option<Arc<Deadline>> {
+    CURRENT.with(|current| {
+        let conn = current.take();
+        let copy = conn.clone();
+        current.set(conn);
+        copy
+    })
+}
 
 /// Tokio's clock, as hyper's `Instant`: deadlines, their checks and the connection's tokio
 /// sleep all read one clock (they differ when tokio's is paused in tests).
@@ -314,13 +318,7 @@ mod tests {
         let mut sleep: Option<Pin<Box<dyn Sleep>>> = None;
         let mut due = 0;
         std::future::poll_fn(move |cx| {
-            let watched = CURRENT.with(|c| {
-                let conn = c.take();
-                let set = conn.is_some();
-                c.set(conn);
-                set
-            });
-            assert!(watched, "polled without its deadline");
+            assert!(current().is_some(), "polled without its deadline");
             loop {
                 let head = sleep.get_or_insert_with(|| HeadTimer.sleep(Duration::from_millis(30)));
                 if head.as_mut().poll(cx).is_pending() {

@@ -298,23 +298,18 @@ impl<H: Hooks> Proxy<H> {
             Ok(out) => {
                 let retry = call.retry.take();
                 let policy = retry.as_deref().or(self.inner.retry.as_deref());
-                let once = retry::single_attempt(
-                    policy,
-                    &out.head.method,
-                    out.replayable,
-                    &out.body,
-                    &picked,
-                );
-                let attempt = if once {
+                let repeat =
+                    retry::repeatable(policy, &out.head.method, out.replayable, &out.body, &picked);
+                let attempt = match repeat {
                     // Handed over now, so that the call's future holds the
                     // upstream's (boxed) exchange and not the request as well.
-                    let req = Request::from_parts(out.head, out.body);
-                    Attempt::Once(
-                        self.inner.upstream.request(&picked.target, req),
+                    None => Attempt::Once(
+                        self.inner
+                            .upstream
+                            .request(&picked.target, Request::from_parts(out.head, out.body)),
                         Instant::now(),
-                    )
-                } else {
-                    Attempt::Again(Box::new((out.head, out.body)))
+                    ),
+                    Some(keep_body) => Attempt::Again(Box::new((out.head, out.body, keep_body))),
                 };
                 Ok(Prepared {
                     guard,
@@ -322,11 +317,7 @@ impl<H: Hooks> Proxy<H> {
                     picked,
                     deadline,
                     attempt,
-                    replayable: out.replayable,
-                    activity: out.activity,
-                    on_upgrade: out.on_upgrade,
-                    client_host: out.client_host,
-                    redirect_head: out.redirect_head,
+                    carried: out.carried,
                     retry,
                     skip_error_hook: call.skip_error_hook,
                 })
@@ -361,7 +352,7 @@ impl<H: Hooks> Proxy<H> {
             let result = match p.attempt {
                 Attempt::Once(fut, start) => {
                     let target = &p.picked.target;
-                    let activity = p.activity.as_ref();
+                    let activity = p.carried.activity.as_ref();
                     let result = self
                         .wait(fut, start, target, opts, activity, p.deadline)
                         .await;
@@ -369,23 +360,23 @@ impl<H: Hooks> Proxy<H> {
                     result
                 }
                 Attempt::Again(again) => {
-                    let (head, body) = *again;
+                    let (head, body, keep_body) = *again;
                     let policy = p.retry.as_deref().or(self.inner.retry.as_deref());
                     retry::exchange(
                         self,
                         head,
                         body,
-                        p.replayable,
+                        keep_body,
                         &mut p.picked,
                         opts,
-                        p.activity.as_ref(),
+                        p.carried.activity.as_ref(),
                         p.deadline,
                         policy,
                     )
                     .await
                 }
             };
-            let result = match (result, p.redirect_head) {
+            let result = match (result, p.carried.redirect_head) {
                 (Ok(res), Some(redirect)) => {
                     let (max, head) = *redirect;
                     // After a failover or retry, the member that answered.
@@ -410,8 +401,8 @@ impl<H: Hooks> Proxy<H> {
                 res,
                 &p.picked.target,
                 opts,
-                p.client_host.as_ref(),
-                p.on_upgrade,
+                p.carried.client_host.as_ref(),
+                p.carried.on_upgrade,
             );
             Ok(match answer {
                 Done::Response(res) => {
@@ -588,10 +579,12 @@ impl<H: Hooks> Proxy<H> {
             head: parts,
             body,
             replayable,
-            activity,
-            on_upgrade,
-            client_host,
-            redirect_head,
+            carried: Carried {
+                activity,
+                on_upgrade,
+                client_host,
+                redirect_head,
+            },
         })
     }
 
@@ -766,15 +759,7 @@ struct Prepared<'a, H: Hooks> {
     picked: Picked,
     deadline: Option<(Instant, Duration)>,
     attempt: Attempt,
-    /// No body and not an upgrade: can be sent again as it is.
-    replayable: bool,
-    activity: Option<Activity>,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// The Host the client used, for `auto_rewrite`.
-    client_host: Option<HeaderValue>,
-    /// `follow_redirects`' limit and a copy of the head to send again (boxed:
-    /// rarely there, and the head is 224 bytes).
-    redirect_head: Option<Box<(u32, request::Parts)>>,
+    carried: Carried,
     /// The call's retry policy, if it has its own.
     retry: Option<Arc<Retry>>,
     skip_error_hook: bool,
@@ -784,19 +769,29 @@ struct Prepared<'a, H: Hooks> {
 enum Attempt {
     /// Once: already handed to the upstream side, at that instant.
     Once(upstream::ResponseFuture, Instant),
-    /// Perhaps more than once ([`retry::exchange`]): the head and body
-    /// (boxed: the rarer case, and this enum sits in every call's future).
-    Again(Box<(request::Parts, Body)>),
+    /// Perhaps more than once ([`retry::exchange`]): the head, the body, and
+    /// whether to keep the body to send again (boxed: the rarer case, and this
+    /// enum sits in every call's future).
+    Again(Box<(request::Parts, Body, bool)>),
 }
 
-/// The outgoing request, and what its preparation leaves for the answer.
+/// The outgoing request, from [`Proxy::outgoing`].
 struct Outgoing {
     head: request::Parts,
     body: Body,
+    /// No body and not an upgrade: can be sent again as it is.
     replayable: bool,
+    carried: Carried,
+}
+
+/// What preparing a request leaves for its exchange and its answer.
+struct Carried {
     activity: Option<Activity>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The Host the client used, for `auto_rewrite`.
     client_host: Option<HeaderValue>,
+    /// `follow_redirects`' limit and a copy of the head to send again (boxed:
+    /// rarely there, and the head is 224 bytes).
     redirect_head: Option<Box<(u32, request::Parts)>>,
 }
 

@@ -314,25 +314,27 @@ async fn keep(body: Body, deadline: Option<(Instant, Duration)>) -> Result<Bytes
     }
 }
 
-/// Whether a prepared request gets one attempt and no more: no policy retries
-/// its method and there is no other member to fail over to, or its body
-/// cannot be sent again (it has one, and the policy does not keep it).
-pub(crate) fn single_attempt(
+/// Whether a prepared request may get more than one attempt: `None` when it gets
+/// one (no policy retries its method and there is no other member to fail over
+/// to, or its body cannot be sent again: it has one, and the policy does not keep
+/// it); else whether its body is to be kept to send again.
+pub(crate) fn repeatable(
     policy: Option<&Retry>,
     method: &Method,
     replayable: bool,
     body: &Body,
     picked: &Picked,
-) -> bool {
+) -> Option<bool> {
     let policy = policy.filter(|p| p.may_retry(method));
-    let buffer =
+    let keep_body =
         !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(body).exact()));
-    !(replayable || buffer) || (policy.is_none() && !picked.can_fail_over())
+    let once = !(replayable || keep_body) || (policy.is_none() && !picked.can_fail_over());
+    (!once).then_some(keep_body)
 }
 
-/// Sends a prepared request that [`single_attempt`] says may need more than
-/// one attempt: failover when a member refuses the connection, and the
-/// policy's retries, with the body kept to send again.
+/// Sends a prepared request that [`repeatable`] says may need more than one
+/// attempt: failover when a member refuses the connection, and the policy's
+/// retries, with the body kept to send again when `keep_body`.
 ///
 /// Boxed: the loop's future is three times a single send's, and most calls
 /// never take it.
@@ -341,7 +343,7 @@ pub(crate) fn exchange<'a, H: Hooks>(
     proxy: &'a Proxy<H>,
     mut head: request::Parts,
     body: Body,
-    replayable: bool,
+    keep_body: bool,
     picked: &'a mut Picked,
     opts: &'a Options,
     activity: Option<&'a Activity>,
@@ -349,10 +351,8 @@ pub(crate) fn exchange<'a, H: Hooks>(
     policy: Option<&'a Retry>,
 ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'a>> {
     let policy = policy.filter(|p| p.may_retry(&head.method));
-    let buffer =
-        !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(&body).exact()));
     Box::pin(async move {
-        let kept = if buffer {
+        let kept = if keep_body {
             keep(body, deadline).await?
         } else {
             Bytes::new()
