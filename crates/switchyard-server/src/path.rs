@@ -30,9 +30,11 @@ pub(crate) struct MalformedPath;
 
 /// Resolves `.` and `..` segments (also percent-encoded) and turns `\` into `/`.
 pub(crate) fn normalize(raw: &str) -> Cow<'_, str> {
+    // One byte scan rules out most paths: without a backslash, `.` or `%`
+    // there is nothing to resolve.
+    let suspect = raw.bytes().any(|b| matches!(b, b'\\' | b'.' | b'%'));
     let needs_work = !raw.starts_with('/')
-        || raw.contains('\\')
-        || raw.split('/').any(|s| is_dot(s) || is_dot_dot(s));
+        || (suspect && (raw.contains('\\') || raw.split('/').any(|s| is_dot(s) || is_dot_dot(s))));
     if !needs_work {
         return Cow::Borrowed(raw);
     }
@@ -65,10 +67,9 @@ fn is_dot(s: &str) -> bool {
 }
 
 fn is_dot_dot(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        ".." | ".%2e" | "%2e." | "%2e%2e"
-    )
+    ["..", ".%2e", "%2e.", "%2e%2e"]
+        .iter()
+        .any(|dots| s.eq_ignore_ascii_case(dots))
 }
 
 /// `decodeURIComponent`: every `%` must start a valid escape and the result must be UTF-8.

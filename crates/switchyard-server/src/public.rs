@@ -2,6 +2,7 @@
 //! prefix stripping, `last_activity`, and the error pages. The engine is called in one
 //! place, [`handle`].
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,13 +244,13 @@ enum Plan {
     Refuse {
         status: StatusCode,
         upgrade: bool,
-        original_url: String,
+        original_url: http::Uri,
     },
     /// To the engine, with the path to forward in the URI.
     Forward {
         req: Request<switchyard::Body>,
         routed: Routed,
-        original_url: String,
+        original_url: http::Uri,
     },
 }
 
@@ -274,12 +275,10 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
     } else {
         state.metrics.requests_web.inc();
     }
-    let original_url = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
+    // Kept for the error page (a clone shares the request's bytes).
+    let original_url = req.uri().clone();
 
-    let routed = match route(state, &req) {
+    let routed = match route_as(state, &req, upgrade) {
         Ok(r) => r,
         Err(status) => {
             tracing::error!("{} {} {} ", status.as_u16(), req.method(), req.uri().path());
@@ -297,7 +296,8 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
         req.uri().path(),
         routed.route.target()
     );
-    match forward_request(req, &routed, &state.metrics) {
+    let mut routed = routed;
+    match forward_request(req, &mut routed, &state.metrics) {
         Some(req) => Plan::Forward {
             req,
             routed,
@@ -320,14 +320,20 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
 }
 
 /// Looks the request up; `Err` is the status to answer (404 no route, 400 bad path/host).
+#[cfg(test)]
 pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, StatusCode> {
+    route_as(state, req, is_upgrade(req))
+}
+
+/// [`route`], told whether the request asks for an upgrade.
+fn route_as<B>(state: &PublicState, req: &Request<B>, upgrade: bool) -> Result<Routed, StatusCode> {
     let normalized = path::normalize(req.uri().path());
     let decoded = path::decode(&normalized).map_err(|_| StatusCode::BAD_REQUEST)?;
     let lookup_path = if state.host_routing {
         let host = request_host(req).ok_or(StatusCode::BAD_REQUEST)?;
-        format!("/{host}{decoded}")
+        Cow::Owned(format!("/{host}{decoded}"))
     } else {
-        decoded.into_owned()
+        decoded
     };
     let started = Instant::now();
     let found = state.store.lookup(&lookup_path);
@@ -349,7 +355,7 @@ pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, 
         route: found.value,
         prefix: found.prefix,
         forward_path_and_query,
-        upgrade: is_upgrade(req),
+        upgrade,
     })
 }
 
@@ -358,16 +364,17 @@ pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, 
 // (`answer`); [`handle`] makes the one call.
 // ============================================================================================
 /// The request as the engine gets it: its path replaced by
-/// `routed.forward_path_and_query` (the target's own path is prepended by the engine, per
-/// `--no-prepend-path`), its body data counted as activity. `None` when that path does not
-/// make a URI (400).
+/// `routed.forward_path_and_query`, moved out (the target's own path is prepended by the
+/// engine, per `--no-prepend-path`), its body data counted as activity. `None` when that
+/// path does not make a URI (400).
 fn forward_request(
     req: Request<Incoming>,
-    routed: &Routed,
+    routed: &mut Routed,
     metrics: &Arc<Metrics>,
 ) -> Option<Request<switchyard::Body>> {
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = routed.forward_path_and_query.parse().ok();
+    parts.path_and_query =
+        http::uri::PathAndQuery::try_from(std::mem::take(&mut routed.forward_path_and_query)).ok();
     let uri = http::Uri::from_parts(parts).ok()?;
     let mut req = record_request_activity(req, &routed.route, metrics);
     *req.uri_mut() = uri;
@@ -444,7 +451,7 @@ pub(crate) async fn error_response(
     state: &PublicState,
     status: StatusCode,
     upgrade: bool,
-    url: &str,
+    url: &http::Uri,
 ) -> Response<Body> {
     if upgrade {
         let mut response = Response::new(Body::empty());
@@ -454,6 +461,10 @@ pub(crate) async fn error_response(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     }
+    // The URL as the client sent it (its path and query, as CHP's `req.url`).
+    let url = url
+        .path_and_query()
+        .map_or_else(|| url.path(), http::uri::PathAndQuery::as_str);
     state.error_pages.respond(status, url).await
 }
 

@@ -522,13 +522,11 @@ impl<H: Hooks> Proxy<H> {
             .take()
             .unwrap_or_else(|| path::outgoing_path(target, &parts.uri, opts));
         let forward_uri = match &opts.forward {
-            Some(fwd) if !upgrade => fwd
-                .uri_for(&path::outgoing_path(fwd, &parts.uri, opts))
-                .ok(),
+            Some(fwd) if !upgrade => fwd.uri_for(path::outgoing_path(fwd, &parts.uri, opts)).ok(),
             _ => None,
         };
         let uri = target
-            .uri_for(&path)
+            .uri_for(path)
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         headers::request_headers(
             &mut parts.headers,

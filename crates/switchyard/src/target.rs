@@ -287,8 +287,13 @@ impl Target {
         host.eq_ignore_ascii_case(&self.inner.host) && port == self.inner.port
     }
 
-    /// Builds the absolute URI the upstream client is given.
-    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+    /// Builds the absolute URI the upstream client is given (from a `String`,
+    /// without copying it).
+    pub(crate) fn uri_for<P>(&self, path_and_query: P) -> Result<Uri, http::Error>
+    where
+        P: TryInto<http::uri::PathAndQuery>,
+        P::Error: Into<http::Error>,
+    {
         Uri::builder()
             .scheme(self.inner.scheme.clone())
             .authority(self.inner.authority.clone())

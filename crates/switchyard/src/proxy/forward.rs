@@ -46,7 +46,7 @@ pub(crate) fn send<H: Hooks>(
         body.size_hint().exact()
     };
     let conn = conn.or_else(|| parts.extensions.get::<super::ConnInfo>().copied());
-    let Ok(uri) = fwd.uri_for(&path::outgoing_path(fwd, &parts.uri, opts)) else {
+    let Ok(uri) = fwd.uri_for(path::outgoing_path(fwd, &parts.uri, opts)) else {
         return;
     };
     headers::request_headers(

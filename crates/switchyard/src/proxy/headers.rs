@@ -1,6 +1,8 @@
 //! The request and response header passes: pure functions over heads.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::thread::LocalKey;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
@@ -36,37 +38,69 @@ pub(crate) struct Downstream {
     pub(crate) h2_upstream: bool,
 }
 
+/// What one look at a head's names found, before anything is removed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// Which of [`HOP_BY_HOP`] are present, in its order.
+    hop: [bool; HOP_BY_HOP.len()],
+    te: bool,
+    upgrade: bool,
+    host: bool,
+    content_length: bool,
+}
+
+impl Seen {
+    /// One pass over the names, no hashing: most heads carry none of these
+    /// fields, or `Connection` alone, so only those present are looked up later.
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut seen = Self::default();
+        for name in headers.keys() {
+            // A string match: a switch on the length, then one comparison.
+            let hop = match name.as_str() {
+                "connection" => 0,
+                "keep-alive" => 1,
+                "proxy-connection" => 2,
+                "proxy-authenticate" => 3,
+                "proxy-authorization" => 4,
+                "transfer-encoding" => 5,
+                "http2-settings" => 6,
+                "te" => {
+                    seen.te = true;
+                    continue;
+                }
+                "upgrade" => {
+                    seen.upgrade = true;
+                    continue;
+                }
+                "host" => {
+                    seen.host = true;
+                    continue;
+                }
+                "content-length" => {
+                    seen.content_length = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            seen.hop[hop] = true;
+        }
+        seen
+    }
+
+    fn transfer_encoding(&self) -> bool {
+        self.hop[5]
+    }
+}
+
 /// Removes the hop-by-hop fields and every field the `Connection` header
 /// names. `Host` is never removed, whatever `Connection` lists.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One look at each name, then hash only those present: most heads carry
-    // none of these fields, or `Connection` alone.
-    let mut present = [false; HOP_BY_HOP.len()];
-    let (mut te, mut upgrade) = (false, false);
-    for name in headers.keys() {
-        // A string match: a switch on the length, then one comparison.
-        let hop = match name.as_str() {
-            "connection" => 0,
-            "keep-alive" => 1,
-            "proxy-connection" => 2,
-            "proxy-authenticate" => 3,
-            "proxy-authorization" => 4,
-            "transfer-encoding" => 5,
-            "http2-settings" => 6,
-            "te" => {
-                te = true;
-                continue;
-            }
-            "upgrade" => {
-                upgrade = true;
-                continue;
-            }
-            _ => continue,
-        };
-        present[hop] = true;
-    }
-    if present[0] {
+    strip_seen(headers, Seen::scan(headers), keep_upgrade);
+}
+
+fn strip_seen(headers: &mut HeaderMap, seen: Seen, keep_upgrade: bool) {
+    if seen.hop[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -79,12 +113,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(seen.hop).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     // `TE: trailers` is how gRPC says it understands trailers; any other TE
     // value is for this hop only.
-    if te
+    if seen.te
         && let Some(v) = headers.get(header::TE)
         && !v.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
@@ -92,7 +126,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if upgrade {
+    } else if seen.upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -131,9 +165,9 @@ pub(crate) fn request_headers(
     opts: &Options,
     down: Downstream,
 ) {
-    let had_length = headers.contains_key(header::CONTENT_LENGTH);
-    let had_chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    strip_hop_by_hop(headers, down.upgrade);
+    let seen = Seen::scan(headers);
+    strip_seen(headers, seen, down.upgrade);
+    let mut has_host = seen.host;
     // HTTP/2 clients name the host in `:authority` (RFC 9113 §8.3.1); an
     // HTTP/1 upstream needs it as `Host`.
     if version == Version::HTTP_2
@@ -141,18 +175,13 @@ pub(crate) fn request_headers(
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         headers.insert(header::HOST, v);
+        has_host = true;
     }
-    frame_request(
-        headers,
-        method,
-        body_len,
-        had_length || had_chunked,
-        down.h2_upstream,
-    );
+    frame_request(headers, method, body_len, seen, down.h2_upstream);
     if opts.xfwd {
         forwarded_headers(headers, down, opts.xfwd_mode);
     }
-    if opts.change_origin || !headers.contains_key(header::HOST) {
+    if opts.change_origin || !has_host {
         headers.insert(header::HOST, target.host_header().clone());
     }
     if let Some(auth) = &opts.auth {
@@ -171,26 +200,37 @@ fn frame_request(
     headers: &mut HeaderMap,
     method: &Method,
     body_len: Option<u64>,
-    had_framing: bool,
+    seen: Seen,
     h2_upstream: bool,
 ) {
-    headers.remove(header::CONTENT_LENGTH);
-    match body_len {
-        Some(0) => {
-            // http-proxy-3 sends `Content-Length: 0` on DELETE and OPTIONS
-            // without a body, for servers that wait for one; only when the
-            // client sent no framing at all (research/library.md §6 item 7).
-            if had_framing || method == Method::DELETE || method == Method::OPTIONS {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-            }
+    // `Transfer-Encoding` is gone already (hop-by-hop); `Content-Length` is
+    // replaced or removed here.
+    let clear_length = |headers: &mut HeaderMap| {
+        if seen.content_length {
+            headers.remove(header::CONTENT_LENGTH);
         }
+    };
+    match body_len {
+        // http-proxy-3 sends `Content-Length: 0` on DELETE and OPTIONS
+        // without a body, for servers that wait for one; only when the
+        // client sent no framing at all (research/library.md §6 item 7).
+        Some(0)
+            if seen.content_length
+                || seen.transfer_encoding()
+                || method == Method::DELETE
+                || method == Method::OPTIONS =>
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        Some(0) => clear_length(headers),
         Some(n) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        None if h2_upstream => {}
+        None if h2_upstream => clear_length(headers),
         None => {
             // Unknown length: HTTP/1 upstreams get chunked framing, set here
             // so that hyper does not assume "no body" for a GET.
+            clear_length(headers);
             headers.insert(
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),
@@ -202,8 +242,9 @@ fn frame_request(
 /// `X-Forwarded-For`, `-Port`, `-Proto` and `-Host` (http-proxy-3's XHeaders
 /// pass, with the port read correctly from an IPv6 `Host`).
 fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) {
-    let port = headers
-        .get(header::HOST)
+    let host = headers.get(header::HOST).cloned();
+    let port = host
+        .as_ref()
         .and_then(|h| h.to_str().ok())
         .and_then(host_port)
         .unwrap_or(if down.tls { 443 } else { 80 });
@@ -216,12 +257,7 @@ fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) 
     if let Some(ip) = down.remote_ip {
         add_forwarded(headers, &X_FORWARDED_FOR, ip_value(ip), mode);
     }
-    let port = match port {
-        80 => HeaderValue::from_static("80"),
-        443 => HeaderValue::from_static("443"),
-        n => HeaderValue::from(n),
-    };
-    add_forwarded(headers, &X_FORWARDED_PORT, port, mode);
+    add_forwarded(headers, &X_FORWARDED_PORT, port_value(port), mode);
     add_forwarded(
         headers,
         &X_FORWARDED_PROTO,
@@ -229,17 +265,51 @@ fn forwarded_headers(headers: &mut HeaderMap, down: Downstream, mode: XfwdMode) 
         mode,
     );
     // http-proxy-3 sets X-Forwarded-Host only on plain requests, only if absent.
-    if !down.upgrade {
-        let host = headers.get(header::HOST).cloned();
-        match (mode, host) {
-            (XfwdMode::Replace, Some(h)) => {
-                headers.insert(&X_FORWARDED_HOST, h);
+    if !down.upgrade
+        && let Some(host) = host
+    {
+        match headers.entry(&X_FORWARDED_HOST) {
+            header::Entry::Vacant(vacant) => {
+                vacant.insert(host);
             }
-            (_, Some(h)) if !headers.contains_key(&X_FORWARDED_HOST) => {
-                headers.insert(&X_FORWARDED_HOST, h);
+            header::Entry::Occupied(mut present) if mode == XfwdMode::Replace => {
+                present.insert(host);
             }
-            _ => {}
+            header::Entry::Occupied(_) => {}
         }
+    }
+}
+
+type Last<K> = RefCell<Option<(K, HeaderValue)>>;
+
+/// The value `make` gives for `key`, the last one made on this thread kept and
+/// shared: a header value of our own costs an allocation, and consecutive
+/// requests usually carry the same port and often come from the same address
+/// (a load balancer, the Hub). A miss costs one comparison.
+fn remembered<K: Copy + PartialEq>(
+    last: &'static LocalKey<Last<K>>,
+    key: K,
+    make: impl FnOnce(K) -> HeaderValue,
+) -> HeaderValue {
+    last.with_borrow_mut(|last| match last {
+        Some((k, value)) if *k == key => value.clone(),
+        _ => {
+            let value = make(key);
+            *last = Some((key, value.clone()));
+            value
+        }
+    })
+}
+
+/// A port as an `X-Forwarded-Port` value.
+fn port_value(port: u16) -> HeaderValue {
+    thread_local! {
+        static LAST_PORT: Last<u16> = const { RefCell::new(None) };
+    }
+    match port {
+        80 => HeaderValue::from_static("80"),
+        443 => HeaderValue::from_static("443"),
+        _ => remembered(&LAST_PORT, port, HeaderValue::from),
     }
 }
 
@@ -272,9 +342,17 @@ fn add_forwarded(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue,
     entry.insert(new);
 }
 
-/// A client address as an `X-Forwarded-For` entry: IPv4 (and IPv4-mapped
-/// IPv6) written out digit by digit, as this runs on every request.
+/// A client address as an `X-Forwarded-For` entry.
 fn ip_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST_IP: Last<IpAddr> = const { RefCell::new(None) };
+    }
+    remembered(&LAST_IP, ip, write_ip)
+}
+
+/// IPv4 (and IPv4-mapped IPv6) written out digit by digit, as this runs on
+/// every request whose address is not the previous one's.
+fn write_ip(ip: IpAddr) -> HeaderValue {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let mut buf = [0u8; 15];
@@ -310,7 +388,8 @@ pub(crate) fn host_port(host: &str) -> Option<u16> {
     let port = if let Some(rest) = host.strip_prefix('[') {
         rest.split_once(']')?.1.strip_prefix(':')?
     } else {
-        host.rsplit_once(':')?.1
+        // A byte search: `rsplit_once` on a `char` is a general (and slow) searcher.
+        &host[host.bytes().rposition(|b| b == b':')? + 1..]
     };
     port.parse().ok()
 }
@@ -369,6 +448,35 @@ mod tests {
             ("2001:db8::7", "2001:db8::7"),
         ] {
             assert_eq!(ip_value(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    /// The values kept from one request to the next are the next one's only when
+    /// its port and address are the same.
+    #[test]
+    fn remembered_values_follow_each_request() {
+        for (host, ip, port) in [
+            ("a.test:8080", "10.0.0.1", "8080"),
+            ("a.test:8080", "10.0.0.1", "8080"),
+            ("b.test:9090", "10.0.0.2", "9090"),
+            ("c.test", "10.0.0.2", "80"),
+            ("a.test:8080", "10.0.0.1", "8080"),
+            ("[::1]:9090", "::1", "9090"),
+        ] {
+            let down = Downstream {
+                remote_ip: Some(ip.parse().unwrap()),
+                ..PLAIN
+            };
+            let h = run(
+                &[("host", host)],
+                Method::GET,
+                Some(0),
+                |o| o.xfwd = true,
+                down,
+            );
+            assert_eq!(h["x-forwarded-for"], ip, "{host} from {ip}");
+            assert_eq!(h["x-forwarded-port"], port, "{host} from {ip}");
+            assert_eq!(h["x-forwarded-host"], host);
         }
     }
 
