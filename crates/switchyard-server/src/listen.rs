@@ -20,13 +20,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use switchyard::server::{HeadTimer, Watched};
+use switchyard::server::{Drain, HeadTimer, Watched};
 
 /// hyper's default limit on request header fields (kept on the stack).
 const HYPER_MAX_HEADERS: usize = 100;
@@ -157,10 +156,10 @@ pub(crate) async fn serve<S, F>(
             .max_header_list_size(u32::try_from(read_buffer).unwrap_or(u32::MAX));
     }
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Cancelled at the drain deadline: every connection task still running drops its
-    // connection (closing the socket and any request to a target it was waiting for).
-    let close = CancellationToken::new();
+    // Told at shutdown (each connection finishes its request in flight), closed at the
+    // deadline: every connection still open is dropped (closing the socket and any
+    // request to a target it was waiting for).
+    let drain = Drain::new();
     let unix_path = match &listener {
         Listener::Unix(_, p) => Some(p.clone()),
         Listener::Tcp(_) => None,
@@ -185,26 +184,10 @@ pub(crate) async fn serve<S, F>(
                     remote,
                     tls: options.tls.is_some(),
                 });
-                spawn_connection(
-                    stream,
-                    conn,
-                    &options,
-                    &builder,
-                    &graceful,
-                    &close,
-                    service.clone(),
-                );
+                spawn_connection(stream, conn, &options, &builder, &drain, service.clone());
             }
             Ok(Accepted::Unix(stream)) => {
-                spawn_connection(
-                    stream,
-                    None,
-                    &options,
-                    &builder,
-                    &graceful,
-                    &close,
-                    service.clone(),
-                );
+                spawn_connection(stream, None, &options, &builder, &drain, service.clone());
             }
             Err(e) => {
                 // Back off instead of spinning; the shutdown signal still ends the pause.
@@ -222,7 +205,7 @@ pub(crate) async fn serve<S, F>(
     }
     // `timeout` polls the drain once before it looks at the clock, so with a zero timeout
     // a server without connections still ends quietly.
-    if tokio::time::timeout(options.shutdown_timeout, graceful.shutdown())
+    if tokio::time::timeout(options.shutdown_timeout, drain.shutdown())
         .await
         .is_err()
     {
@@ -231,7 +214,7 @@ pub(crate) async fn serve<S, F>(
             options.shutdown_timeout.as_millis()
         );
     }
-    close.cancel();
+    drain.close();
 }
 
 enum Accepted {
@@ -255,8 +238,7 @@ fn spawn_connection<IO, S, F>(
     conn: Option<switchyard::ConnInfo>,
     options: &ServeOptions,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    close: &CancellationToken,
+    drain: &Drain,
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -264,8 +246,7 @@ fn spawn_connection<IO, S, F>(
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = builder.clone();
-    let watcher = graceful.watcher();
-    let close = close.clone();
+    let drain = drain.clone();
     let tls = options.tls.clone();
     let limits = options.head_limits;
     tokio::spawn(async move {
@@ -279,7 +260,7 @@ fn spawn_connection<IO, S, F>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(watcher.watch(conn.into_owned())).await
+                    Watched::new(drain.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) =
@@ -290,16 +271,12 @@ fn spawn_connection<IO, S, F>(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    Watched::new(watcher.watch(conn.into_owned())).await
+                    Watched::new(drain.watch(conn.into_owned())).await
                 }
             }
         };
-        let result = tokio::select! {
-            result = serve => result,
-            // The drain deadline: dropping the connection closes it.
-            () = close.cancelled() => return,
-        };
-        if let Err(e) = result {
+        // Ends at the drain's deadline too (`Drain::close`: the connection is dropped).
+        if let Err(e) = serve.await {
             tracing::debug!("connection ended with error: {e}");
         }
     });

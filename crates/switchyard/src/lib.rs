@@ -98,6 +98,7 @@
 
 mod balance;
 mod body;
+mod drain;
 mod error;
 mod head_timer;
 mod hooks;

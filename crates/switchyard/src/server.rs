@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls_pki_types::pem::PemObject;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -20,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use crate::drain::{Drain, Drained};
 pub use crate::head_timer::{HeadTimer, Watched};
 
 use crate::error::{ConfigError, ProxyError, ServerError};
@@ -303,7 +303,7 @@ async fn serve<H: Hooks>(
     cancel: CancellationToken,
 ) {
     let builder = http_builder(&opts, false);
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let ws = proxy.options().ws;
     let limits = opts.head_limits();
     let mut accept_errors = AcceptErrors::new(
@@ -363,7 +363,7 @@ async fn serve<H: Hooks>(
             })
         });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let drain = drain.clone();
         let tls = tls.clone();
         let handshake_limit = opts.header_read_timeout;
         tokio::spawn(async move {
@@ -371,7 +371,7 @@ async fn serve<H: Hooks>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(watcher.watch(conn.into_owned())).await
+                    Watched::new(drain.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
                     let accept = acceptor.accept(stream);
@@ -391,7 +391,7 @@ async fn serve<H: Hooks>(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(watcher.watch(conn.into_owned())).await
+                    Watched::new(drain.watch(conn.into_owned())).await
                 }
             };
             if let Err(err) = result {
@@ -400,10 +400,11 @@ async fn serve<H: Hooks>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(opts.shutdown_timeout, graceful.shutdown())
+    if tokio::time::timeout(opts.shutdown_timeout, drain.shutdown())
         .await
         .is_err()
     {
         warn!("shutdown timeout: closing connections with requests in flight");
+        drain.close();
     }
 }

@@ -252,3 +252,57 @@ async fn read_until(conn: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// `ListenOptions::shutdown_timeout` (`server::Drain`): `Server::shutdown` waits for a
+/// request in flight, no longer than the timeout; then the connection still busy is
+/// closed (it was left open before), and an idle keep-alive connection is closed at once.
+#[tokio::test(start_paused = true)]
+async fn listen_shutdown_timeout_closes_what_is_left() {
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let backend = backend({
+        let arrived = arrived.clone();
+        move |req| {
+            let arrived = arrived.clone();
+            async move {
+                if req.uri().path() == "/slow" {
+                    arrived.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                text(200, "ok")
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::builder().target(backend.target()).build().unwrap();
+    let limit = Duration::from_secs(10);
+    let opts = switchyard::ListenOptions {
+        shutdown_timeout: limit,
+        ..switchyard::ListenOptions::default()
+    };
+    let server = proxy.listen_with("127.0.0.1:0", opts).await.unwrap();
+    let addr = server.local_addr();
+
+    let mut idle = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut idle, b"\r\n\r\nok").await;
+    let mut busy = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    within(arrived.notified()).await;
+
+    let stopping = tokio::time::Instant::now();
+    within(server.shutdown()).await;
+    assert!(
+        stopping.elapsed() >= limit,
+        "returned after {:?}",
+        stopping.elapsed()
+    );
+    let mut rest = Vec::new();
+    within(idle.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    within(busy.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "answered after the deadline: {rest:?}");
+}
