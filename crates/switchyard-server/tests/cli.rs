@@ -191,6 +191,21 @@ fn startup_log_pid_file_and_sigterm() {
     assert!(!pid_file.exists());
 }
 
+/// The allocator (mimalloc) is built to turn transparent huge pages off for the process
+/// (`.cargo/config.toml`): with them, on a host whose THP setting is `always`, its
+/// segments go to 2 MiB pages and the idle RSS doubles (bench/README.md).
+#[test]
+fn transparent_huge_pages_are_off() {
+    let mut p = Proxy::start(&["--default-target", "http://127.0.0.1:9"]);
+    p.wait_for_line("Proxying ");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("no THP_enabled line in /proc/PID/status (Linux 5.0+)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 /// chp.md §1.3: SIGINT is logged as `Interrupted`; in-flight-free stop is immediate.
 #[test]
 fn sigint_stops() {
