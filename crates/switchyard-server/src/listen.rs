@@ -246,7 +246,8 @@ fn spawn_connection<IO, S, F>(
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let builder = builder.clone();
-    let drain = drain.clone();
+    // Counted from now on: a shutdown waits for the TLS handshake too.
+    let mut registration = drain.register();
     let tls = options.tls.clone();
     let limits = options.head_limits;
     tokio::spawn(async move {
@@ -260,18 +261,20 @@ fn spawn_connection<IO, S, F>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(drain.watch(conn.into_owned())).await
+                    Watched::new(registration.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    else {
-                        tracing::debug!("TLS handshake failed or timed out");
+                    let handshake = registration.unless_closed(tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    ));
+                    let Some(Ok(Ok(tls_stream))) = handshake.await else {
+                        tracing::debug!("TLS handshake failed, timed out or cut by the shutdown");
                         return Ok(());
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    Watched::new(drain.watch(conn.into_owned())).await
+                    Watched::new(registration.watch(conn.into_owned())).await
                 }
             }
         };

@@ -53,6 +53,13 @@ impl Drain {
     /// told once to shut down gracefully; ended (dropped, closing its socket)
     /// at [`Drain::close`].
     pub fn watch<C: GracefulConnection>(&self, conn: C) -> Drained<C> {
+        self.register().watch(conn)
+    }
+
+    /// Counts a connection from now on, before it can be watched (while its
+    /// TLS handshake runs, say): [`Drain::shutdown`] waits for it too. Take
+    /// it where the connection is accepted, not in the task that serves it.
+    pub fn register(&self) -> Registration {
         let id = {
             let mut conns = self.shared.lock();
             let id = conns.next_id;
@@ -60,14 +67,10 @@ impl Drain {
             conns.wakers.insert(id, None);
             id
         };
-        Drained {
-            conn,
-            told: false,
+        Registration {
+            shared: self.shared.clone(),
+            id,
             waker: None,
-            registration: Registration {
-                shared: self.shared.clone(),
-                id,
-            },
         }
     }
 
@@ -87,8 +90,9 @@ impl Drain {
         }
     }
 
-    /// Ends every connection still watched: each is dropped at its next poll,
-    /// which this causes.
+    /// Ends every connection still registered: each is dropped at its next
+    /// poll (a handshake in [`Registration::unless_closed`] too), which this
+    /// causes.
     pub fn close(&self) {
         self.shared.enter(CLOSED);
     }
@@ -115,11 +119,52 @@ impl Shared {
     }
 }
 
-/// Removes its connection from the drain when dropped.
+/// A connection counted by a [`Drain`] (see [`Drain::register`]); dropping it
+/// ends the count.
 #[derive(Debug)]
-struct Registration {
+pub struct Registration {
     shared: Arc<Shared>,
     id: u64,
+    /// The waker registered last, to compare without the lock.
+    waker: Option<Waker>,
+}
+
+impl Registration {
+    /// Serves `conn` under the drain (as [`Drain::watch`]).
+    pub fn watch<C: GracefulConnection>(self, conn: C) -> Drained<C> {
+        Drained {
+            conn,
+            told: false,
+            registration: self,
+        }
+    }
+
+    /// Runs `work` (a TLS handshake, say) unless the drain closes first:
+    /// `None` then, and `work` is dropped.
+    pub async fn unless_closed<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if self.phase(cx) == CLOSED {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
+    /// The drain's phase, with the task's waker registered for its changes.
+    fn phase(&mut self, cx: &Context<'_>) -> u8 {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let waker = cx.waker().clone();
+            self.shared
+                .lock()
+                .wakers
+                .insert(self.id, Some(waker.clone()));
+            self.waker = Some(waker);
+        }
+        // Read after registering: `enter` stores the phase, then wakes under the lock.
+        self.shared.phase.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Registration {
@@ -129,7 +174,9 @@ impl Drop for Registration {
             conns.wakers.remove(&self.id);
             conns.wakers.is_empty()
         };
-        if empty {
+        // `shutdown` waits only once the phase has moved; while serving, the
+        // table empties often and nobody waits.
+        if empty && self.shared.phase.load(Ordering::SeqCst) != SERVING {
             self.shared.gone.notify_waiters();
         }
     }
@@ -142,8 +189,6 @@ pin_project_lite::pin_project! {
         #[pin]
         conn: C,
         told: bool,
-        // The waker registered last, to compare without the lock.
-        waker: Option<Waker>,
         registration: Registration,
     }
 }
@@ -153,17 +198,7 @@ impl<C: GracefulConnection> Future for Drained<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            let waker = cx.waker().clone();
-            let shared = &this.registration.shared;
-            shared
-                .lock()
-                .wakers
-                .insert(this.registration.id, Some(waker.clone()));
-            *this.waker = Some(waker);
-        }
-        // Read after registering: `enter` stores the phase, then wakes under the lock.
-        match this.registration.shared.phase.load(Ordering::SeqCst) {
+        match this.registration.phase(cx) {
             SERVING => {}
             DRAINING => {
                 if !*this.told {
@@ -286,6 +321,28 @@ mod tests {
         assert_eq!(drain.connections(), 0);
         // Closed without an answer.
         assert_eq!(read_all(&mut client).await, "");
+    }
+
+    /// A connection registered but not served yet (in its TLS handshake) is waited
+    /// for, and cut at close.
+    #[tokio::test(start_paused = true)]
+    async fn a_registered_handshake_is_waited_for_and_cut_at_close() {
+        let drain = Drain::new();
+        let mut registration = drain.register();
+        let handshake = tokio::spawn(async move {
+            registration
+                .unless_closed(std::future::pending::<()>())
+                .await
+        });
+        let timed_out =
+            tokio::time::timeout(std::time::Duration::from_millis(50), drain.shutdown())
+                .await
+                .is_err();
+        assert!(timed_out, "the shutdown did not wait for the handshake");
+        assert_eq!(drain.connections(), 1);
+        drain.close();
+        assert_eq!(within(handshake).await.unwrap(), None);
+        assert_eq!(drain.connections(), 0);
     }
 
     #[tokio::test]

@@ -48,7 +48,8 @@ pub struct ListenOptions {
     /// The most header fields an HTTP/1 request may have; more gets 431.
     /// Default 100 (hyper's; a larger value costs one allocation per request).
     pub max_headers: usize,
-    /// How long a graceful shutdown waits for in-flight requests. Default 30 s.
+    /// How long a graceful shutdown waits for in-flight requests; the
+    /// connections still open then are closed. Default 30 s.
     pub shutdown_timeout: Duration,
 }
 
@@ -363,7 +364,8 @@ async fn serve<H: Hooks>(
             })
         });
         let builder = builder.clone();
-        let drain = drain.clone();
+        // Counted from now on: a shutdown waits for the TLS handshake too.
+        let mut registration = drain.register();
         let tls = tls.clone();
         let handshake_limit = opts.header_read_timeout;
         tokio::spawn(async move {
@@ -371,16 +373,19 @@ async fn serve<H: Hooks>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(drain.watch(conn.into_owned())).await
+                    Watched::new(registration.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
                     let accept = acceptor.accept(stream);
-                    let stream = match handshake_limit {
-                        Some(limit) => match tokio::time::timeout(limit, accept).await {
-                            Ok(r) => r,
-                            Err(_) => return,
-                        },
-                        None => accept.await,
+                    let accept = registration.unless_closed(async {
+                        match handshake_limit {
+                            Some(limit) => tokio::time::timeout(limit, accept).await.ok(),
+                            None => Some(accept.await),
+                        }
+                    });
+                    // Closed, or past the handshake's time limit.
+                    let Some(Some(stream)) = accept.await else {
+                        return;
                     };
                     let stream = match stream {
                         Ok(s) => s,
@@ -391,7 +396,7 @@ async fn serve<H: Hooks>(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(drain.watch(conn.into_owned())).await
+                    Watched::new(registration.watch(conn.into_owned())).await
                 }
             };
             if let Err(err) = result {
@@ -405,6 +410,7 @@ async fn serve<H: Hooks>(
         .is_err()
     {
         warn!("shutdown timeout: closing connections with requests in flight");
-        drain.close();
     }
+    // Whatever is left (nothing, after a drain that ended in time) ends now.
+    drain.close();
 }
