@@ -5,12 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
 /// How long an error page may take to arrive from `--error-target` before the plain
 /// default is served instead.
@@ -32,10 +27,12 @@ enum Source {
     Builtin,
     /// `--error-path DIR`: `DIR/<code>.html`, else `DIR/error.html`, read per request.
     Dir(PathBuf),
-    /// `--error-target URL` (with a trailing `/`).
+    /// `--error-target URL`: fetched through an engine of its own (default options: no
+    /// `X-Forwarded-*`, no custom headers), so `https://` and `http+unix://` error servers
+    /// work as targets do.
     Target {
-        base: String,
-        client: Box<Client<HttpConnector, Empty<Bytes>>>,
+        target: switchyard::Target,
+        engine: switchyard::Proxy,
     },
 }
 
@@ -56,22 +53,12 @@ impl ErrorPages {
         }
     }
 
-    /// Pages fetched from an error server (`GET <base>/<code>?url=<request url>`).
-    pub(crate) fn target(base: &str) -> Self {
-        let mut base = base.to_owned();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Self {
-            source: Source::Target {
-                base,
-                client: Box::new(client),
-            },
-        }
+    /// Pages fetched from an error server (`GET <target>/<code>?url=<request url>`).
+    pub(crate) fn target(target: switchyard::Target) -> Result<Self, switchyard::ConfigError> {
+        let engine = switchyard::Proxy::builder().build()?;
+        Ok(Self {
+            source: Source::Target { target, engine },
+        })
     }
 
     /// The error response for `status` on a request whose original URL was `req_url`.
@@ -95,10 +82,10 @@ impl ErrorPages {
                 }
                 plain(status)
             }
-            Source::Target { base, client } => {
-                let url = error_target_url(base, status.as_u16(), req_url);
-                tracing::debug!("Requesting custom error page: {url}");
-                match fetch_error_target(client, &url).await {
+            Source::Target { target, engine } => {
+                let path = error_target_path(status.as_u16(), req_url);
+                tracing::debug!("Requesting custom error page: {target} {path}");
+                match fetch_error_target(engine, target, path).await {
                     Ok(upstream) => {
                         let (parts, body) = upstream.into_parts();
                         let mut response = Response::new(Body::new(body));
@@ -120,9 +107,10 @@ impl ErrorPages {
     }
 }
 
-/// `GET <base><code>?url=<URLSearchParams-encoded original url>`.
-pub(crate) fn error_target_url(base: &str, code: u16, req_url: &str) -> String {
-    let mut url = format!("{base}{code}?url=");
+/// `/<code>?url=<URLSearchParams-encoded original url>`, joined to the error target's own
+/// path by the engine.
+pub(crate) fn error_target_path(code: u16, req_url: &str) -> String {
+    let mut url = format!("/{code}?url=");
     for &b in req_url.as_bytes() {
         match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
@@ -137,24 +125,17 @@ pub(crate) fn error_target_url(base: &str, code: u16, req_url: &str) -> String {
     url
 }
 
-/// Fetches an error page. Plain `http://` error servers are served here; `https://` and
-/// `http+unix://` ones will go through the engine's upstream client (integration step),
-/// until then they fall back to the plain default.
-pub(crate) async fn fetch_error_target(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    url: &str,
-) -> Result<Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
-    let uri: http::Uri = url.parse()?;
-    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-        return Err(format!(
-            "error target scheme of {url} not supported before engine integration"
-        )
-        .into());
-    }
-    let request = http::Request::get(uri).body(Empty::new())?;
-    let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, client.request(request))
+/// Fetches an error page: a bodiless GET of `path` on the error target, through the engine.
+async fn fetch_error_target(
+    engine: &switchyard::Proxy,
+    target: &switchyard::Target,
+    path: String,
+) -> Result<Response<switchyard::Body>, Box<dyn std::error::Error + Send + Sync>> {
+    let request = Request::get(path).body(switchyard::Body::empty())?;
+    let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, engine.try_web_to(request, target))
         .await
-        .map_err(|_| "timed out")??;
+        .map_err(|_| "timed out")?
+        .map_err(|e| switchyard::error_chain(&e))?;
     Ok(response)
 }
 
@@ -179,15 +160,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_target_url_is_url_search_params_encoded() {
+    fn error_target_path_is_url_search_params_encoded() {
         assert_eq!(
-            error_target_url("http://hub/errs/", 404, "/foo/bar?a=b&c=%20d"),
-            "http://hub/errs/404?url=%2Ffoo%2Fbar%3Fa%3Db%26c%3D%2520d"
+            error_target_path(404, "/foo/bar?a=b&c=%20d"),
+            "/404?url=%2Ffoo%2Fbar%3Fa%3Db%26c%3D%2520d"
         );
-        assert_eq!(
-            error_target_url("http://h/", 503, "/a b~"),
-            "http://h/503?url=%2Fa+b%7E"
-        );
+        assert_eq!(error_target_path(503, "/a b~"), "/503?url=%2Fa+b%7E");
     }
 
     #[tokio::test]

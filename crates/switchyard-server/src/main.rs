@@ -181,8 +181,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let error_pages = match (&cli.error_target, &cli.error_path) {
         (Some(target), _) => {
-            Target::parse(target).map_err(|e| format!("--error-target {target}: {e}"))?;
-            ErrorPages::target(target)
+            let parsed =
+                Target::parse(target).map_err(|e| format!("--error-target {target}: {e}"))?;
+            ErrorPages::target(parsed.engine().clone())
+                .map_err(|e| format!("--error-target {target}: {e}"))?
         }
         (None, Some(dir)) => ErrorPages::dir(dir.clone()),
         (None, None) => ErrorPages::builtin(),

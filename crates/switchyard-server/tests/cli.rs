@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
 use common::{Proxy, TOKEN, free_port, run_to_exit, temp_dir};
@@ -319,6 +319,37 @@ fn error_target_pages() {
     let p = Proxy::start(&["--error-target", &dead]);
     let r = p.public("GET", "/x", &[]);
     assert_eq!((r.status, r.body.as_str()), (404, "Not Found"));
+}
+
+/// chp.md §8 `--error-target` on a UNIX socket (`http+unix://`, accepted as targets are):
+/// fetched through the engine like any target, not refused for its scheme.
+#[test]
+fn error_target_on_a_unix_socket() {
+    let dir = temp_dir("error-unix");
+    let sock = dir.join("errors.sock");
+    let server = UnixListener::bind(&sock).unwrap();
+    let target = format!(
+        "http+unix://{}/errs",
+        sock.to_str().unwrap().replace('/', "%2F")
+    );
+    let p = Proxy::start(&["--error-target", &target]);
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/x-err\r\nContent-Length: 15\r\nConnection: close\r\n\r\nfrom the socket").unwrap();
+        head
+    });
+    let r = p.public("GET", "/nope?x=1", &[]);
+    let head = handle.join().unwrap();
+    assert!(
+        head.starts_with("GET /errs/404?url=%2Fnope%3Fx%3D1 HTTP/1.1"),
+        "{head}"
+    );
+    assert_eq!((r.status, r.body.as_str()), (404, "from the socket"));
+    assert_eq!(r.header("content-type"), Some("text/x-err"));
 }
 
 /// chp.md §6 / §13 #6: a WebSocket upgrade with no route gets 404 and the socket closes.
