@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use crate::drain::{Drain, Drained};
+pub use crate::drain::{Drain, Drained, Registration};
 pub use crate::head_timer::{HeadTimer, Watched};
 
 use crate::error::{ConfigError, ProxyError, ServerError};
