@@ -289,6 +289,54 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// A proxy used from one runtime and then another (a runtime per test, or per
+/// request handler pool): the idle sweep started on the first ends with it, and
+/// the second runtime's idle connection is still closed after
+/// `pool_idle_timeout` (the sweep used to stay marked as running, never again).
+#[test]
+fn the_idle_sweep_survives_its_runtime() {
+    let backend_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, accepted, mut closed) = backend_rt.block_on(closing_backend(usize::MAX));
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    let proxy = Proxy::builder()
+        .client_options(switchyard::ClientOptions {
+            pool_idle_timeout: Some(std::time::Duration::from_millis(200)),
+            ..switchyard::ClientOptions::default()
+        })
+        .build()
+        .unwrap();
+    let get_once = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let req = Request::get("/").body(Body::empty()).unwrap();
+            let res = within(proxy.try_web_to(req, &target)).await.unwrap();
+            assert_eq!(res.status(), 200);
+            body_bytes(res.into_body()).await
+        })
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+
+    let first = runtime();
+    get_once(&first);
+    // Gone with its runtime: the connection's task and the sweep.
+    drop(first);
+    backend_rt.block_on(async { within(closed.recv()).await.unwrap() });
+
+    let second = runtime();
+    get_once(&second);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // The second runtime's sweep closes its idle connection.
+    second.block_on(async { within(closed.recv()).await.unwrap() });
+}
+
 /// `pool_max_idle_per_host: 0` keeps no idle connection: one per request.
 #[tokio::test]
 async fn no_idle_connections_kept_when_the_pool_holds_none() {

@@ -236,7 +236,13 @@ impl Pool {
             && !self.shared.sweeping.swap(true, Ordering::AcqRel)
         {
             let tick = period.max(Duration::from_millis(100));
-            tokio::spawn(sweep(Arc::downgrade(&self.shared), tick));
+            // The guard goes in as an argument: dropped with the task even if
+            // it never ran (its runtime shut down first), it clears the flag.
+            let running = Sweeping {
+                shared: Arc::downgrade(&self.shared),
+                armed: true,
+            };
+            tokio::spawn(sweep(running, tick));
         }
     }
 }
@@ -267,10 +273,12 @@ impl Shared {
 /// Closes connections idle for longer than the pool's idle timeout (and those
 /// their upstream closed), every `tick`, while any are idle; a later `put`
 /// starts it again.
-async fn sweep(shared: Weak<Shared>, tick: Duration) {
+async fn sweep(mut running: Sweeping, tick: Duration) {
+    // Dropped with its runtime (a runtime per test, say), the task would leave
+    // `sweeping` set and no later `put` would start another: `running` clears it.
     loop {
         tokio::time::sleep(tick).await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = running.shared.upgrade() else {
             return;
         };
         let expired = shared.expired_before();
@@ -280,8 +288,27 @@ async fn sweep(shared: Weak<Shared>, tick: Duration) {
             !list.is_empty()
         });
         if idle.is_empty() {
+            // Under the lock: a `put` after it sees the flag clear and starts a sweep.
             shared.sweeping.store(false, Ordering::Release);
+            running.armed = false;
             return;
+        }
+    }
+}
+
+/// Clears the pool's `sweeping` flag if its sweep ends other than by finding
+/// nothing idle.
+struct Sweeping {
+    shared: Weak<Shared>,
+    armed: bool,
+}
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(shared) = self.shared.upgrade()
+        {
+            shared.sweeping.store(false, Ordering::Release);
         }
     }
 }
