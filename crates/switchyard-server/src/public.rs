@@ -278,7 +278,7 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
     // Kept for the error page (a clone shares the request's bytes).
     let original_url = req.uri().clone();
 
-    let routed = match route_as(state, &req, upgrade) {
+    let mut routed = match route_as(state, &req, upgrade) {
         Ok(r) => r,
         Err(status) => {
             tracing::error!("{} {} {} ", status.as_u16(), req.method(), req.uri().path());
@@ -296,7 +296,6 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
         req.uri().path(),
         routed.route.target()
     );
-    let mut routed = routed;
     match forward_request(req, &mut routed, &state.metrics) {
         Some(req) => Plan::Forward {
             req,

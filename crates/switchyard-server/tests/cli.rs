@@ -298,13 +298,9 @@ fn error_target_pages() {
     );
     let p = Proxy::start(&["--error-target", &target]);
     let handle = std::thread::spawn(move || {
-        let (mut s, _) = server.accept().unwrap();
+        let (s, _) = server.accept().unwrap();
         s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/x-err\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").unwrap();
-        head
+        error_page_once(s, "hello")
     });
     let r = p.public("GET", "/foo/bar?a=b&c=%20d", &[]);
     let head = handle.join().unwrap();
@@ -334,13 +330,9 @@ fn error_target_on_a_unix_socket() {
     );
     let p = Proxy::start(&["--error-target", &target]);
     let handle = std::thread::spawn(move || {
-        let (mut s, _) = server.accept().unwrap();
+        let (s, _) = server.accept().unwrap();
         s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/x-err\r\nContent-Length: 15\r\nConnection: close\r\n\r\nfrom the socket").unwrap();
-        head
+        error_page_once(s, "from the socket")
     });
     let r = p.public("GET", "/nope?x=1", &[]);
     let head = handle.join().unwrap();
@@ -350,6 +342,22 @@ fn error_target_on_a_unix_socket() {
     );
     assert_eq!((r.status, r.body.as_str()), (404, "from the socket"));
     assert_eq!(r.header("content-type"), Some("text/x-err"));
+}
+
+/// An error server's side of one exchange: reads the request head, answers `page` as
+/// `text/x-err` and closes; returns the head.
+fn error_page_once(mut s: impl Read + Write, page: &str) -> String {
+    let mut buf = [0u8; 4096];
+    let n = s
+        .read(&mut buf)
+        .expect("the proxy's request for the error page");
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/x-err\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+        page.len()
+    );
+    s.write_all(answer.as_bytes()).expect("answering the proxy");
+    head
 }
 
 /// chp.md §6 / §13 #6: a WebSocket upgrade with no route gets 404 and the socket closes.

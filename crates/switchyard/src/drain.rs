@@ -253,6 +253,17 @@ mod tests {
         (client, task)
     }
 
+    /// Sends a request and returns once the handler has it.
+    async fn request_in_flight(client: &mut TcpStream, started: &AtomicUsize) {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A safety net: what should end at once fails the test instead of hanging it.
     async fn within<F: Future>(f: F) -> F::Output {
         tokio::time::timeout(std::time::Duration::from_secs(30), f)
@@ -273,13 +284,7 @@ mod tests {
         let release = Arc::new(Notify::new());
         let started = Arc::new(AtomicUsize::new(0));
         let (mut client, task) = served(&drain, release.clone(), started.clone()).await;
-        client
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        while started.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        request_in_flight(&mut client, &started).await;
         let shutdown = tokio::spawn({
             let drain = drain.clone();
             async move { drain.shutdown().await }
@@ -304,13 +309,7 @@ mod tests {
         let release = Arc::new(Notify::new());
         let started = Arc::new(AtomicUsize::new(0));
         let (mut client, task) = served(&drain, release, started.clone()).await;
-        client
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        while started.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        request_in_flight(&mut client, &started).await;
         let timed_out =
             tokio::time::timeout(std::time::Duration::from_millis(50), drain.shutdown())
                 .await

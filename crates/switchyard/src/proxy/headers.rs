@@ -56,33 +56,20 @@ impl Seen {
         let mut seen = Self::default();
         for name in headers.keys() {
             // A string match: a switch on the length, then one comparison.
-            let hop = match name.as_str() {
-                "connection" => 0,
-                "keep-alive" => 1,
-                "proxy-connection" => 2,
-                "proxy-authenticate" => 3,
-                "proxy-authorization" => 4,
-                "transfer-encoding" => 5,
-                "http2-settings" => 6,
-                "te" => {
-                    seen.te = true;
-                    continue;
-                }
-                "upgrade" => {
-                    seen.upgrade = true;
-                    continue;
-                }
-                "host" => {
-                    seen.host = true;
-                    continue;
-                }
-                "content-length" => {
-                    seen.content_length = true;
-                    continue;
-                }
-                _ => continue,
-            };
-            seen.hop[hop] = true;
+            match name.as_str() {
+                "connection" => seen.hop[0] = true,
+                "keep-alive" => seen.hop[1] = true,
+                "proxy-connection" => seen.hop[2] = true,
+                "proxy-authenticate" => seen.hop[3] = true,
+                "proxy-authorization" => seen.hop[4] = true,
+                "transfer-encoding" => seen.hop[5] = true,
+                "http2-settings" => seen.hop[6] = true,
+                "te" => seen.te = true,
+                "upgrade" => seen.upgrade = true,
+                "host" => seen.host = true,
+                "content-length" => seen.content_length = true,
+                _ => {}
+            }
         }
         seen
     }

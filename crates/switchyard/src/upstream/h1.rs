@@ -76,8 +76,11 @@ pub(crate) struct Pool {
     shared: Arc<Shared>,
 }
 
+/// The idle connections of each key, most recently used last.
+type IdleMap = HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>;
+
 struct Shared {
-    idle: Mutex<HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<IdleMap>,
     connector: Connector,
     builder: Builder,
     idle_timeout: Option<Duration>,
@@ -238,11 +241,7 @@ impl Pool {
             let tick = period.max(Duration::from_millis(100));
             // The guard goes in as an argument: dropped with the task even if
             // it never ran (its runtime shut down first), it clears the flag.
-            let running = Sweeping {
-                shared: Arc::downgrade(&self.shared),
-                armed: true,
-            };
-            tokio::spawn(sweep(running, tick));
+            tokio::spawn(sweep(Sweeping(Arc::downgrade(&self.shared)), tick));
         }
     }
 }
@@ -263,9 +262,7 @@ impl Shared {
             .and_then(|t| Instant::now().checked_sub(t))
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -273,12 +270,12 @@ impl Shared {
 /// Closes connections idle for longer than the pool's idle timeout (and those
 /// their upstream closed), every `tick`, while any are idle; a later `put`
 /// starts it again.
-async fn sweep(mut running: Sweeping, tick: Duration) {
+async fn sweep(running: Sweeping, tick: Duration) {
     // Dropped with its runtime (a runtime per test, say), the task would leave
     // `sweeping` set and no later `put` would start another: `running` clears it.
     loop {
         tokio::time::sleep(tick).await;
-        let Some(shared) = running.shared.upgrade() else {
+        let Some(shared) = running.0.upgrade() else {
             return;
         };
         let expired = shared.expired_before();
@@ -288,26 +285,20 @@ async fn sweep(mut running: Sweeping, tick: Duration) {
             !list.is_empty()
         });
         if idle.is_empty() {
-            // Under the lock: a `put` after it sees the flag clear and starts a sweep.
-            shared.sweeping.store(false, Ordering::Release);
-            running.armed = false;
+            // Cleared under the lock: a `put` after it sees the flag clear and
+            // starts a sweep.
+            drop(running);
             return;
         }
     }
 }
 
-/// Clears the pool's `sweeping` flag if its sweep ends other than by finding
-/// nothing idle.
-struct Sweeping {
-    shared: Weak<Shared>,
-    armed: bool,
-}
+/// Clears the pool's `sweeping` flag when its sweep ends, however it ends.
+struct Sweeping(Weak<Shared>);
 
 impl Drop for Sweeping {
     fn drop(&mut self) {
-        if self.armed
-            && let Some(shared) = self.shared.upgrade()
-        {
+        if let Some(shared) = self.0.upgrade() {
             shared.sweeping.store(false, Ordering::Release);
         }
     }
