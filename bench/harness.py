@@ -109,17 +109,23 @@ def tree(pid):
     return pids
 
 
-def ticks(pid):
-    """user+system CPU ticks of a process and its children (nginx: master + worker)."""
-    total = 0
+def cpu_split(pid):
+    """(user, system) CPU ticks of a process and its children (nginx: master + worker)."""
+    user = system = 0
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except FileNotFoundError:
             pass
-    return total
+    return user, system
+
+
+def ticks(pid):
+    """user+system CPU ticks of a process and its children."""
+    return sum(cpu_split(pid))
 
 
 def status_kib(pid, key):
@@ -310,13 +316,14 @@ class Bench:
             self.h2load(h["h2_port"], path, conns, h2_streams, self.a.warmup)
         else:
             self.wrk(h["port"], path, conns, self.a.warmup)
-        t0 = ticks(pid) if pid else 0
+        u0, s0 = cpu_split(pid) if pid else (0, 0)
         o0 = ticks(self.origin.pid)
         if h2_streams:
             res = self.h2load(h["h2_port"], path, conns, h2_streams, self.a.duration)
         else:
             res = self.wrk(h["port"], path, conns, self.a.duration)
-        t1 = ticks(pid) if pid else 0
+        u1, s1 = cpu_split(pid) if pid else (0, 0)
+        t0, t1 = u0 + s0, u1 + s1
         o1 = ticks(self.origin.pid)
         n = max(1, res["requests"])
         secs = res["duration_us"] / 1e6
@@ -325,6 +332,10 @@ class Bench:
              "lat_us": res["latency_us"]}
         if pid:
             m["cpu_us_per_req"] = (t1 - t0) / CLK * 1e6 / n
+            # The split shows which part a proxy can change: the kernel's loopback
+            # TCP path is the same work for every proxy making the same system calls.
+            m["user_us_per_req"] = (u1 - u0) / CLK * 1e6 / n
+            m["sys_us_per_req"] = (s1 - s0) / CLK * 1e6 / n
             m["proxy_busy"] = (t1 - t0) / CLK / secs
             m["idle_rss_kib"] = idle
             m["rss_kib"] = status_kib(pid, "VmRSS")
