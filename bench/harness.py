@@ -332,8 +332,8 @@ class Bench:
              "lat_us": res["latency_us"]}
         if pid:
             m["cpu_us_per_req"] = (t1 - t0) / CLK * 1e6 / n
-            # The split shows which part a proxy can change: the kernel's loopback
-            # TCP path is the same work for every proxy making the same system calls.
+            # Split: the kernel's part follows the system calls made per request,
+            # the user part is the proxy's own code.
             m["user_us_per_req"] = (u1 - u0) / CLK * 1e6 / n
             m["sys_us_per_req"] = (s1 - s0) / CLK * 1e6 / n
             m["proxy_busy"] = (t1 - t0) / CLK / secs

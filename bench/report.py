@@ -377,31 +377,33 @@ def main():
                       "req/s ÷ nginx", "CPU ÷ nginx", "errors"], rows), ""]
 
     # ------------------------------------------------ user space and kernel
+    def has_split(scen, var, p):
+        return any(v is not None for v in d.values(scen, var, p, "sys_us_per_req"))
+
     split = [(scen, var) for scen in ("http1", "h2") for var in d.variants(scen)
-             if d.values(scen, var, "switchyard", "sys_us_per_req")]
+             if has_split(scen, var, "switchyard")]
     if split:
         rows = []
         for scen, var in split:
             for p in ["nginx", "switchyard", "chp"]:
-                if not any(v is not None for v in d.values(scen, var, p, "sys_us_per_req")):
+                if not has_split(scen, var, p):
                     continue
                 users = d.values(scen, var, p, "user_us_per_req")
                 syss = d.values(scen, var, p, "sys_us_per_req")
                 shares = [s / (u + s) * 100 if u is not None and s is not None and u + s else None
                           for u, s in zip(users, syss)]
-                theirs = p not in ("nginx",)
                 rows.append([f"{'HTTP/1.1' if scen == 'http1' else 'HTTP/2'} {var}", LABEL[p],
                              spread(users), spread(syss), spread(shares, 2),
                              ratio_spread(d.ratios(scen, var, p, "nginx", "user_us_per_req"))
-                             if theirs else "–",
+                             if p != "nginx" else "–",
                              ratio_spread(d.ratios(scen, var, p, "nginx", "sys_us_per_req"))
-                             if theirs else "–"])
+                             if p != "nginx" else "–"])
         md += ["## Where the proxy's CPU goes: user space and kernel", "",
                "The *proxy CPU µs/req* above, split into the time the proxy's own code ran (user) "
                "and the time the kernel ran on its behalf (system: the system calls, loopback TCP "
                "to the client and the origin, wake-ups), from `/proc/PID/stat` over the same runs. "
-               "Two proxies making the same system calls per request pay about the same kernel "
-               "time; only the user part is the proxy's to change.", "",
+               "The kernel part follows the system calls a proxy makes per request (the same "
+               "calls cost about the same); the user part is the proxy's own code.", "",
                table(["case", "proxy", "user µs/req", "kernel µs/req", "kernel %",
                       "user ÷ nginx", "kernel ÷ nginx"], rows), ""]
 
