@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Load benchmark of switchyard against nginx, configurable-http-proxy and a direct baseline.
 
+Over HTTP/1.1 it also measures the floor of a proxy built on hyper and tokio
+(`bench_pair bare`: requests pass untouched over one upstream connection per
+client connection), to show what part of the cost is those libraries'.
+
 Run through bench/run.sh, which installs the tools and builds the binaries; this
 script only measures. Every scenario starts a fresh proxy process per
 measurement, pinned alone on core 1 (`taskset -c 1`); the load generator and
@@ -224,6 +228,15 @@ class Bench:
             return {"name": name, "proc": None, "pid": None, "port": self.origin_port,
                     "h2_port": self.origin_h2, "api_port": None}
         port = free_port()
+        if name == "floor":
+            # The cheapest forwarder hyper and tokio allow (bench_pair bare): what
+            # any proxy built on them costs before doing a proxy's work.
+            proc = start([self.a.bench_pair, "bare", f"127.0.0.1:{port}",
+                          f"http://127.0.0.1:{upstream}"], PROXY_CPU,
+                         stderr_path=os.path.join(self.work, "floor.log"))
+            wait_http(port, proc=proc)
+            return {"name": name, "proc": proc, "pid": proc.pid, "port": port, "h2_port": None,
+                    "api_port": None}
         if name == "nginx":
             h2 = free_port()
             d = os.path.join(self.work, f"nginx-{self.serial}")
@@ -551,7 +564,7 @@ def main():
     if "http1" in a.scenarios:
         for body in ("13b", "16k"):
             for conns in (64, 256):
-                cases.append(("http1", f"{body}-c{conns}", http_proxies,
+                cases.append(("http1", f"{body}-c{conns}", http_proxies + ["floor"],
                               lambda px, r, body=body, conns=conns: b.scen_http(px, r, body, conns)))
     if "h2" in a.scenarios:
         for body in ("13b", "16k"):

@@ -16,10 +16,11 @@ import os
 import statistics
 from collections import defaultdict
 
-PROXIES = ["direct", "nginx", "switchyard", "chp"]
-COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "switchyard": "#1f77b4", "chp": "#ff7f0e"}
+PROXIES = ["direct", "nginx", "switchyard", "floor", "chp"]
+COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "switchyard": "#1f77b4", "chp": "#ff7f0e",
+          "floor": "#9467bd"}
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "switchyard": "switchyard",
-         "chp": "CHP"}
+         "chp": "CHP", "floor": "hyper floor"}
 
 
 def get(rec, key):
@@ -183,10 +184,10 @@ def plot_latency(d, path):
 def plot_cpu(d, path):
     groups = [("http1", v) for v in d.variants("http1")] + [("h2", v) for v in d.variants("h2")] + \
              [("routes", v) for v in d.variants("routes")]
-    proxies = ["nginx", "switchyard", "chp"]
+    proxies = ["nginx", "switchyard", "floor", "chp"]
     vals = {(g, p): d.values(g[0], g[1], p, "cpu_us_per_req") for g in groups for p in proxies}
     top = max([v for vs in vals.values() for v in vs if v] or [1]) * 1.1
-    gw, bw = 120, 30
+    gw, bw = 150, 30
     W, H, x0, y0, ph = 80 + len(groups) * gw, 360, 60, 40, 240
     y = lambda v: y0 + ph - v / top * ph
     body = [f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">'
@@ -215,7 +216,7 @@ def plot_cpu(d, path):
             body.append(f'<text x="{cx}" y="{y(med) - 3:.1f}" text-anchor="middle" font-size="9">{fmt(med, 2)}</text>')
         name = {"http1": "h1", "h2": "h2", "routes": "routes"}[g[0]]
         label = f"{name} {g[1]}" if g[0] != "routes" else f"{int(g[1]):,} route(s)"
-        body.append(f'<text x="{gx + 1.5 * bw}" y="{y0 + ph + 16}" text-anchor="middle" font-size="10">'
+        body.append(f'<text x="{gx + 2 * bw}" y="{y0 + ph + 16}" text-anchor="middle" font-size="10">'
                     f'{esc(label)}</text>')
     body += legend(x0, H - 12, proxies)
     with open(path, "w") as f:
@@ -347,7 +348,11 @@ def main():
                "`13b` is `GET /` answered with the 13-byte body, `16k` a 16 KiB body; `cN` is the number "
                "of wrk connections. *busy* is the proxy's CPU time over the run's wall time (100 % = "
                "core 1 saturated); below 100 % the shared core 0 (wrk + origin) limited the rate. "
-               "*origin µs/req* is the origin nginx's own CPU per request.", "",
+               "*origin µs/req* is the origin nginx's own CPU per request. *hyper floor* is "
+               "`bench_pair bare`: one thread, one upstream connection per client connection, requests "
+               "and responses passed through untouched (no routing, pool, header pass or timers; not a "
+               "correct proxy). It is what any proxy built on hyper and tokio costs before it does a "
+               "proxy's work.", "",
                table(["case", "proxy", "req/s", "p50 ms", "p99 ms", "proxy CPU µs/req", "busy %",
                       "origin µs/req", "req/s ÷ nginx", "CPU ÷ nginx", "errors"], rows), "",
                f"![latency percentiles]({rel}/latency-http1.svg)", "",
@@ -385,7 +390,7 @@ def main():
     if split:
         rows = []
         for scen, var in split:
-            for p in ["nginx", "switchyard", "chp"]:
+            for p in ["nginx", "switchyard", "floor", "chp"]:
                 if not has_split(scen, var, p):
                     continue
                 users = d.values(scen, var, p, "user_us_per_req")

@@ -12,6 +12,13 @@
 //! `GET /api/routes` and prints one JSON line. It works against switchyard
 //! and configurable-http-proxy alike.
 //!
+//! `bench_pair bare 127.0.0.1:8000 http://127.0.0.1:9000` is the floor of any
+//! proxy built on hyper and tokio: one thread, each client connection gets one
+//! upstream connection of its own, and requests and responses pass through
+//! untouched (no routing, no pool, no header pass, no timers). It is not a
+//! correct proxy (hop-by-hop headers go through); it shows how much of the
+//! proxy's CPU per request hyper and tokio themselves cost.
+//!
 //! The origin answers every request with a 13-byte body; the proxy is
 //! `Proxy::listen` with default options. Run them as separate processes so
 //! the proxy's CPU time can be read from /proc on its own. `WORKERS=N` sets
@@ -31,19 +38,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let rt = if args.first().map(String::as_str) == Some("bare") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     match args.first().map(String::as_str) {
         Some("origin") => rt.block_on(origin(args.get(1).map_or("127.0.0.1:9000", |s| s))),
         Some("proxy") => rt.block_on(proxy(
             args.get(1).map_or("127.0.0.1:8000", |s| s),
             args.get(2).map_or("http://127.0.0.1:9000", |s| s),
         )),
+        Some("bare") => rt.block_on(bare(
+            args.get(1).map_or("127.0.0.1:8000", |s| s),
+            args.get(2).map_or("http://127.0.0.1:9000", |s| s),
+        )),
         Some("api") => rt.block_on(api(&args[1..])),
         _ => Err(
-            "usage: bench_pair origin ADDR | proxy ADDR TARGET | api API COUNT CONC TARGET [LISTS]"
+            "usage: bench_pair origin ADDR | proxy ADDR TARGET | bare ADDR TARGET \
+             | api API COUNT CONC TARGET [LISTS]"
                 .into(),
         ),
     }
@@ -79,10 +97,54 @@ async fn proxy(addr: &str, target: &str) -> Result<(), Box<dyn std::error::Error
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+async fn bare(addr: &str, target: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let upstream: std::net::SocketAddr = target
+        .strip_prefix("http://")
+        .ok_or("TARGET must be http://ip:port")?
+        .trim_end_matches('/')
+        .parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "bare forwarder listening on {} -> {target}",
+        listener.local_addr()?
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(send) = api_conn(&upstream.to_string()).await else {
+                return;
+            };
+            // hyper serves one request at a time per connection; the lock is
+            // only held while the request is handed over.
+            let send = std::sync::Arc::new(tokio::sync::Mutex::new(send));
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let send = send.clone();
+                async move {
+                    let sent = {
+                        let mut send = send.lock().await;
+                        send.ready().await?;
+                        send.send_request(req)
+                    };
+                    sent.await
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection to the API.
-async fn api_conn(
+async fn api_conn<B>(
     authority: &str,
-) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, BoxError> {
+) -> Result<hyper::client::conn::http1::SendRequest<B>, BoxError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let stream = tokio::net::TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
