@@ -39,7 +39,8 @@ pub(crate) type HttpClient = Client<Connector, Body>;
 /// destination, its connector connects there whatever the request URI names.
 type MakeClient = dyn Fn(bool, Option<Uri>) -> HttpClient + Send + Sync;
 
-/// How many per-target clients are kept; past that, one is dropped for each new one.
+/// How many per-target clients are kept (per protocol); past that, the one used
+/// longest ago is dropped for each new one.
 const TARGET_CLIENTS: usize = 1024;
 
 /// The HTTP/1 pool, the two pooled clients for the other [`Protocol`]s, and the
@@ -51,7 +52,7 @@ pub(crate) struct Upstream {
     http2: HttpClient,
     make: Arc<MakeClient>,
     /// HTTP/2-capable targets: a client each, by target URL, for `Auto` and `Http2`.
-    per_target: Arc<Mutex<[HashMap<String, HttpClient>; 2]>>,
+    per_target: Arc<Mutex<[Recent<HttpClient>; 2]>>,
     /// `ClientOptions::max_response_header_size`, checked on each parsed head too:
     /// hyper's buffer limit only stops heads that arrive in pieces.
     max_response_head: usize,
@@ -157,7 +158,10 @@ impl Upstream {
             auto: make(false, None),
             http2: make(true, None),
             make: Arc::new(make),
-            per_target: Arc::default(),
+            per_target: Arc::new(Mutex::new([
+                Recent::new(TARGET_CLIENTS),
+                Recent::new(TARGET_CLIENTS),
+            ])),
             max_response_head: opts.max_response_header_size.max(8 * 1024),
         })
     }
@@ -179,28 +183,13 @@ impl Upstream {
             let shared = if h2_only { &self.http2 } else { &self.auto };
             return ResponseFuture::Client(shared.request(req));
         };
-        let client = {
-            let mut all = self
-                .per_target
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let clients = &mut all[usize::from(h2_only)];
-            if let Some(client) = clients.get(target.as_str()) {
-                client.clone()
-            } else {
-                if clients.len() >= TARGET_CLIENTS {
-                    // Make room by dropping one client (the map's order is arbitrary):
-                    // its idle connections close, requests in flight keep theirs.
-                    let victim = clients.keys().next().cloned();
-                    if let Some(victim) = victim {
-                        clients.remove(&victim);
-                    }
-                }
-                let client = (self.make)(h2_only, Some(req.uri().clone()));
-                clients.insert(target.as_str().to_owned(), client.clone());
-                client
-            }
-        };
+        let client = self
+            .per_target
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(h2_only)]
+        .get_or_insert(target.as_str(), || {
+            (self.make)(h2_only, Some(req.uri().clone()))
+        });
         *req.uri_mut() = uri;
         ResponseFuture::Client(client.request(req))
     }
@@ -370,6 +359,49 @@ impl std::fmt::Debug for Upstream {
             .field("auto", &self.auto)
             .field("http2", &self.http2)
             .finish_non_exhaustive()
+    }
+}
+
+/// A bounded map from target URL to its client. When it is full, a new target
+/// takes the place of the one used longest ago: that client's idle connections
+/// close, requests in flight keep theirs. Finding the victim scans the map, which
+/// happens only when a target not seen recently arrives at a full map.
+struct Recent<V> {
+    capacity: usize,
+    /// Counts uses; each entry keeps the count of its last use.
+    clock: u64,
+    entries: HashMap<String, (V, u64)>,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            clock: 0,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get_or_insert(&mut self, key: &str, make: impl FnOnce() -> V) -> V {
+        self.clock += 1;
+        if let Some((value, used)) = self.entries.get_mut(key) {
+            *used = self.clock;
+            return value.clone();
+        }
+        if self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        let value = make();
+        self.entries
+            .insert(key.to_owned(), (value.clone(), self.clock));
+        value
     }
 }
 
@@ -642,5 +674,33 @@ impl ClientBodyError {
             Self::Timeout(d) => ProxyError::ClientTimeout(*d),
             Self::Failed(_) => ProxyError::ClientGone,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn a_full_map_drops_the_client_used_longest_ago() {
+        let mut made = Vec::new();
+        let mut recent = Recent::new(2);
+        let mut get = |recent: &mut Recent<String>, key: &str| {
+            recent.get_or_insert(key, || {
+                made.push(key.to_owned());
+                format!("client of {key}")
+            })
+        };
+        assert_eq!(get(&mut recent, "a"), "client of a");
+        get(&mut recent, "b");
+        // `a` is used again, so `b` is now the one used longest ago.
+        assert_eq!(get(&mut recent, "a"), "client of a");
+        get(&mut recent, "c");
+        // `a` kept its client; `b` lost its own and gets a new one.
+        get(&mut recent, "a");
+        get(&mut recent, "b");
+        assert_eq!(made, ["a", "b", "c", "b"]);
+        assert_eq!(recent.entries.len(), 2);
+        assert!(recent.entries.contains_key("a") && recent.entries.contains_key("b"));
     }
 }
