@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -204,9 +205,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "loglevel", default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: LogLevel,
     /// Idle timeout, in milliseconds, of a client connection during a web request
+    /// (0: none, as when absent)
     #[arg(long, value_name = "ms")]
     pub(crate) timeout: Option<u64>,
-    /// Timeout, in milliseconds, waiting for the proxy target (then 503)
+    /// Timeout, in milliseconds, waiting for the proxy target (then 503; 0: none, as when
+    /// absent)
     #[arg(long, value_name = "ms")]
     pub(crate) proxy_timeout: Option<u64>,
     /// Storage backend for routes: 'memory' (default), or a Redis URL shared by several
@@ -221,7 +224,7 @@ pub(crate) struct Cli {
     /// loaded at start), so a restarted proxy serves them at once
     #[arg(long, value_name = "path")]
     pub(crate) state_file: Option<PathBuf>,
-    /// Keep-alive timeout, in milliseconds, of the public server
+    /// Keep-alive timeout, in milliseconds, of the public server (0: the default, as in CHP)
     #[arg(long, value_name = "ms", default_value_t = 5000)]
     pub(crate) keep_alive_timeout: u64,
     /// Largest accepted request head (request line + headers), in bytes; larger gets 431.
@@ -305,7 +308,25 @@ impl Cli {
         if self.redis_key_prefix.is_empty() {
             return Err("--redis-key-prefix must not be empty".to_owned());
         }
+        if self.api_port.is_none_or(|p| p == 0)
+            && self.socket.is_none()
+            && self.public_port() == u16::MAX
+        {
+            return Err(
+                "--port 65535 leaves no port for the API (--port + 1): give --api-port".to_owned(),
+            );
+        }
         Ok(())
+    }
+
+    /// How long a public connection may wait for a request head. CHP reads
+    /// `--keep-alive-timeout` as `value || 5000`, so 0 is the default.
+    pub(crate) fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_millis(if self.keep_alive_timeout == 0 {
+            5000
+        } else {
+            self.keep_alive_timeout
+        })
     }
 
     /// The public listen address (`None` host: all interfaces).
@@ -326,7 +347,8 @@ impl Cli {
         match self.api_port {
             Some(p) if p != 0 => p,
             _ if self.socket.is_some() => 8001,
-            _ => self.public_port().wrapping_add(1),
+            // `validate` refuses port 65535 here.
+            _ => self.public_port().saturating_add(1),
         }
     }
 }
@@ -489,6 +511,29 @@ mod tests {
         assert_eq!(parse(&["--port", "0"]).unwrap().public_port(), 8000);
         assert_eq!(parse(&["--port", "9000"]).unwrap().api_port(), 9001);
         assert_eq!(parse(&["--socket", "/tmp/s"]).unwrap().api_port(), 8001);
+    }
+
+    #[test]
+    fn the_last_port_needs_an_api_port() {
+        let err = parse(&["--port", "65535"]).unwrap().validate().unwrap_err();
+        assert!(err.contains("--api-port"), "{err}");
+        for ok in [
+            &["--port", "65535", "--api-port", "9001"][..],
+            &["--port", "65534"],
+        ] {
+            assert_eq!(parse(ok).unwrap().validate(), Ok(()), "{ok:?}");
+        }
+        assert_eq!(parse(&["--port", "65534"]).unwrap().api_port(), 65535);
+    }
+
+    #[test]
+    fn zero_keep_alive_timeout_is_the_default() {
+        let five = Duration::from_secs(5);
+        assert_eq!(parse(&[]).unwrap().keep_alive_timeout(), five);
+        let zero = parse(&["--keep-alive-timeout", "0"]).unwrap();
+        assert_eq!(zero.keep_alive_timeout(), five);
+        let set = parse(&["--keep-alive-timeout", "300"]).unwrap();
+        assert_eq!(set.keep_alive_timeout(), Duration::from_millis(300));
     }
 
     #[test]

@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         tls: public_tls.map(TlsAcceptor::from),
         head_limits,
         max_headers,
-        header_read_timeout: Duration::from_millis(cli.keep_alive_timeout.max(1)),
+        header_read_timeout: cli.keep_alive_timeout(),
         http2: true,
         shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
     };
@@ -304,8 +304,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         insecure: cli.insecure,
         client_ca: cli.client_ssl_ca.clone(),
         client_cert: cli.client_ssl_cert.clone().zip(cli.client_ssl_key.clone()),
-        timeout: cli.timeout.map(Duration::from_millis),
-        proxy_timeout: cli.proxy_timeout.map(Duration::from_millis),
+        // CHP tests these for truth: 0 means no timeout, as when the flag is absent.
+        timeout: cli.timeout.filter(|ms| *ms > 0).map(Duration::from_millis),
+        proxy_timeout: cli
+            .proxy_timeout
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
         body_idle_timeout: Some(cli.body_idle_timeout)
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),

@@ -345,6 +345,43 @@ fn keep_alive_timeout() {
     assert!(answered > 1);
 }
 
+/// CHP reads `--keep-alive-timeout`, `--timeout` and `--proxy-timeout` for truth, so a
+/// command line with 0 keeps working: the keep-alive timeout is then the default 5 s (a
+/// head that arrives in two pieces is answered and the connection kept), and the other two
+/// are off, as when absent (the proxy starts; it refused 0 before).
+#[test]
+fn zero_timeouts_mean_what_they_mean_in_chp() {
+    let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
+    let (held, release) = held_backend();
+    let p = Proxy::start(&[
+        "--keep-alive-timeout",
+        "0",
+        "--timeout",
+        "0",
+        "--proxy-timeout",
+        "0",
+    ]);
+    p.add("/", &format!("http://127.0.0.1:{fast}"));
+    p.add("/held", &format!("http://127.0.0.1:{held}"));
+
+    let c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let mut reader = BufReader::new(c);
+    // Two segments, the second well after the first (with 0 read as 0 ms, the proxy
+    // closed such a connection without an answer).
+    writer.write_all(b"GET /a HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    writer.write_all(b"Host: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut reader), Some((200, "ok".to_owned())));
+    // Kept alive: the next request on the same connection is answered too.
+    writer
+        .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    release.send(()).unwrap();
+    assert_eq!(read_response(&mut reader), Some((200, "held".to_owned())));
+}
+
 /// One response: status and body (by `Content-Length`); `None` at EOF.
 fn read_response(reader: &mut impl BufRead) -> Option<(u16, String)> {
     let head = read_head(reader)?;
