@@ -948,6 +948,47 @@ fn builtin_error_pages() {
     assert!(r.body.contains("503: Proxy Target Missing"), "{}", r.body);
 }
 
+/// A request body the client frames wrongly (a chunk size that is not hex, one too large to
+/// count) is the client's error: 400, as Node answers under CHP, not a 503 blaming the
+/// target; the proxy goes on serving.
+#[test]
+fn malformed_request_body_is_400() {
+    let b = Backend::echo_target();
+    let p = Proxy::start(&[]);
+    p.add("/up", &b.url());
+    for chunk in ["zz", "ffffffffffffffffffff"] {
+        let sent = format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}\r\nhello\r\n0\r\n\r\n"
+        );
+        let answer = common::raw(p.port, sent.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{chunk}: {answer}");
+    }
+    assert_eq!(get(p.port, "/up/after", &[]).body, "/up/after");
+}
+
+/// An upstream answer with both `Transfer-Encoding: chunked` and `Content-Length` was
+/// relayed with the length and the decoded body, which disagree (a 5-byte body cut to 1
+/// byte, or a client left waiting for bytes that never come). It is refused as a malformed
+/// answer (503, as CHP), and the next request gets a clean answer.
+#[test]
+fn upstream_answer_framed_both_ways_is_refused() {
+    let b = Backend::start(|s| {
+        if s.target.ends_with("/both") {
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n"
+                .to_owned()
+        } else {
+            respond("200 OK", &[], "fine")
+        }
+    });
+    let p = Proxy::start(&[]);
+    p.add("/o", &b.url());
+    let r = get(p.port, "/o/both", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("503"), "{}", r.body);
+    assert_eq!(get(p.port, "/o/next", &[]).body, "fine");
+}
+
 /// chp.md §8 / §1.1: `--proxy-timeout` with a hanging upstream is a 503.
 #[test]
 fn proxy_timeout_is_503() {

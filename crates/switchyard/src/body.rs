@@ -186,6 +186,14 @@ impl Body {
             Kind::Incoming(b) => Self {
                 kind: Kind::Downstream(b),
             },
+            // A body the caller watches (the server's `last_activity`, say) is
+            // still the client's underneath.
+            Kind::Watched(mut w) => {
+                w.inner = std::mem::take(&mut w.inner).into_downstream();
+                Self {
+                    kind: Kind::Watched(w),
+                }
+            }
             kind => Self { kind },
         }
     }

@@ -198,14 +198,26 @@ impl Upstream {
     /// fails a head still incomplete when the buffer is full; one read can
     /// overshoot it, and a head that arrives whole is parsed whatever its size.
     /// Dropping the response drops its connection (its body is unread).
+    ///
+    /// Also refuses an HTTP/1 answer framed both ways: with `Transfer-Encoding`
+    /// and `Content-Length`, the body is read chunked but the length would be
+    /// forwarded with it, and the two disagree (RFC 9112 §6.3 asks an
+    /// intermediary to drop the length or treat the answer as an error; Node's
+    /// parser, under CHP, refuses it).
     pub(crate) fn check_head<B>(&self, res: &http::Response<B>) -> Result<(), ProxyError> {
         // `HTTP/1.1 200 <reason>\r\n`, then `name: value\r\n` per field, then `\r\n`.
-        let size = 32
-            + res
-                .headers()
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum::<usize>();
+        let mut size = 32;
+        let (mut chunked, mut length) = (false, false);
+        for (k, v) in res.headers() {
+            size += k.as_str().len() + v.len() + 4;
+            chunked |= k == header::TRANSFER_ENCODING;
+            length |= k == header::CONTENT_LENGTH;
+        }
+        if chunked && length {
+            return Err(ProxyError::UpstreamMalformed(
+                "response has both Transfer-Encoding and Content-Length".into(),
+            ));
+        }
         if size > self.max_response_head {
             return Err(ProxyError::UpstreamHeadTooLarge(Box::new(HeadTooLarge {
                 size,
@@ -669,12 +681,28 @@ pub(crate) enum ClientBodyError {
 }
 
 impl ClientBodyError {
+    /// A body the client framed wrongly (a bad chunk size line, say) is a 400;
+    /// one cut short or reset means the client went away.
     pub(crate) fn to_proxy_error(&self) -> ProxyError {
         match self {
             Self::Timeout(d) => ProxyError::ClientTimeout(*d),
+            Self::Failed(e) if malformed(&**e) => ProxyError::BadRequest("malformed request body"),
             Self::Failed(_) => ProxyError::ClientGone,
         }
     }
+}
+
+/// hyper reports a body it cannot decode as an I/O error of kind
+/// `InvalidData` or `InvalidInput`, and one cut short as `UnexpectedEof`.
+fn malformed(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            )
+        })
 }
 
 #[cfg(test)]
