@@ -253,6 +253,11 @@ pub(crate) struct Cli {
     /// a larger one is answered 502 and logged.
     #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
     pub(crate) max_response_header_size: u32,
+    /// Most header fields in a response from a target; more is answered 502 and logged.
+    /// (Node, under CHP, took up to 2000. Above 100 each response allocates a table of
+    /// this many entries while its head is parsed.)
+    #[arg(long, value_name = "n", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) max_response_headers: u32,
     /// On SIGTERM or SIGINT every listener closes at once and in-flight requests may
     /// finish for this many milliseconds (keep-alive connections are closed after their
     /// current response); connections still open then are closed and the process exits

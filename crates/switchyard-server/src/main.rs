@@ -314,6 +314,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis),
         max_response_header_size: to_usize(cli.max_response_header_size),
+        max_response_headers: to_usize(cli.max_response_headers),
     };
     let engine = public::engine(&forward_options, metrics.clone()).map_err(|e| e.to_string())?;
     let public_state = Arc::new(PublicState {

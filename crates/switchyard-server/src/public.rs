@@ -62,6 +62,7 @@ pub(crate) fn engine(
                 .clone()
                 .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
             c.max_response_header_size = opts.max_response_header_size;
+            c.max_response_headers = opts.max_response_headers;
         })
         .hooks(ActivityHooks { metrics })
         .build()
@@ -133,6 +134,8 @@ pub(crate) struct ForwardOptions {
     pub(crate) body_idle_timeout: Option<Duration>,
     /// `--max-response-header-size`: the largest upstream response head (502 beyond).
     pub(crate) max_response_header_size: usize,
+    /// `--max-response-headers`: the most header fields in an upstream response (502 beyond).
+    pub(crate) max_response_headers: usize,
 }
 
 impl Default for ForwardOptions {
@@ -152,6 +155,7 @@ impl Default for ForwardOptions {
             proxy_timeout: None,
             body_idle_timeout: None,
             max_response_header_size: switchyard::ClientOptions::default().max_response_header_size,
+            max_response_headers: switchyard::ClientOptions::default().max_response_headers,
         }
     }
 }
@@ -400,7 +404,8 @@ fn answer(
         // Not CHP's 503: nothing is wrong with the target's reachability, its
         // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
         tracing::error!(
-            "502 {} response head from {} larger than --max-response-header-size: {}",
+            "502 {} response head from {} larger than --max-response-header-size \
+             or with more fields than --max-response-headers: {}",
             routed.prefix,
             routed.route.target(),
             switchyard::error_chain(&err)

@@ -31,6 +31,7 @@ fn limit_flags_are_documented_and_validated() {
         ("--max-uri-length", "[default: 16384]"),
         ("--body-idle-timeout", "[default: 300000]"),
         ("--max-response-header-size", "[default: 65536]"),
+        ("--max-response-headers", "[default: 100]"),
     ] {
         let at = help
             .find(flag)
@@ -47,6 +48,7 @@ fn limit_flags_are_documented_and_validated() {
         &["--body-idle-timeout=-1"],
         &["--body-idle-timeout", "5s"],
         &["--max-response-header-size", "1024"],
+        &["--max-response-headers", "0"],
     ] {
         let out = run_to_exit(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -184,6 +186,29 @@ fn max_response_header_size() {
     let r = p.public("GET", "/big", &[]);
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     assert_eq!(r.header("x-big").map(str::len), Some(100 * 1024));
+}
+
+/// `--max-response-headers`: an answer with more header fields than the limit (hyper's
+/// 100 by default) is a 502 naming both flags in the log, although its head is far
+/// below `--max-response-header-size`; raising the limit relays all of them.
+#[test]
+fn max_response_headers() {
+    let fields: String = (0..150).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+    let port = answering_backend(format!(
+        "HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok"
+    ));
+    let mut p = Proxy::start(&[]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let r = p.public("GET", "/many", &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    let line = p.wait_for_line("--max-response-headers");
+    assert!(line.contains("502"), "{line}");
+
+    let p = Proxy::start(&["--max-response-headers", "200"]);
+    p.add("/", &format!("http://127.0.0.1:{port}"));
+    let r = p.public("GET", "/many", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    assert_eq!(r.header("x-f149"), Some("149"));
 }
 
 // ============================================================================================

@@ -158,6 +158,11 @@ pub struct ClientOptions {
     /// a 502, and the connection is dropped. Default 64 KiB (hyper's own
     /// default is about 400 KiB).
     pub max_response_header_size: usize,
+    /// The most header fields an HTTP/1 response head may have; more fails the
+    /// request with [`ProxyError::UpstreamHeadTooLarge`](crate::ProxyError).
+    /// Default 100, hyper's: its parser keeps up to 100 on the stack, and any
+    /// other value makes it allocate a table of this size for every response.
+    pub max_response_headers: usize,
 }
 
 /// PEM text: given inline or read from a file when the proxy is built.
@@ -358,6 +363,7 @@ impl Default for ClientOptions {
             http2_keep_alive_interval: None,
             preserve_header_key_case: false,
             max_response_header_size: 64 * 1024,
+            max_response_headers: 100,
         }
     }
 }

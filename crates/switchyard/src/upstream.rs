@@ -43,6 +43,10 @@ type MakeClient = dyn Fn(bool, Option<Uri>) -> HttpClient + Send + Sync;
 /// longest ago is dropped for each new one.
 const TARGET_CLIENTS: usize = 1024;
 
+/// hyper's own limit on response header fields, kept on the stack; setting any
+/// value, even this one, makes it allocate a table per response.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The HTTP/1 pool, the two pooled clients for the other [`Protocol`]s, and the
 /// per-target clients.
 #[derive(Clone)]
@@ -122,6 +126,9 @@ impl Upstream {
             let mut b = hyper::client::conn::http1::Builder::new();
             b.preserve_header_case(opts.preserve_header_key_case)
                 .max_buf_size(opts.max_response_header_size.max(8 * 1024));
+            if opts.max_response_headers != HYPER_MAX_HEADERS {
+                b.max_headers(opts.max_response_headers.max(1));
+            }
             let connector = Connector {
                 inner: connectors[0].clone(),
                 destination: None,
@@ -147,6 +154,9 @@ impl Upstream {
                 .http1_preserve_header_case(opts.preserve_header_key_case)
                 .http1_max_buf_size(opts.max_response_header_size.max(8 * 1024))
                 .http2_only(h2_only);
+            if opts.max_response_headers != HYPER_MAX_HEADERS {
+                b.http1_max_headers(opts.max_response_headers.max(1));
+            }
             if let Some(interval) = opts.http2_keep_alive_interval {
                 b.http2_keep_alive_interval(interval)
                     .http2_keep_alive_while_idle(true);
