@@ -82,6 +82,12 @@ fn main() -> ExitCode {
 
 /// The runtime: one thread per core by default; with one worker thread a current-thread
 /// runtime, which serves everything on the main thread with no work-stealing between threads.
+/// A timeout flag in milliseconds, where 0 means none, as when the flag is absent (CHP
+/// tests `--timeout` and `--proxy-timeout` for truth).
+fn unless_zero(ms: Option<u64>) -> Option<Duration> {
+    ms.filter(|ms| *ms > 0).map(Duration::from_millis)
+}
+
 fn build_runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -304,15 +310,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         insecure: cli.insecure,
         client_ca: cli.client_ssl_ca.clone(),
         client_cert: cli.client_ssl_cert.clone().zip(cli.client_ssl_key.clone()),
-        // CHP tests these for truth: 0 means no timeout, as when the flag is absent.
-        timeout: cli.timeout.filter(|ms| *ms > 0).map(Duration::from_millis),
-        proxy_timeout: cli
-            .proxy_timeout
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis),
-        body_idle_timeout: Some(cli.body_idle_timeout)
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis),
+        timeout: unless_zero(cli.timeout),
+        proxy_timeout: unless_zero(cli.proxy_timeout),
+        body_idle_timeout: unless_zero(Some(cli.body_idle_timeout)),
         max_response_header_size: to_usize(cli.max_response_header_size),
         max_response_headers: to_usize(cli.max_response_headers),
     };

@@ -113,6 +113,10 @@ pub(crate) enum Stream {
 impl Upstream {
     pub(crate) fn new(opts: &ClientOptions) -> Result<Self, ConfigError> {
         let base = tls_config(opts)?;
+        // Only a limit other than hyper's own is set: setting one costs an
+        // allocation per response.
+        let max_headers =
+            Some(opts.max_response_headers.max(1)).filter(|n| *n != HYPER_MAX_HEADERS);
         let connectors = [&[&b"http/1.1"[..]][..], &[b"h2", b"http/1.1"], &[b"h2"]].map(|alpn| {
             let mut tls = base.clone();
             tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -126,8 +130,8 @@ impl Upstream {
             let mut b = hyper::client::conn::http1::Builder::new();
             b.preserve_header_case(opts.preserve_header_key_case)
                 .max_buf_size(opts.max_response_header_size.max(8 * 1024));
-            if opts.max_response_headers != HYPER_MAX_HEADERS {
-                b.max_headers(opts.max_response_headers.max(1));
+            if let Some(n) = max_headers {
+                b.max_headers(n);
             }
             let connector = Connector {
                 inner: connectors[0].clone(),
@@ -154,8 +158,8 @@ impl Upstream {
                 .http1_preserve_header_case(opts.preserve_header_key_case)
                 .http1_max_buf_size(opts.max_response_header_size.max(8 * 1024))
                 .http2_only(h2_only);
-            if opts.max_response_headers != HYPER_MAX_HEADERS {
-                b.http1_max_headers(opts.max_response_headers.max(1));
+            if let Some(n) = max_headers {
+                b.http1_max_headers(n);
             }
             if let Some(interval) = opts.http2_keep_alive_interval {
                 b.http2_keep_alive_interval(interval)
