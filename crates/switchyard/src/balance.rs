@@ -5,7 +5,7 @@
 //!
 //! This is what http-proxy-3 says it is "suitable for" and leaves to user
 //! code, and what reply-from's `base: [a, b]` does with undici's
-//! `BalancedPool` (research/library.md §2.1).
+//! `BalancedPool`.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

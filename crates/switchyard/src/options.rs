@@ -50,9 +50,9 @@ pub struct Options {
     /// client chooses it) makes the `Location` relative instead: the client
     /// resolves it against the URL it used, so a forged `Host` is never
     /// echoed in a redirect and the target's address and port never leak
-    /// (research/reliability.md §2.8, §6 item 23). A relative `Location`
-    /// keeps the client's scheme, so `protocol_rewrite` only applies with a
-    /// listed `Host`.
+    /// (CHP's `--auto-rewrite` copies any `Host` in and keeps the target's
+    /// port). A relative `Location` keeps the client's scheme, so
+    /// `protocol_rewrite` only applies with a listed `Host`.
     pub auto_rewrite: bool,
     /// With `auto_rewrite`: the names (`host` or `host:port`, compared
     /// without regard to case, the port as written in `Host`) that clients

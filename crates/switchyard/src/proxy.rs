@@ -236,9 +236,8 @@ impl<H: Hooks> Proxy<H> {
     /// (`exchange`, `Proxy::send`, the HTTP/1 pool's `send`): an `async fn`
     /// keeps its arguments in its future twice (as passed and as moved into
     /// its body), for as long as it runs, and each caller moves its callee's
-    /// future into its own. The request head alone is 272 bytes; the
-    /// server's per-request future was 5.8 KiB before the preparation moved
-    /// out of it.
+    /// future into its own. The request head alone is 272 bytes, so every
+    /// copy of it in a future shows in each request's allocation.
     pub(crate) fn run<'a>(
         &'a self,
         req: Request<Body>,

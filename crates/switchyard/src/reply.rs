@@ -1,5 +1,5 @@
 //! [`Proxy::forward`]: @fastify/reply-from's `reply.from(source, opts)` for
-//! a handler in axum or any tower stack (research/library.md §2).
+//! a handler in axum or any tower stack.
 //!
 //! A [`Forward`] is a typed builder for one call's options on top of the
 //! engine: the same request and response passes, client, hooks, retries
@@ -484,10 +484,10 @@ fn same_origin(a: &Target, b: &Target) -> bool {
     }
 }
 
-/// reply-from's `buildURL` for the path (research/library.md §2.3): the
-/// source path resolved against `base` (an absolute path replaces it, a
-/// relative one joins its directory, `//x` is a path, not a host), refused
-/// with a `..` segment (decoded, `\` read as `/`) or outside `base`.
+/// reply-from's `buildURL` for the path: the source path resolved against
+/// `base` (an absolute path replaces it, a relative one joins its
+/// directory, `//x` is a path, not a host), refused with a `..` segment
+/// (decoded, `\` read as `/`) or outside `base`.
 pub(crate) fn build_path(source: &str, base: &str) -> Result<String, ProxyError> {
     let decoded = percent_decode_str(source).decode_utf8_lossy();
     if decoded.split(['/', '\\']).any(|seg| seg == "..") {
@@ -531,7 +531,7 @@ mod tests {
         matches!(build_path(source, base), Err(ProxyError::BadRequest(_)))
     }
 
-    /// research/library.md §2.9 build-url: the join rules, `//host` as a
+    /// reply-from's `build-url` tests: the join rules, `//host` as a
     /// path, escapes refused, `..`, `%2e%2e` and `..%2f` refused, `[...slug]`
     /// and `...` allowed.
     #[test]
@@ -564,7 +564,7 @@ mod tests {
         assert_eq!(ok("/..foo", "/"), "/..foo");
     }
 
-    /// research/library.md §2.9 fix-GHSA-2q7r-29rg-6m5h.
+    /// reply-from's GHSA-2q7r-29rg-6m5h: `%2E%2E` must not escape the base.
     #[test]
     fn ghsa_2q7r_traversal_under_a_base() {
         assert!(refused("/ho/%2E%2E/hi", "/hi/"));

@@ -1,5 +1,5 @@
-//! Retries: reply-from's rules (research/library.md §2.7) with its bugs
-//! fixed (§6 item 17).
+//! Retries: reply-from's rules with its bugs fixed (the `Retry-After` unit,
+//! bodies sent twice, discarded answers not drained).
 //!
 //! * A request is retried only if its body can be sent again, which means
 //!   it has none: a streamed body is gone once sent. The engine buffers one
@@ -407,9 +407,8 @@ mod tests {
         h
     }
 
-    /// research/library.md §2.7: reply-from reads Retry-After as
-    /// milliseconds and an HTTP-date as NaN; RFC 9110 §10.2.3 says seconds
-    /// or a date.
+    /// reply-from reads Retry-After as milliseconds and an HTTP-date as
+    /// NaN; RFC 9110 §10.2.3 says seconds or a date.
     #[test]
     fn retry_after_is_seconds_or_a_date() {
         assert_eq!(retry_after(&headers("1")), Some(Duration::from_secs(1)));

@@ -1,5 +1,5 @@
 //! The engine as a tower [`Service`] and [`Layer`], so that axum and any
-//! tower stack can mount it (the reply-from use, research/library.md §2).
+//! tower stack can mount it (the way @fastify/reply-from is used in Fastify).
 //!
 //! * `Proxy` itself is a `Service<Request<B>>` for any body of bytes: each
 //!   request goes through [`Proxy::web`]. It never fails (`Infallible`):

@@ -1,7 +1,7 @@
-//! research/library.md §2.9 disable-request-logging. Alone in its test
+//! reply-from's test disable-request-logging. Alone in its test
 //! binary: tracing caches each callsite's interest globally, so a scoped
 //! subscriber would race with tests running on other threads.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -23,8 +23,8 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
     Request::get(uri).body(Full::default()).unwrap()
 }
 
-/// §2.9 disable-request-logging: one access log line per call by default,
-/// none with `disable_request_logging`.
+/// reply-from's test disable-request-logging: one access log line per call by
+/// default, none with `disable_request_logging`.
 #[tokio::test]
 async fn request_logging_can_be_disabled() {
     #[derive(Clone, Default)]

@@ -1,8 +1,8 @@
 //! Several upstreams for one route (`Upstreams`): round robin, least
 //! outstanding requests, passive health (a refused connection takes a
 //! member out for a back-off period) and the active health check
-//! (research/library.md §2.9 balanced-pool, http2-target-multi-crash).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! (reply-from's test balanced-pool, http2-target-multi-crash).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -131,8 +131,8 @@ async fn round_robin_order() {
     assert_eq!(answers, ["a", "b", "a", "b"]);
 }
 
-/// §2.9 balanced-pool: a pool given to one `forward` call spreads requests
-/// across both upstreams (the proxy itself has no target).
+/// reply-from's test balanced-pool: a pool given to one `forward` call spreads
+/// requests across both upstreams (the proxy itself has no target).
 #[tokio::test]
 async fn forward_with_a_pool() {
     let hits = Arc::new(Mutex::new(Vec::new()));
@@ -208,11 +208,11 @@ async fn wall_within<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// §2.9 http2-target-multi-crash, and http-proxy-3's "suitable for load
-/// balancing": a dead upstream is skipped while it is down (the request
-/// that finds it refusing fails over, so no request fails), and used again
-/// once its back-off period is over and it is back. The back-off runs on
-/// tokio's paused clock, advanced by hand; no other timer exists.
+/// reply-from's test http2-target-multi-crash, and http-proxy-3's "suitable for
+/// load balancing": a dead upstream is skipped while it is down (the request
+/// that finds it refusing fails over, so no request fails), and used again once
+/// its back-off period is over and it is back. The back-off runs on tokio's
+/// paused clock, advanced by hand; no other timer exists.
 #[tokio::test(start_paused = true)]
 async fn dead_upstream_is_skipped_then_used_again() {
     wall_within(async {

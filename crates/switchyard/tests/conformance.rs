@@ -1,9 +1,10 @@
-//! The raw-byte conformance table (research/reliability.md §2 and §6): each
+//! The raw-byte conformance table (RFC 9112 framing and `Host` rules, RFC
+//! 9110 §7.6.1 hop-by-hop fields, request size limits): each
 //! row is a request as bytes on the wire, the answer the client must get
 //! (a status, and whether the connection is closed after it), and a check on
 //! what the upstream received. A recording upstream stores every byte; it
 //! must never see a smuggled `GET /smuggled` request line.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -49,127 +50,127 @@ struct Row {
 
 const ROWS: &[Row] = &[
     Row {
-        name: "§6.1 CL + TE with a smuggled request in the body",
+        name: "CL + TE with a smuggled request in the body",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 35\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
         expect: Expect::ProxiedThenClosed,
         upstream: Upstream::Lacks("content-length"),
     },
     Row {
-        name: "§6.2 chunked DELETE keeps its framing",
+        name: "chunked DELETE keeps its framing",
         request: b"DELETE /del HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\nGET /smuggled HTTP/1.1\r\n\r\n\r\n0\r\n\r\n",
         expect: Expect::Proxied,
         upstream: Upstream::Lacks("content-length: 0"),
     },
     Row {
-        name: "§6.3 TE chunked, chunked",
+        name: "TE chunked, chunked",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.3 TE chunked, gzip",
+        name: "TE chunked, gzip",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.3 TE xchunked",
+        name: "TE xchunked",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
         expect: Expect::Refused(&[400, 501]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.3 two TE lines",
+        name: "two TE lines",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.3 space before the colon",
+        name: "space before the colon",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.4 two different Content-Length",
+        name: "two different Content-Length",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.4 Content-Length +5",
+        name: "Content-Length +5",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nabcde",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.4 Content-Length 5, 5",
+        name: "Content-Length 5, 5",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nabcde",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.5 obs-fold",
+        name: "obs-fold",
         request: b"GET /a HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.5 NUL in a header value",
+        name: "NUL in a header value",
         request: b"GET /a HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.6 chunk size overflow",
+        name: "chunk size overflow",
         request: b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n",
         expect: Expect::Aborted,
         upstream: Upstream::Any,
     },
     Row {
-        name: "§6.7 Connection-listed X-Forwarded-For is removed, Host never",
+        name: "Connection-listed X-Forwarded-For is removed, Host never",
         request: b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Forwarded-For, Host\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
         expect: Expect::Proxied,
         upstream: Upstream::Lacks("6.6.6.6"),
     },
     Row {
-        name: "§6.8 no Host on HTTP/1.1",
+        name: "no Host on HTTP/1.1",
         request: b"GET /a HTTP/1.1\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.8 two Host lines",
+        name: "two Host lines",
         request: b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.8 Host a/b",
+        name: "Host a/b",
         request: b"GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.9 absolute-form authority disagrees with Host",
+        name: "absolute-form authority disagrees with Host",
         request: b"GET http://evil.example/x HTTP/1.1\r\nHost: good\r\n\r\n",
         expect: Expect::Refused(&[400]),
         upstream: Upstream::Nothing,
     },
     Row {
-        name: "§6.10 //authority stays a path to the configured target",
+        name: "//authority stays a path to the configured target",
         request: b"GET //evil.example/x HTTP/1.1\r\nHost: t\r\n\r\n",
         expect: Expect::Proxied,
         upstream: Upstream::Contains("get //evil.example/x http/1.1"),
     },
     Row {
-        name: "§6.14 Upgrade: h2c is not forwarded",
+        name: "Upgrade: h2c is not forwarded",
         request: b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
         expect: Expect::Proxied,
         upstream: Upstream::Lacks("h2c"),
     },
     Row {
-        name: "§6.21 a 100 KB header",
+        name: "a 100 KB header",
         request: b"",
         expect: Expect::Refused(&[431]),
         upstream: Upstream::Nothing,
@@ -267,7 +268,7 @@ async fn raw_byte_conformance_table() {
     );
 }
 
-/// §6 item 21 with `ListenOptions`' defaults: a 70 KB URI is 414 (not
+/// The size limits with `ListenOptions`' defaults: a 70 KB URI is 414 (not
 /// hyper's 431 for a full buffer), 16 KiB + 1 is 414 from our check, and
 /// more than 100 header fields is 431; just under each limit is proxied.
 #[tokio::test]
@@ -283,7 +284,7 @@ async fn size_limit_rows() {
     let path = |len: usize| format!("/{}", "p".repeat(len - 1));
     let rows: Vec<(&str, Vec<u8>, Expect, Upstream)> = vec![
         (
-            "§6.21 a 70 KB URI",
+            "a 70 KB URI",
             get(&path(70 * 1024), 0),
             Expect::Refused(&[414]),
             Upstream::Nothing,
@@ -307,7 +308,7 @@ async fn size_limit_rows() {
             Upstream::Contains("get /ppp"),
         ),
         (
-            "§6.21 101 header fields",
+            "101 header fields",
             get("/a", 100),
             Expect::Refused(&[431]),
             Upstream::Nothing,

@@ -1,6 +1,6 @@
-//! Failures: every kind has one status, a generic body, and a hook
-//! (research/library.md §1.7, §6 items 12 and 18).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! Failures: every kind has one status, a generic body (never the upstream's
+//! address or error text), and a hook.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -15,7 +15,7 @@ fn target(addr: std::net::SocketAddr) -> Target {
     Target::parse(&format!("http://{addr}")).unwrap()
 }
 
-/// library.md §6 item 18 and §1.11 lib/http-proxy ("ECONNREFUSED error
+/// http-proxy-3's test lib/http-proxy ("ECONNREFUSED error
 /// event"): a refused connection is a 502 whose body is generic and never
 /// names the upstream.
 #[tokio::test]
@@ -31,9 +31,10 @@ async fn refused_is_502_with_a_generic_body() {
     assert!(!body.contains(&addr.port().to_string()) && !body.contains("127.0.0.1"));
 }
 
-/// library.md §1.11 http/error-handling and lib/http-proxy-passes-web-incoming
-/// ("errors via callback … ECONNREFUSED"): `try_web_with` hands the typed
-/// error to the caller instead of an error page.
+/// http-proxy-3's tests http/error-handling and
+/// lib/http-proxy-passes-web-incoming ("errors via callback …
+/// ECONNREFUSED"): `try_web_with` hands the typed error to the caller
+/// instead of an error page.
 #[tokio::test]
 async fn refused_is_a_typed_connect_error() {
     let (_socket, addr) = refusing_port();
@@ -51,7 +52,7 @@ async fn refused_is_a_typed_connect_error() {
     assert!(!err.public_message().contains(&addr.to_string()));
 }
 
-/// library.md §1.11 http/custom-proxy-error: an `on_error` hook writes its
+/// http-proxy-3's test http/custom-proxy-error: an `on_error` hook writes its
 /// own answer (a 500 with a custom body) for an unreachable target.
 #[tokio::test]
 async fn on_error_hook_writes_a_custom_answer() {
@@ -93,8 +94,8 @@ async fn on_error_none_keeps_the_default() {
     assert_eq!(res.status(), 502);
 }
 
-/// library.md §6 item 12: an upstream answering bytes that are not HTTP is a
-/// 502 (`UpstreamMalformed`), not a hang or a panic.
+/// An upstream answering bytes that are not HTTP is a 502
+/// (`UpstreamMalformed`), not a hang or a panic.
 #[tokio::test]
 async fn garbage_upstream_answer_is_502() {
     let (addr, _) = raw_backend(b"SSH-2.0-OpenSSH_9.6\r\n\r\nnot http at all\r\n").await;
@@ -110,7 +111,7 @@ async fn garbage_upstream_answer_is_502() {
     assert_eq!(body, "Bad Gateway");
 }
 
-/// library.md §1.11 lib/http-proxy ("client closed if upstream closes
+/// http-proxy-3's test lib/http-proxy ("client closed if upstream closes
 /// before…"): an upstream that closes without answering is a 502
 /// (`UpstreamReset`).
 #[tokio::test]
@@ -136,7 +137,7 @@ async fn upstream_closing_before_the_answer_is_502() {
     assert_eq!(err.status().unwrap(), 502);
 }
 
-/// library.md §1.1 ("Must set target or forward"): no target is a typed
+/// http-proxy-3's "Must set target or forward": no target is a typed
 /// error and a 500, never a panic.
 #[tokio::test]
 async fn no_target_is_a_500() {
@@ -150,7 +151,7 @@ async fn no_target_is_a_500() {
     assert_eq!(body_bytes(res.into_body()).await, "Internal Server Error");
 }
 
-/// library.md §5 (node-http-proxy #1618, "never recovers after an upstream
+/// node-http-proxy #1618 ("never recovers after an upstream
 /// outage"): once the upstream is back, the next request succeeds.
 #[tokio::test]
 async fn recovers_when_the_upstream_comes_back() {

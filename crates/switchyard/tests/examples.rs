@@ -5,7 +5,7 @@
 //! `start` functions called directly: the same code as `cargo run
 //! --example`, without a nested cargo build or a subprocess to clean up.
 #![allow(clippy::unwrap_used)]
-// tests may unwrap (STYLE.md §7)
+// tests may unwrap
 // Each example brings its own copy of examples/support, exactly as it is
 // compiled on its own by `cargo run --example`.
 #![allow(clippy::duplicate_mod)]

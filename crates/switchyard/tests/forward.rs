@@ -1,5 +1,6 @@
-//! The `forward` option (research/library.md §1.2 `forward`).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! The `forward` option: http-proxy-3's copy of each request to a second
+//! target, whose answer is ignored.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -9,7 +10,7 @@ use http::Request;
 use http_body_util::Full;
 use switchyard::{Proxy, Target};
 
-/// library.md §1.11 http/forward-and-target-proxy: with `forward` and
+/// http-proxy-3's test http/forward-and-target-proxy: with `forward` and
 /// `target`, both get one request each and the client gets the target's
 /// answer, body included.
 #[tokio::test]
@@ -38,7 +39,7 @@ async fn forward_and_target_both_get_the_request() {
     assert!(at_target.try_recv().is_err() && at_forward.try_recv().is_err());
 }
 
-/// library.md §1.11 http/forward-proxy: `forward` only: the forward server
+/// http-proxy-3's test http/forward-proxy: `forward` only: the forward server
 /// gets the request and the client gets an empty 200.
 #[tokio::test]
 async fn forward_only_gives_an_empty_200() {
@@ -59,7 +60,7 @@ async fn forward_only_gives_an_empty_200() {
     assert_eq!(&f.body[..], b"copy me");
 }
 
-/// library.md §1.11 lib/http-proxy ("forward + xfwd"): the forward copy
+/// http-proxy-3's test lib/http-proxy ("forward + xfwd"): the forward copy
 /// carries the X-Forwarded-* headers too.
 #[tokio::test]
 async fn forward_copy_carries_forwarded_headers() {
@@ -78,7 +79,7 @@ async fn forward_copy_carries_forwarded_headers() {
     assert_eq!(f.headers["x-forwarded-proto"], "http");
 }
 
-/// library.md §1.11 lib/http-proxy-passes-web-incoming ("forward error"):
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming ("forward error"):
 /// a dead forward target does not disturb the real request.
 #[tokio::test]
 async fn forward_failure_does_not_affect_the_target() {
@@ -99,7 +100,7 @@ async fn forward_failure_does_not_affect_the_target() {
     }
 }
 
-/// library.md §1.2 `forward` with a target path: the forward target's own
+/// `forward` with a target path: the forward target's own
 /// path prefix applies to its copy.
 #[tokio::test]
 async fn forward_target_path_prefixes_its_copy() {

@@ -1,6 +1,6 @@
-//! The request and response header passes, seen from real peers
-//! (research/library.md §1.4, §1.5, §6 items 2–5).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! The request and response header passes, seen from real peers: Host,
+//! `X-Forwarded-*`, Authorization, extra headers and hop-by-hop fields.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -14,9 +14,8 @@ fn last(seen: &std::sync::Mutex<Vec<Seen>>) -> Seen {
     seen.lock().unwrap().last().unwrap().clone()
 }
 
-/// library.md §6 item 3 and §1.11 lib/http-proxy-passes-web-incoming
-/// (XHeaders): `xfwd` adds For (the client's address), Port (from Host),
-/// Proto and Host.
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming (XHeaders):
+/// `xfwd` adds For (the client's address), Port (from Host), Proto and Host.
 #[tokio::test]
 async fn xfwd_adds_forwarded_headers() {
     let (b, seen) = recording_backend().await;
@@ -81,8 +80,8 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
     );
 }
 
-/// library.md §1.11 lib/http-proxy ("POST with an existing XFF gets the IP
-/// appended"), §1.4 step 3: appended with `,`, no space.
+/// http-proxy-3's test lib/http-proxy ("POST with an existing XFF gets the IP
+/// appended"): appended with `,`, no space.
 #[tokio::test]
 async fn xfwd_appends_to_an_existing_chain() {
     let (b, seen) = recording_backend().await;
@@ -107,8 +106,8 @@ async fn xfwd_appends_to_an_existing_chain() {
     assert_eq!(&s.body[..], b"body");
 }
 
-/// library.md §6 item 3: the port of an IPv6 `Host` is parsed properly
-/// (`[::1]:8080` gives 8080; every Node library gives 1).
+/// The port of an IPv6 `Host` is parsed properly (`[::1]:8080` gives 8080;
+/// every Node library gives 1).
 #[tokio::test]
 async fn xfwd_port_from_an_ipv6_host() {
     let (b, seen) = recording_backend().await;
@@ -126,7 +125,7 @@ async fn xfwd_port_from_an_ipv6_host() {
     assert_eq!(last(&seen).headers["x-forwarded-port"], "80");
 }
 
-/// library.md §1.11 lib/http-proxy ("xfwd with an HTTP/1.0 request without
+/// http-proxy-3's test lib/http-proxy ("xfwd with an HTTP/1.0 request without
 /// Host does not throw").
 #[tokio::test]
 async fn xfwd_http10_without_host() {
@@ -150,8 +149,8 @@ async fn xfwd_http10_without_host() {
     assert_eq!(h["host"], b.addr.to_string());
 }
 
-/// library.md §6 item 3 ("httpxy's set-if-absent is the safer default;
-/// offer both"): `SetIfAbsent` keeps the client's values, `Replace` drops them.
+/// httpxy sets `X-Forwarded-*` only if absent, http-proxy-3 appends; both are
+/// offered: `SetIfAbsent` keeps the client's values, `Replace` drops them.
 #[tokio::test]
 async fn xfwd_modes() {
     let (b, seen) = recording_backend().await;
@@ -177,7 +176,7 @@ async fn xfwd_modes() {
     }
 }
 
-/// library.md §6 item 2 and §1.11 lib/http-proxy-common (changeOrigin port):
+/// http-proxy-3's test lib/http-proxy-common (changeOrigin port):
 /// without `change_origin` the client's Host goes through; with it, the
 /// target's host and its non-default port.
 #[tokio::test]
@@ -198,7 +197,7 @@ async fn change_origin_sets_the_target_host() {
     }
 }
 
-/// library.md §1.11 http/ipv6-proxy: a target `http://[::1]:port` works, and
+/// http-proxy-3's test http/ipv6-proxy: a target `http://[::1]:port` works, and
 /// `change_origin` sends `Host: [::1]:port`.
 #[tokio::test]
 async fn ipv6_target_with_change_origin() {
@@ -220,8 +219,8 @@ async fn ipv6_target_with_change_origin() {
     assert_eq!(s.headers["host"], format!("[::1]:{port}").as_str());
 }
 
-/// library.md §6 item 4 and §1.11 lib/http-proxy-passes-web-incoming ("auth
-/// overrides a client Bearer"), §5 #15: `auth` replaces the client's
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming ("auth overrides
+/// a client Bearer", node-http-proxy #1706): `auth` replaces the client's
 /// Authorization; an Authorization in `headers` still wins over `auth`.
 #[tokio::test]
 async fn auth_overrides_the_client_but_headers_win() {
@@ -251,9 +250,9 @@ async fn auth_overrides_the_client_but_headers_win() {
     assert_eq!(last(&seen).headers["authorization"], "Token from-headers");
 }
 
-/// library.md §1.2 `headers` and §1.11 lib/http-proxy-common ("headers
-/// merge, options override"): option headers replace the client's and are
-/// added when absent.
+/// http-proxy-3's `headers` option and its test lib/http-proxy-common
+/// ("headers merge, options override"): option headers replace the client's
+/// and are added when absent.
 #[tokio::test]
 async fn headers_option_overrides_client_headers() {
     let (b, seen) = recording_backend().await;
@@ -279,8 +278,8 @@ async fn headers_option_overrides_client_headers() {
     assert_eq!(h["x-other"], "kept");
 }
 
-/// library.md §1.2 `method` and §1.11 lib/http-proxy-common ("method
-/// override"): the outgoing method is replaced, the body still sent.
+/// http-proxy-3's `method` option and its test lib/http-proxy-common
+/// ("method override"): the outgoing method is replaced, the body still sent.
 #[tokio::test]
 async fn method_option_overrides_the_method() {
     let (b, seen) = recording_backend().await;
@@ -298,7 +297,7 @@ async fn method_option_overrides_the_method() {
     assert_eq!(&s.body[..], b"data");
 }
 
-/// library.md §6 item 5 (request side), RFC 9110 §7.6.1: hop-by-hop fields
+/// RFC 9110 §7.6.1: hop-by-hop fields
 /// and every field the client's `Connection` names are stripped (so a
 /// client cannot make the proxy drop a header it adds); `TE: trailers` stays.
 #[tokio::test]
@@ -332,10 +331,10 @@ async fn request_hop_by_hop_fields_are_stripped() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
 }
 
-/// library.md §6 item 5 (response side) and §1.5: the upstream's hop-by-hop
-/// fields (`Keep-Alive`, Connection-listed ones, `Proxy-Authenticate`) do not
-/// reach the client; end-to-end fields do; a chunked upstream answer is
-/// re-framed by the proxy (removeChunked).
+/// RFC 9110 §7.6.1 on the response side: the upstream's hop-by-hop fields
+/// (`Keep-Alive`, Connection-listed ones, `Proxy-Authenticate`) do not reach
+/// the client (http-proxy-3 forwards them); end-to-end fields do; a chunked
+/// upstream answer is re-framed by the proxy (removeChunked).
 #[tokio::test]
 async fn response_hop_by_hop_fields_are_stripped() {
     let (addr, _) = raw_backend(
@@ -355,9 +354,9 @@ async fn response_hop_by_hop_fields_are_stripped() {
     assert_eq!(&body[..], b"ok");
 }
 
-/// library.md §1.2 `preserveHeaderKeyCase` and §1.11 lib/http-proxy
-/// (preserveHeaderKeyCase): through `listen`, an HTTP/1 client sees the
-/// upstream's exact header-name case.
+/// http-proxy-3's `preserveHeaderKeyCase` and its test lib/http-proxy:
+/// through `listen`, an HTTP/1 client sees the upstream's exact header-name
+/// case.
 #[tokio::test]
 async fn preserve_header_key_case_through_listen() {
     let (addr, _) = raw_backend(

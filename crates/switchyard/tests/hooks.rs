@@ -1,10 +1,11 @@
-//! Hooks in place of http-proxy-3's events (research/library.md §1.7).
+//! Hooks in place of http-proxy-3's events (`start`, `proxyReq`, `proxyRes`,
+//! `end`, `error`, `econnreset`, `proxyReqWs`, `open`, `close`).
 //! WebSocket hooks (`on_proxy_request_ws`, `on_open`, `on_close`) are in
 //! `websocket.rs`.
 //!
 //! Not applicable: middleware/gzip (compression is a tower layer in front
 //! of the proxy, not an engine feature).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -87,11 +88,11 @@ impl Hooks for Recorder {
     }
 }
 
-/// library.md §1.7 ("order for a successful web request: start → proxyReq →
-/// proxyRes → end"), with per-request state carried between phases; the
-/// request hook's header reaches the upstream (§1.11 lib/http-proxy-passes-
-/// web-incoming "proxyReq event can modify headers"), the response hook's
-/// the client (§1.11 "proxyRes args").
+/// http-proxy-3's event order for a successful web request (start →
+/// proxyReq → proxyRes → end), with per-request state carried between
+/// phases; the request hook's header reaches the upstream (its test
+/// lib/http-proxy-passes-web-incoming "proxyReq event can modify headers"),
+/// the response hook's the client ("proxyRes args").
 #[tokio::test]
 async fn phases_run_in_order_with_shared_state() {
     let (b, seen) = recording_backend().await;
@@ -154,8 +155,8 @@ async fn on_proxy_response_can_take_over() {
     assert_eq!(body_bytes(res.into_body()).await, "taken over");
 }
 
-/// `on_error` sees the failure (§1.7 `error` event) and `on_end` is not
-/// called for a request that never got a response.
+/// `on_error` sees the failure (http-proxy-3's `error` event) and `on_end`
+/// is not called for a request that never got a response.
 #[tokio::test]
 async fn on_error_is_called_once() {
     let (_socket, addr) = refusing_port();
@@ -172,9 +173,9 @@ async fn on_error_is_called_once() {
     assert!(!log.iter().any(|l| l.starts_with("end")));
 }
 
-/// library.md §1.7 `econnreset` and §5 #9: a client that goes away before
-/// the answer triggers `on_client_abort`, and the upstream request is
-/// cancelled.
+/// http-proxy-3's `econnreset` (node-http-proxy #1455): a client that goes
+/// away before the answer triggers `on_client_abort`, and the upstream
+/// request is cancelled.
 #[tokio::test]
 async fn on_client_abort_when_the_client_leaves() {
     let (addr, mut heads, mut closed) = holding_backend().await;
@@ -237,7 +238,7 @@ async fn closure_hooks() {
     assert_eq!(*ends.lock().unwrap(), [BodyEnd::Complete { bytes: 4 }]);
 }
 
-/// library.md §1.11 middleware/modify-response (Rust equivalent): a response
+/// http-proxy-3's test middleware/modify-response (Rust equivalent): a response
 /// hook rewrites the body as it streams.
 #[tokio::test]
 async fn response_hook_rewrites_the_body_as_it_streams() {
@@ -255,8 +256,8 @@ async fn response_hook_rewrites_the_body_as_it_streams() {
     assert_eq!(body_bytes(res.into_body()).await, "HELLO WORLD");
 }
 
-/// library.md §1.2 `selfHandleResponse` and §1.11 lib/http-proxy-passes-web-
-/// incoming (selfHandleResponse): the rewriting passes are skipped and the
+/// http-proxy-3's `selfHandleResponse` and its test
+/// lib/http-proxy-passes-web-incoming: the rewriting passes are skipped and the
 /// caller gets the upstream's response as it is, to answer as it likes.
 #[tokio::test]
 async fn self_handle_response_skips_the_passes() {
@@ -287,7 +288,7 @@ async fn self_handle_response_skips_the_passes() {
     assert_eq!(body, "res from proxied server");
 }
 
-/// library.md §6 item 16 and §1.11 lib/http-proxy-passes-web-incoming
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming
 /// ("proxyReq is skipped with `expect: 100-continue`"): here the hook runs
 /// before anything is sent, so it applies to `Expect: 100-continue`
 /// requests too; the client gets its `100 Continue` and the body goes
@@ -328,7 +329,7 @@ async fn expect_100_continue_with_a_request_hook() {
     assert_eq!(&s.body[..], b"body");
 }
 
-/// library.md §1.11 middleware/body-decoder (Rust equivalent): an app that
+/// http-proxy-3's test middleware/body-decoder (Rust equivalent): an app that
 /// has read and changed the body hands `web` a new one; its framing comes
 /// from the new body, not from the client's `Content-Length`.
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Plain HTTP proxying through `listen` and `web`, against real backends.
 //!
-//! http-proxy-3 checklist lines (research/library.md §1.11) that do not
-//! apply to a Rust engine, and why:
+//! http-proxy-3's tests (its `lib/test/` files) that do not apply to a Rust
+//! engine, and why:
 //! - http/customFetch, http/proxy-callbacks: the fetch path and its
 //!   `onBeforeRequest`/`onAfterResponse` callbacks are one implementation
 //!   here; the hooks they map to are tested in `hooks.rs`, HTTP/2 upstreams
@@ -14,9 +14,8 @@
 //!   Node/connect middlewares. The Rust equivalents (re-serialising a body
 //!   in `on_proxy_request`, replacing a response body) are in `hooks.rs`.
 //!
-//! library.md §6 item 17 (retries) is not tested: the engine has no retry
-//! policy yet (DESIGN.md's `retry.rs` is not written).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! Retries are tested in `retry.rs`.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -31,7 +30,7 @@ use hyper::body::Incoming;
 use switchyard::{Body, Options, Proxy, Target};
 use tokio::io::AsyncWriteExt;
 
-/// library.md §1.11 http/basic-proxy: `createProxyServer({target}).listen()`.
+/// http-proxy-3's test http/basic-proxy: `createProxyServer({target}).listen()`.
 #[tokio::test]
 async fn basic_listen_proxies_get() {
     let (b, seen) = recording_backend().await;
@@ -44,7 +43,7 @@ async fn basic_listen_proxies_get() {
     server.shutdown().await;
 }
 
-/// library.md §1.11 http/basic-proxy (parallel load): many concurrent
+/// http-proxy-3's test http/basic-proxy (parallel load): many concurrent
 /// requests through one proxy all get their own answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_requests_all_succeed() {
@@ -63,7 +62,7 @@ async fn parallel_requests_all_succeed() {
     server.shutdown().await;
 }
 
-/// library.md §1.11 balancer/simple-balancer: per-call targets, round robin.
+/// http-proxy-3's test balancer/simple-balancer: per-call targets, round robin.
 #[tokio::test]
 async fn round_robin_over_per_call_targets() {
     let a = backend(|_| async { text(200, "a") }).await;
@@ -81,7 +80,7 @@ async fn round_robin_over_per_call_targets() {
     assert_eq!(got, ["a", "b", "a", "b"]);
 }
 
-/// library.md §1.11 http/double-slashes (hp3 #6): `//test`,
+/// http-proxy-3's test http/double-slashes (hp3 #6): `//test`,
 /// `///test/crazy//slasher` and `/test//foo` arrive byte for byte.
 #[tokio::test]
 async fn double_slashes_arrive_unchanged() {
@@ -96,7 +95,7 @@ async fn double_slashes_arrive_unchanged() {
     }
 }
 
-/// library.md §1.11 http/empty-req-url and §6 item 1. An empty request
+/// http-proxy-3's test http/empty-req-url. An empty request
 /// target cannot occur on the wire (RFC 9112 §3.2), so the Rust equivalent
 /// is the shortest one: `/` and `/?foo=bar` under a target `/test` give
 /// `/test/` and `/test/?foo=bar` (http-proxy-3's trailing-slash rule; the
@@ -113,7 +112,7 @@ async fn shortest_request_urls_join_the_target_path() {
     }
 }
 
-/// library.md §1.11 http/latent-proxy: `web` called after a delay, with the
+/// http-proxy-3's test http/latent-proxy: `web` called after a delay, with the
 /// request body not yet read, still proxies the body.
 #[tokio::test]
 async fn latent_web_call_still_proxies_the_body() {
@@ -140,7 +139,7 @@ async fn latent_web_call_still_proxies_the_body() {
     assert_eq!(&seen[0].body[..], b"payload");
 }
 
-/// library.md §6 item 6, CVE-2026-29057: a chunked DELETE reaches
+/// CVE-2026-29057: a chunked DELETE reaches
 /// the upstream chunked, with its body, and never with `Content-Length: 0`.
 #[tokio::test]
 async fn chunked_delete_is_not_smuggled() {
@@ -162,7 +161,7 @@ async fn chunked_delete_is_not_smuggled() {
     assert!(!text.contains("\r\n\r\nget /smuggled"), "{text}");
 }
 
-/// library.md §6 item 7 and §1.11 lib/http-proxy-passes-web-incoming
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming
 /// (deleteLength): a DELETE or OPTIONS without any body framing gets
 /// `Content-Length: 0`; a GET gets no framing at all.
 #[tokio::test]
@@ -185,7 +184,7 @@ async fn bodiless_delete_gets_content_length_zero() {
     }
 }
 
-/// library.md §6 item 8 and §1.11 security/blacklist-headers (node-http-proxy
+/// http-proxy-3's test security/blacklist-headers (node-http-proxy
 /// #1647): a client `Trailer:` header, even on a chunked body that really
 /// carries trailers, does not crash or hang the proxy; `Trailer1` passes.
 #[tokio::test]
@@ -212,9 +211,9 @@ async fn trailer_request_header_does_not_crash() {
     assert_eq!(status, 200);
 }
 
-/// library.md §1.5 step 2 and §6 item 5: an upstream `Connection: close`
-/// closes the upstream connection only; the client's keep-alive connection
-/// carries a second request.
+/// RFC 9110 §7.6.1: an upstream `Connection: close` closes the upstream
+/// connection only (http-proxy-3 copies it to the client); the client's
+/// keep-alive connection carries a second request.
 #[tokio::test]
 async fn upstream_connection_close_keeps_client_alive() {
     let b = backend(|_| async {
@@ -243,9 +242,9 @@ async fn upstream_connection_close_keeps_client_alive() {
     assert_eq!(b.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
-/// library.md §1.7 (client abort) and §5 #1/#9: when the client goes away
-/// before the answer, the upstream request is cancelled (the upstream sees
-/// its connection closed) instead of leaking.
+/// node-http-proxy #1586 and #1455: when the client goes away before the
+/// answer, the upstream request is cancelled (the upstream sees its
+/// connection closed) instead of leaking.
 #[tokio::test]
 async fn client_abort_cancels_the_upstream_request() {
     let (addr, mut heads, mut closed) = holding_backend().await;
@@ -264,9 +263,9 @@ async fn client_abort_cancels_the_upstream_request() {
     within(closed.recv()).await.unwrap();
 }
 
-/// DESIGN.md "upstream connections are pooled": sequential requests reuse
-/// one upstream connection (http-proxy-3's agentless default would open one
-/// per request and send `Connection: close`, library.md §1.2 `agent`).
+/// Upstream connections are pooled: sequential requests reuse one upstream
+/// connection (http-proxy-3's `agent: false` default opens one per request
+/// and sends `Connection: close`).
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let (b, seen) = recording_backend().await;
@@ -293,7 +292,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 }
 
 /// `web` from inside an app, with per-call options: the target's path and
-/// query prefix the request's (library.md §6 item 1).
+/// query prefix the request's.
 #[tokio::test]
 async fn web_with_per_call_target() {
     let (b, seen) = recording_backend().await;
@@ -308,7 +307,7 @@ async fn web_with_per_call_target() {
 }
 
 /// Request and response bodies of known length keep it; the status line
-/// and body of the upstream reach the client unchanged (§1.5 step 5,
+/// and body of the upstream reach the client unchanged (http-proxy-3's
 /// writeStatusCode).
 #[tokio::test]
 async fn status_and_body_pass_through() {
@@ -330,7 +329,7 @@ async fn status_and_body_pass_through() {
     assert_eq!(&body[..], b"0123456789");
 }
 
-/// library.md §6 item 15 (fetch-like clients): no automatic decompression.
+/// Unlike fetch-like clients, no automatic decompression.
 /// A gzip answer reaches the client byte for byte, with its
 /// `Content-Encoding` and `Content-Length` (hp3's fetch path decoded the
 /// body but kept both headers, a corrupt response).

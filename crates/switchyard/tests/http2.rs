@@ -1,6 +1,6 @@
-//! HTTP/2 on either side (research/library.md §1.9, §6 item 14). TLS with
+//! HTTP/2 on either side (RFC 9113 §8.2.2, §8.3). TLS with
 //! ALPN h2 is in `tls.rs`; here, h2c (prior knowledge) on plain TCP.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use switchyard::{Body, Protocol, Proxy, Target};
 
-/// library.md §6 item 14 and §1.11 lib/http2-proxy, http/xfwd-http2: an
+/// http-proxy-3's test lib/http2-proxy, http/xfwd-http2: an
 /// h2c client → `listen` → HTTP/1 upstream. `:authority` becomes `Host`
 /// (and X-Forwarded-Host), pseudo-headers never reach the upstream, and a
 /// request body gets its length.
@@ -46,7 +46,7 @@ async fn h2c_client_to_an_http1_upstream() {
     assert!(s.headers.keys().all(|k| !k.as_str().starts_with(':')));
 }
 
-/// library.md §1.9 ("HTTP/2 upstream"): an HTTP/1 client → an h2c upstream
+/// An HTTP/1 client → an h2c upstream
 /// chosen with `Target::with_protocol(Protocol::Http2)`; connection-specific
 /// fields are not sent to the h2 peer.
 #[tokio::test]
@@ -113,7 +113,7 @@ async fn h2_upstream_authority_agrees_with_host() {
     }
 }
 
-/// library.md §6 item 14 ("keep `te: trailers`") and §1.9: gRPC-style
+/// RFC 9113 §8.2.2 (`TE: trailers` is the one value allowed): gRPC-style
 /// response trailers from an h2c upstream reach an h2c client through
 /// `listen`, after the data; the client's `te: trailers` reaches the upstream.
 #[tokio::test]
@@ -213,8 +213,8 @@ async fn websocket_to_an_h2_target_is_501() {
     }
 }
 
-/// library.md §6 item 14 ("cancel upstream streams on client reset") and
-/// §5 #13: an HTTP/2 client that resets its stream (drops the request)
+/// reply-from #424 (streams leaked until `maxConcurrentStreams`): an HTTP/2
+/// client that resets its stream (drops the request)
 /// cancels the upstream request; the connection serves on.
 #[tokio::test]
 async fn h2_stream_reset_cancels_the_upstream_request() {

@@ -1,5 +1,5 @@
 //! `Proxy::forward`: @fastify/reply-from's options, one test per
-//! applicable line of research/library.md §2.9 (named in each doc comment).
+//! applicable file of reply-from's test suite (named in each doc comment).
 //! Retries are in `retry.rs`, several upstreams in `balance.rs`, the tower
 //! and axum integration in `service.rs`.
 //!
@@ -38,7 +38,7 @@
 //! disable-request-logging is in `access_log.rs`, alone in its binary:
 //! tracing's per-callsite interest cache is global, so a scoped subscriber
 //! races with tests on other threads.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -92,8 +92,8 @@ fn seen_one(seen: &Arc<Mutex<Vec<Seen>>>) -> Seen {
     s[0].clone()
 }
 
-/// §2.9 base-get, undici: with a base, `forward_request` forwards `GET /`;
-/// the status (205) and headers are relayed.
+/// reply-from's tests base-get, undici: with a base, `forward_request` forwards
+/// `GET /`; the status (205) and headers are relayed.
 #[tokio::test]
 async fn base_get_relays_status_and_headers() {
     let b = answer_205().await;
@@ -105,7 +105,8 @@ async fn base_get_relays_status_and_headers() {
     assert_eq!(body, "/");
 }
 
-/// §2.9 full-get-test, base-path: an absolute source URL, with no base.
+/// reply-from's tests full-get-test, base-path: an absolute source URL, with no
+/// base.
 #[tokio::test]
 async fn absolute_source_without_a_base() {
     let b = answer_205().await;
@@ -127,8 +128,8 @@ async fn absolute_source_elsewhere_than_the_base_is_400() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
-/// §2.9 base-querystring, full-querystring: the incoming query is kept,
-/// on the request's own path and on another source path.
+/// reply-from's tests base-querystring, full-querystring: the incoming query is
+/// kept, on the request's own path and on another source path.
 #[tokio::test]
 async fn incoming_query_is_forwarded() {
     let (b, seen) = recording_backend().await;
@@ -140,8 +141,9 @@ async fn incoming_query_is_forwarded() {
     assert_eq!(s[1].uri, "/world?a=b");
 }
 
-/// §2.9 core-with-path-in-base, undici-with-path-in-base: the base path is
-/// a jail, not a prefix: base `/hello` and source `/hello` → `/hello`.
+/// reply-from's tests core-with-path-in-base, undici-with-path-in-base: the
+/// base path is a jail, not a prefix: base `/hello` and source `/hello` →
+/// `/hello`.
 #[tokio::test]
 async fn base_path_is_a_jail_not_a_prefix() {
     let (b, seen) = recording_backend().await;
@@ -151,9 +153,9 @@ async fn base_path_is_a_jail_not_a_prefix() {
     assert_eq!(seen_one(&seen).uri, "/hello");
 }
 
-/// §2.9 fix-GHSA-2q7r-29rg-6m5h and build-url: sources that escape the
-/// base (`..`, `%2e%2e`, `..%2f`, or a path outside it) are 400 and reach
-/// nobody; the request's own path is checked the same way.
+/// reply-from's tests fix-GHSA-2q7r-29rg-6m5h and build-url: sources that
+/// escape the base (`..`, `%2e%2e`, `..%2f`, or a path outside it) are 400 and
+/// reach nobody; the request's own path is checked the same way.
 #[tokio::test]
 async fn base_path_escapes_are_400() {
     let (b, seen) = recording_backend().await;
@@ -181,8 +183,8 @@ async fn base_path_escapes_are_400() {
     assert_eq!(status, 200);
 }
 
-/// §2.9 full-querystring-url: the incoming query is not checked for
-/// traversal; it is forwarded raw.
+/// reply-from's test full-querystring-url: the incoming query is not checked
+/// for traversal; it is forwarded raw.
 #[tokio::test]
 async fn query_is_forwarded_raw() {
     let (b, seen) = recording_backend().await;
@@ -191,9 +193,9 @@ async fn query_is_forwarded_raw() {
     assert_eq!(seen_one(&seen).uri, "/world?a=/ho/%2E%2E/hi");
 }
 
-/// §2.9 full-querystring-rewrite-string, full-querystring-rewrite: a
-/// query in the source replaces the incoming one (never merged); without
-/// one, the incoming query is appended.
+/// reply-from's tests full-querystring-rewrite-string,
+/// full-querystring-rewrite: a query in the source replaces the incoming one
+/// (never merged); without one, the incoming query is appended.
 #[tokio::test]
 async fn source_query_replaces_the_incoming_one() {
     let (b, seen) = recording_backend().await;
@@ -205,9 +207,9 @@ async fn source_query_replaces_the_incoming_one() {
     assert_eq!(s[1].uri, "/world?a=b");
 }
 
-/// §2.9 full-querystring-rewrite-option, -option-complex and
-/// -option-empty-object: `query_string` replaces both the source's and
-/// the incoming query; empty sends no `?`.
+/// reply-from's tests full-querystring-rewrite-option, -option-complex and
+/// -option-empty-object: `query_string` replaces both the source's and the
+/// incoming query; empty sends no `?`.
 #[tokio::test]
 async fn query_string_replaces_every_query() {
     let (b, seen) = recording_backend().await;
@@ -227,9 +229,9 @@ async fn query_string_replaces_every_query() {
     assert_eq!(s[2].uri, "/world");
 }
 
-/// §2.9 full-querystring-rewrite-option-function, -function-request and
-/// -function-empty: the function gets the incoming query and the request,
-/// and its result replaces the query (empty: no `?`).
+/// reply-from's tests full-querystring-rewrite-option-function,
+/// -function-request and -function-empty: the function gets the incoming query
+/// and the request, and its result replaces the query (empty: no `?`).
 #[tokio::test]
 async fn query_string_function() {
     let (b, seen) = recording_backend().await;
@@ -253,9 +255,9 @@ async fn query_string_function() {
     assert_eq!(s[1].uri, "/world");
 }
 
-/// §2.9 full-rewrite-body, full-rewrite-body-http, full-rewrite-body-content-type:
-/// a replacement body is sent as it is with its length, with the given
-/// content type.
+/// reply-from's tests full-rewrite-body, full-rewrite-body-http,
+/// full-rewrite-body-content-type: a replacement body is sent as it is with its
+/// length, with the given content type.
 #[tokio::test]
 async fn replacement_body_with_content_type() {
     let (b, seen) = recording_backend().await;
@@ -276,9 +278,10 @@ async fn replacement_body_with_content_type() {
     assert_eq!(s.headers["content-type"], "application/msgpack");
 }
 
-/// §2.9 full-rewrite-body-to-null, full-rewrite-body-to-empty-string:
-/// `no_body` sends `Content-Length: 0` and no content type; an empty
-/// replacement body is an empty body with its length (bytes, not JSON).
+/// reply-from's tests full-rewrite-body-to-null,
+/// full-rewrite-body-to-empty-string: `no_body` sends `Content-Length: 0` and
+/// no content type; an empty replacement body is an empty body with its length
+/// (bytes, not JSON).
 #[tokio::test]
 async fn empty_replacement_bodies() {
     let (b, seen) = recording_backend().await;
@@ -296,8 +299,9 @@ async fn empty_replacement_bodies() {
     assert_eq!(s[1].headers["content-length"], "0");
 }
 
-/// §2.9 no-body-opts-with-get, no-body-opts-with-head: a replacement body
-/// on GET or HEAD is an error of the call (500), and nothing is sent.
+/// reply-from's tests no-body-opts-with-get, no-body-opts-with-head: a
+/// replacement body on GET or HEAD is an error of the call (500), and nothing
+/// is sent.
 #[tokio::test]
 async fn replacement_body_on_get_or_head_is_refused() {
     let (b, seen) = recording_backend().await;
@@ -313,7 +317,8 @@ async fn replacement_body_on_get_or_head_is_refused() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
-/// §2.9 method: `method` turns an incoming PATCH into a POST, body kept.
+/// reply-from's test method: `method` turns an incoming PATCH into a POST, body
+/// kept.
 #[tokio::test]
 async fn method_override_keeps_the_body() {
     let (b, seen) = recording_backend().await;
@@ -328,10 +333,10 @@ async fn method_override_keeps_the_body() {
     );
 }
 
-/// §2.9 full-post, full-post-stream, full-post-stream-core, post-plain-text,
-/// post-with-octet-stream, fix-GHSA-v2v2-hph8-q5xp: bodies of any type
-/// stream through unchanged (never parsed or re-encoded), their content
-/// type too; one of unknown length is sent chunked.
+/// reply-from's tests full-post, full-post-stream, full-post-stream-core,
+/// post-plain-text, post-with-octet-stream, fix-GHSA-v2v2-hph8-q5xp: bodies of
+/// any type stream through unchanged (never parsed or re-encoded), their
+/// content type too; one of unknown length is sent chunked.
 #[tokio::test]
 async fn bodies_of_any_type_stream_through() {
     let (b, seen) = recording_backend().await;
@@ -368,8 +373,8 @@ async fn bodies_of_any_type_stream_through() {
     assert_eq!(s[4].headers["transfer-encoding"], "chunked");
 }
 
-/// §2.9 host-header, rewrite-request-headers: the upstream gets its own
-/// Host (with a non-default port); `rewrite_request_headers` sees that
+/// reply-from's tests host-header, rewrite-request-headers: the upstream gets
+/// its own Host (with a non-default port); `rewrite_request_headers` sees that
 /// Host, can override it and others, and has the last word.
 #[tokio::test]
 async fn host_header_and_rewrite_request_headers() {
@@ -402,8 +407,8 @@ async fn host_header_and_rewrite_request_headers() {
     assert_eq!(s[2].headers["host"], "front.test");
 }
 
-/// §2.9 strip-connection-headers: fields named in `Connection` are gone
-/// before `rewrite_request_headers` runs (the April 2026 fix), unlisted
+/// reply-from's test strip-connection-headers: fields named in `Connection` are
+/// gone before `rewrite_request_headers` runs (the April 2026 fix), unlisted
 /// ones stay.
 #[tokio::test]
 async fn connection_listed_headers_are_stripped_first() {
@@ -430,7 +435,8 @@ async fn connection_listed_headers_are_stripped_first() {
     assert_eq!(s.headers["x-kept"], "1");
 }
 
-/// §2.9 rewrite-headers: response headers can be dropped and added.
+/// reply-from's test rewrite-headers: response headers can be dropped and
+/// added.
 #[tokio::test]
 async fn rewrite_headers_edits_the_response() {
     let b = answer_205().await;
@@ -445,8 +451,8 @@ async fn rewrite_headers_edits_the_response() {
     assert_eq!(headers["x-rewritten"], "yes");
 }
 
-/// §2.9 onResponse, transform-body: `on_response` gets the status and can
-/// pipe the body through a transformation (upper case), headers kept.
+/// reply-from's tests onResponse, transform-body: `on_response` gets the status
+/// and can pipe the body through a transformation (upper case), headers kept.
 #[tokio::test]
 async fn on_response_transforms_the_body() {
     let b = answer_205().await;
@@ -469,8 +475,8 @@ async fn on_response_transforms_the_body() {
     assert_eq!(headers["x-my-header"], "hello!");
 }
 
-/// §2.9 on-error, http-timeout, undici-timeout: `headers_timeout` → 504
-/// by default; `on_error` receives the typed timeout (with its source
+/// reply-from's tests on-error, http-timeout, undici-timeout: `headers_timeout`
+/// → 504 by default; `on_error` receives the typed timeout (with its source
 /// chain intact) and its response is sent.
 #[tokio::test(start_paused = true)]
 async fn headers_timeout_and_on_error() {
@@ -501,9 +507,9 @@ async fn headers_timeout_and_on_error() {
     );
 }
 
-/// §2.9 undici-timeout-body, undici-timeout-body-partial: once the head is
-/// relayed, `body_timeout` cuts the body (the client sees a failed body,
-/// never a clean short one).
+/// reply-from's tests undici-timeout-body, undici-timeout-body-partial: once
+/// the head is relayed, `body_timeout` cuts the body (the client sees a failed
+/// body, never a clean short one).
 #[tokio::test(start_paused = true)]
 async fn body_timeout_cuts_a_stalled_body() {
     let (addr, _) = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
@@ -556,8 +562,8 @@ async fn total_timeout_before_and_after_the_head() {
     assert!(matches!(*err, ProxyError::TotalTimeout(_)), "{err:?}");
 }
 
-/// §2.9 on-invalid-upstream-response: an upstream answer that is not HTTP
-/// (a four-digit status) is 502.
+/// reply-from's test on-invalid-upstream-response: an upstream answer that is
+/// not HTTP (a four-digit status) is 502.
 #[tokio::test]
 async fn invalid_upstream_response_is_502() {
     let (addr, _) = raw_backend(b"HTTP/1.1 8888 Weird\r\ncontent-length: 0\r\n\r\n").await;
@@ -566,8 +572,9 @@ async fn invalid_upstream_response_is_502() {
     assert_eq!(status, 502);
 }
 
-/// §2.9 http-invalid-target (as 502, see the module docs), http-retry with
-/// `retriesCount: 0`: a refused connection is 502 without retries.
+/// reply-from's tests http-invalid-target (as 502, see the module docs),
+/// http-retry with `retriesCount: 0`: a refused connection is 502 without
+/// retries.
 #[tokio::test]
 async fn refused_upstream_is_502() {
     let (_socket, addr) = refusing_port();
@@ -577,9 +584,10 @@ async fn refused_upstream_is_502() {
     assert!(!String::from_utf8_lossy(&body).contains("127.0.0.1"));
 }
 
-/// §2.9 get-upstream-http, get-upstream-type, get-upstream-undici,
-/// get-upstream-cache: `get_upstream` gets the request and the default
-/// base, and picks the upstream per call, with or without a proxy base.
+/// reply-from's tests get-upstream-http, get-upstream-type,
+/// get-upstream-undici, get-upstream-cache: `get_upstream` gets the request and
+/// the default base, and picks the upstream per call, with or without a proxy
+/// base.
 #[tokio::test]
 async fn get_upstream_is_asked_per_call() {
     let (a, seen_a) = recording_backend().await;
@@ -606,8 +614,9 @@ async fn get_upstream_is_asked_per_call() {
     assert_eq!(seen_b.lock().unwrap().len(), 1);
 }
 
-/// §2.9 full-delete-http2, full-post-http2, http-http2: to an HTTP/2 (h2c)
-/// upstream, DELETE and POST with a body work and a 404 is relayed.
+/// reply-from's tests full-delete-http2, full-post-http2, http-http2: to an
+/// HTTP/2 (h2c) upstream, DELETE and POST with a body work and a 404 is
+/// relayed.
 #[tokio::test]
 async fn http2_upstream() {
     let b = backend(|req: Request<Incoming>| async move {
@@ -641,7 +650,7 @@ async fn http2_upstream() {
     assert_eq!(status, 404);
 }
 
-/// §2.9 undici, unix-http: a unix-socket base.
+/// reply-from's tests undici, unix-http: a unix-socket base.
 #[tokio::test]
 async fn unix_socket_base() {
     let path = std::env::temp_dir().join(format!("switchyard-reply-{}.sock", std::process::id()));
@@ -670,8 +679,8 @@ async fn unix_socket_base() {
     assert_eq!((status.as_u16(), &body[..]), (200, &b"/over/unix?x=1"[..]));
 }
 
-/// §2.9 undici-chaining: two proxies in a row (a forwarding one in front of
-/// a `listen`ing one); a non-ASCII `Content-Disposition` survives.
+/// reply-from's test undici-chaining: two proxies in a row (a forwarding one in
+/// front of a `listen`ing one); a non-ASCII `Content-Disposition` survives.
 #[tokio::test]
 async fn chained_proxies_keep_non_ascii_headers() {
     let b = backend(|_req: Request<Incoming>| async move {
@@ -694,9 +703,9 @@ async fn chained_proxies_keep_non_ascii_headers() {
     );
 }
 
-/// §2.9 http1-aborted-request: a client that goes away before the upstream
-/// answers (the call dropped) cancels the upstream request; `on_response`
-/// is never called.
+/// reply-from's test http1-aborted-request: a client that goes away before the
+/// upstream answers (the call dropped) cancels the upstream request;
+/// `on_response` is never called.
 #[tokio::test]
 async fn dropped_call_cancels_the_upstream_request() {
     let (addr, mut heads, mut closed) = holding_backend().await;

@@ -1,4 +1,5 @@
-//! Retries (research/library.md §2.7, §6 item 17; §2.9 http-retry,
+//! Retries: only idempotent methods, only bodies that can be sent again,
+//! `Retry-After` in seconds (reply-from's tests http-retry,
 //! undici-retry, retry-on-503, retry-with-a-custom-handler).
 //!
 //! Delays are measured on tokio's paused clock. With real sockets that
@@ -8,7 +9,7 @@
 //! connect timeout, and a safety net on the wall clock (a std thread)
 //! instead of a tokio timeout. The clock then moves only when everything
 //! waits for the delay, and by exactly the delay.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -83,9 +84,9 @@ fn unavailable(retry_after: Option<&str>, body: &'static str) -> Response<Body> 
     r
 }
 
-/// §6 item 17, §2.9 retry-on-503: a 503 with `Retry-After: 1` is retried
-/// after one second (not one millisecond, as reply-from reads it), and the
-/// discarded 503 is drained, so the retry reuses its connection.
+/// reply-from's test retry-on-503: a 503 with `Retry-After: 1` is retried after
+/// one second (not one millisecond, as reply-from reads it), and the discarded
+/// 503 is drained, so the retry reuses its connection.
 #[tokio::test(start_paused = true)]
 async fn retry_after_one_second() {
     let (b, count) = counting_backend(|n| match n {
@@ -150,10 +151,10 @@ async fn retry_after_http_date() {
     );
 }
 
-/// §2.9 retry-on-503: an upstream that always answers 503 (without
-/// Retry-After: the jittered default back-off) is tried
-/// `1 + max_retries_on_503` times, then its last 503 and body are relayed.
-/// A large discarded body is dropped (its connection closed), not read.
+/// reply-from's test retry-on-503: an upstream that always answers 503 (without
+/// Retry-After: the jittered default back-off) is tried `1 +
+/// max_retries_on_503` times, then its last 503 and body are relayed. A large
+/// discarded body is dropped (its connection closed), not read.
 #[tokio::test(start_paused = true)]
 async fn retries_on_503_are_bounded() {
     let (b, count) = counting_backend(|_| unavailable(None, "still busy")).await;
@@ -265,8 +266,8 @@ async fn resetting_backend(resets: usize) -> (std::net::SocketAddr, Arc<AtomicUs
     (addr, heads)
 }
 
-/// §2.9 http-retry, undici-retry: a connection reset before the response
-/// is retried for GET with `retries_count` 1 (200), and not with the
+/// reply-from's tests http-retry, undici-retry: a connection reset before the
+/// response is retried for GET with `retries_count` 1 (200), and not with the
 /// default 0 (502).
 #[tokio::test]
 async fn reset_connection_is_retried_for_get() {
@@ -291,9 +292,9 @@ async fn reset_connection_is_retried_for_get() {
     assert_eq!(heads.load(Ordering::SeqCst), 1);
 }
 
-/// §2.9 http-retry ("a method outside retryMethods is not retried"), §6
-/// item 17: a POST is never retried by the default rules, with or without
-/// a body, after a reset or a 503.
+/// reply-from's test http-retry ("a method outside retryMethods is not
+/// retried"): a POST is never retried by the default rules, with or without a
+/// body, after a reset or a 503.
 #[tokio::test]
 async fn post_is_never_retried() {
     let (addr, heads) = resetting_backend(1).await;
@@ -347,9 +348,9 @@ async fn a_request_with_a_body_is_not_retried() {
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 
-/// §2.9 retry-with-a-custom-handler: a `retry_delay` callback can retry a
-/// 500, sees the default rules' answer and the error or status, and counts
-/// attempts; `Retry::never()` turns retries off for one call.
+/// reply-from's test retry-with-a-custom-handler: a `retry_delay` callback can
+/// retry a 500, sees the default rules' answer and the error or status, and
+/// counts attempts; `Retry::never()` turns retries off for one call.
 #[tokio::test]
 async fn custom_retry_delay() {
     let (b, count) = counting_backend(|n| match n {

@@ -1,6 +1,6 @@
-//! Outgoing paths, `Location` and `Set-Cookie` rewriting
-//! (research/library.md §1.3, §1.6, §6 items 1, 9, 10).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! Outgoing paths, `Location` and `Set-Cookie` rewriting, against
+//! http-proxy-3's rules.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -19,8 +19,8 @@ async fn path_through(target: &str, request: &str, f: impl FnOnce(&mut Options))
     seen.lock().unwrap()[0].uri.clone()
 }
 
-/// library.md §6 item 1 and §1.3: the target's path and query prefix the
-/// request's; exactly one `/` at the boundary; target query first.
+/// The target's path and query prefix the request's; exactly one `/` at the
+/// boundary; target query first.
 #[tokio::test]
 async fn target_path_and_query_prefix_the_request() {
     assert_eq!(
@@ -31,17 +31,17 @@ async fn target_path_and_query_prefix_the_request() {
     assert_eq!(path_through("/x", "/", |_| ()).await, "/x/");
 }
 
-/// library.md §1.2 `prependPath` and §1.11 lib/http-proxy-common
-/// (prependPath): `prepend_path: false` drops the target's path and query.
+/// http-proxy-3's `prependPath` and its test lib/http-proxy-common:
+/// `prepend_path: false` drops the target's path and query.
 #[tokio::test]
 async fn prepend_path_false_sends_the_request_path_only() {
     let got = path_through("/x?y=1", "/a?b=1", |o| o.prepend_path = false).await;
     assert_eq!(got, "/a?b=1");
 }
 
-/// library.md §1.2 `ignorePath` and §1.11 lib/http-proxy-common ("ignorePath
-/// (with prependPath)"): the request's path and query are dropped; with
-/// `prepend_path: false` too, the path is `/`.
+/// http-proxy-3's `ignorePath` and its test lib/http-proxy-common
+/// ("ignorePath (with prependPath)"): the request's path and query are
+/// dropped; with `prepend_path: false` too, the path is `/`.
 #[tokio::test]
 async fn ignore_path_sends_the_target_path_only() {
     assert_eq!(
@@ -56,8 +56,8 @@ async fn ignore_path_sends_the_target_path_only() {
     assert_eq!(got, "/");
 }
 
-/// library.md §1.3 ("decide explicitly whether to normalise dot
-/// segments"), §6 item 1: Switchyard forwards the path byte for byte, so
+/// Dot segments: http-proxy-3 resolves them, httpxy does not, reply-from
+/// refuses them. Switchyard forwards the path byte for byte, so
 /// what a router matched is what the upstream gets (no `/s1/../admin` →
 /// `/admin` path confusion).
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn dot_segments_are_not_normalised() {
     assert_eq!(seen.lock().unwrap()[0].uri, "/base/a/../b/%2e%2e/c%2Fd");
 }
 
-/// library.md §1.2 `toProxy` and §1.11 lib/http-proxy-common ("toProxy
+/// http-proxy-3's `toProxy` and its test lib/http-proxy-common ("toProxy
 /// leading slash"): an absolute-form request target is sent whole, after a `/`.
 #[tokio::test]
 async fn to_proxy_sends_the_absolute_url_as_the_path() {
@@ -130,7 +130,7 @@ async fn location_after(
     res.headers()["location"].to_str().unwrap().to_owned()
 }
 
-/// library.md §6 item 9 and §1.11 lib/http-proxy-passes-web-outgoing
+/// http-proxy-3's test lib/http-proxy-passes-web-outgoing
 /// (Location rewrite on 201/301/302/307/308, not on 200): `host_rewrite`
 /// on every redirect status, 303 included (httpxy #119).
 #[tokio::test]
@@ -151,9 +151,9 @@ async fn host_rewrite_on_redirect_statuses() {
     assert_eq!(got, own, "a 200 is not rewritten");
 }
 
-/// library.md §1.6 (the [verified] example): `auto_rewrite` uses the
-/// client's Host, port included, when it is one of `public_hosts`;
-/// `host_rewrite` wins over it.
+/// http-proxy-3's `autoRewrite`: `auto_rewrite` uses the client's Host,
+/// port included, when it is one of `public_hosts`; `host_rewrite` wins
+/// over it.
 #[tokio::test]
 async fn auto_rewrite_uses_a_listed_client_host() {
     let b = redirector().await;
@@ -172,10 +172,9 @@ async fn auto_rewrite_uses_a_listed_client_host() {
     assert_eq!(got, "http://wins.example/landed");
 }
 
-/// reliability.md §2.8 R1 / §6 item 23: an unlisted `Host` (the client
-/// picks it) never reaches the `Location`, and neither does the target's
-/// address or port: the location becomes relative. CHP answers
-/// `https://evil.example:27901/landing` here.
+/// An unlisted `Host` (the client picks it) never reaches the `Location`,
+/// and neither does the target's address or port: the location becomes
+/// relative. CHP answers `https://evil.example:<target port>/landing` here.
 #[tokio::test]
 async fn auto_rewrite_with_an_unlisted_host_is_relative() {
     let b = redirector().await;
@@ -192,7 +191,7 @@ async fn auto_rewrite_with_an_unlisted_host_is_relative() {
     }
 }
 
-/// library.md §1.6: `protocol_rewrite` alone changes the scheme, and
+/// `protocol_rewrite` alone changes the scheme, and
 /// applies on top of a host rewrite.
 #[tokio::test]
 async fn protocol_rewrite_alone_and_combined() {
@@ -209,8 +208,8 @@ async fn protocol_rewrite_alone_and_combined() {
     assert_eq!(got, "https://front.example:9999/landed");
 }
 
-/// library.md §6 item 9: only locations naming the target itself (host and
-/// port) are rewritten; other hosts, other ports and relative locations stay.
+/// Only locations naming the target itself (host and port) are rewritten;
+/// other hosts, other ports and relative locations stay.
 #[tokio::test]
 async fn other_hosts_ports_and_relative_locations_stay() {
     let b = redirector().await;
@@ -250,7 +249,7 @@ async fn cookie_jar() -> Backend {
     .await
 }
 
-/// library.md §6 item 10 and §1.11 lib/http-proxy-passes-web-outgoing
+/// http-proxy-3's test lib/http-proxy-passes-web-outgoing
 /// (cookie path/domain rewrite/remove/advanced map): each Set-Cookie line
 /// is rewritten on its own and stays a separate line at the client
 /// (through `listen`, counted on the wire).
@@ -289,7 +288,7 @@ async fn cookie_domain_and_path_rewrite_keep_lines_separate() {
     );
 }
 
-/// library.md §1.6: with no rewrite configured, cookies are untouched.
+/// With no rewrite configured, cookies are untouched.
 #[tokio::test]
 async fn cookies_untouched_by_default() {
     let b = cookie_jar().await;
@@ -300,8 +299,8 @@ async fn cookies_untouched_by_default() {
     assert_eq!(got[0], "a=1; Domain=backend.internal; Path=/app");
 }
 
-/// library.md §1.11 lib/http-proxy-passes-web-incoming ("followRedirects
-/// follows a 301") and §1.2 `followRedirects`: the proxy follows the hops
+/// http-proxy-3's test lib/http-proxy-passes-web-incoming ("followRedirects
+/// follows a 301") and its `followRedirects`: the proxy follows the hops
 /// itself, at most `follow_redirects` of them; past the limit the client
 /// gets the redirect as it is.
 #[tokio::test]
@@ -329,7 +328,7 @@ async fn follow_redirects_with_a_limit() {
     let res = within(proxy.web_with(Request::get("/hop/4").body(()).unwrap(), &opts)).await;
     assert_eq!(res.status(), 301);
     assert_eq!(res.headers()["location"], "/hop/0");
-    // Off by default (unlike http-proxy-3's fetch path, §1.9).
+    // Off by default (unlike http-proxy-3's fetch path, which always follows).
     let res = within(proxy.web_with(
         Request::get("/hop/1").body(()).unwrap(),
         &Options::to(b.target()),

@@ -1,6 +1,6 @@
 //! The engine as a tower `Service` and `Layer`, and inside axum
-//! (research/library.md §2.9 async-route-handler; DESIGN.md `service.rs`).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! (reply-from's test async-route-handler).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -60,10 +60,10 @@ async fn proxy_layer_splits_requests() {
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
-/// §2.9 async-route-handler: `forward` from an async axum handler, whose
-/// return value axum sends as it is (205 and headers relayed); the proxy
-/// mounted with `route_service` and `fallback_service` next to routes the
-/// app serves itself, on a real socket.
+/// reply-from's test async-route-handler: `forward` from an async axum handler,
+/// whose return value axum sends as it is (205 and headers relayed); the proxy
+/// mounted with `route_service` and `fallback_service` next to routes the app
+/// serves itself, on a real socket.
 #[tokio::test]
 async fn axum_handlers_and_mounted_services() {
     let b = backend(|req: Request<Incoming>| async move {

@@ -1,4 +1,4 @@
-//! Request framing under random mutation (research/reliability.md §2.1, §6 items 1–6):
+//! Request framing under random mutation (RFC 9112 §6 and §7; request smuggling):
 //! a property test that sends raw bytes to a real proxy in front of a recording upstream.
 //!
 //! Each case is a request whose framing is built from random parts: duplicate,
@@ -18,7 +18,7 @@
 //! Completion is an event: after the case, the proxy is shut down and dropped (its
 //! pooled connections close), then a sentinel connection is made; once the sentinel is
 //! reported every earlier connection has been accepted, and the test waits for each.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -680,10 +680,10 @@ fn mutated_framing_is_refused_or_forwarded_as_meant() {
         .unwrap();
 }
 
-/// The model on the rows of reliability.md §6 that it covers, so that a wrong model
-/// cannot make the property vacuous.
+/// The model on the known smuggling vectors it covers, so that a wrong model cannot make
+/// the property vacuous.
 #[test]
-fn the_model_agrees_with_the_research_rows() {
+fn the_model_agrees_with_the_known_vectors() {
     let base = Case {
         method: "POST",
         http10: false,
@@ -704,7 +704,7 @@ fn the_model_agrees_with_the_research_rows() {
     };
     assert_eq!(with(|c| c.length = Some(Length::Exact)), Verdict::Valid);
     assert_eq!(with(|c| c.coding = Some(Coding::Chunked)), Verdict::Valid);
-    // §6 item 1: CL + TE is refused, or read as chunked (the conformance table checks
+    // RFC 9112 §6.3: CL + TE is refused, or read as chunked (the conformance table checks
     // that the connection is closed after it).
     assert_eq!(
         with(|c| {
@@ -720,7 +720,7 @@ fn the_model_agrees_with_the_research_rows() {
         }),
         Verdict::Invalid
     );
-    // §6 items 3 and 4.
+    // A Transfer-Encoding other than one `chunked`; a bad Content-Length (RFC 9112 §6.3).
     for coding in [
         Coding::ChunkedChunked,
         Coding::GzipChunked,
@@ -740,7 +740,7 @@ fn the_model_agrees_with_the_research_rows() {
         c.length = Some(length);
         assert_eq!(c.model().0, Verdict::Invalid, "{length:?}");
     }
-    // §6 items 5 and 6.
+    // obs-fold (RFC 9112 §5.2) and a chunk size that overflows (§7.1).
     assert_eq!(with(|c| c.extra = Extra::ObsFold), Verdict::Invalid);
     assert_eq!(
         with(|c| {

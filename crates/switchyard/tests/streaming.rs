@@ -2,7 +2,7 @@
 //!
 //! This file runs alone in its own test process, so the memory measure of
 //! `large_bodies_stream_with_bounded_memory` sees only its own transfer.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -19,7 +19,7 @@ use switchyard::{Body, Proxy};
 
 const SIZE: u64 = 256 * 1024 * 1024;
 
-/// DESIGN.md "bodies stream through": a 256 MiB upload and a 256 MiB
+/// Bodies stream through: a 256 MiB upload and a 256 MiB
 /// download, generated on the fly, cross `listen` while the process's peak
 /// resident memory grows by far less than one body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +64,7 @@ async fn large_bodies_stream_with_bounded_memory() {
     server.shutdown().await;
 }
 
-/// library.md §1.11 http/server-sent-events: events arrive one by one; the
+/// http-proxy-3's test http/server-sent-events: events arrive one by one; the
 /// first reaches the client while the upstream has not finished.
 #[tokio::test]
 async fn server_sent_events_arrive_incrementally() {

@@ -1,9 +1,10 @@
-//! `proxy_timeout`, `timeout` and `connect_timeout` (research/library.md
-//! §1.2, §6 item 11). Timer-driven tests run on tokio's paused clock: the
+//! `proxy_timeout`, `timeout` and `connect_timeout`, each with its own
+//! error kind (node-http-proxy #1331: http-proxy-3 reports a timeout as
+//! ECONNRESET). Timer-driven tests run on tokio's paused clock: the
 //! runtime jumps to the next timer only when every task is idle, so expiry
 //! is decided by events, never by a race with the wall clock. The 30 s
 //! `within` net is later than every timeout tested here.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -15,9 +16,10 @@ use http_body_util::BodyExt;
 use switchyard::{Body, Options, Proxy, ProxyError, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// library.md §1.11 http/fetch-timeout and lib/http-proxy-passes-web-incoming
-/// ("proxyTimeout … after ≥100 ms"), §5 #10: a hanging upstream with
-/// `proxy_timeout` is a distinct `UpstreamTimeout`, answered 504.
+/// http-proxy-3's tests http/fetch-timeout and
+/// lib/http-proxy-passes-web-incoming ("proxyTimeout … after ≥100 ms"),
+/// node-http-proxy #1331: a hanging upstream with `proxy_timeout` is a
+/// distinct `UpstreamTimeout`, answered 504.
 #[tokio::test(start_paused = true)]
 async fn proxy_timeout_on_a_hanging_upstream_is_504() {
     let (addr, mut heads, mut closed) = holding_backend().await;
@@ -40,9 +42,9 @@ async fn proxy_timeout_on_a_hanging_upstream_is_504() {
     assert_eq!(body_bytes(res.into_body()).await, "Gateway Timeout");
 }
 
-/// library.md §6 item 11: after the head, `proxy_timeout` limits each gap in
-/// the response body; a stalled body fails (the client sees a cut-off
-/// body, never a clean short one).
+/// After the head, `proxy_timeout` limits each gap in the response body; a
+/// stalled body fails (the client sees a cut-off body, never a clean short
+/// one).
 #[tokio::test(start_paused = true)]
 async fn proxy_timeout_cuts_a_stalled_body() {
     let (addr, _) = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst").await;
@@ -58,8 +60,8 @@ async fn proxy_timeout_cuts_a_stalled_body() {
     assert!(err.is::<switchyard::BodyIdleTimeout>(), "{err:?}");
 }
 
-/// library.md §1.2 `timeout` and §1.11 lib/http-proxy ("`timeout:3` hangs up
-/// the client"): a client that stops sending its body is dropped without
+/// http-proxy-3's `timeout` and its test lib/http-proxy ("`timeout:3` hangs
+/// up the client"): a client that stops sending its body is dropped without
 /// any response.
 #[tokio::test(start_paused = true)]
 async fn timeout_drops_an_idle_client_without_a_response() {
@@ -81,7 +83,7 @@ async fn timeout_drops_an_idle_client_without_a_response() {
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
 }
 
-/// library.md §1.2 `timeout` (the `econnreset` case): while the upstream
+/// `timeout` (http-proxy-3's `econnreset` case): while the upstream
 /// hangs, `timeout` drops the client without a response, and the upstream
 /// request is cancelled.
 #[tokio::test(start_paused = true)]
@@ -157,9 +159,9 @@ async fn timeouts_are_idle_limits_during_an_upload() {
     }
 }
 
-/// library.md §6 item 11 ("connect … timeouts separately with typed
-/// errors"): an upstream that never completes the TCP handshake (its accept
-/// queue is full, so the kernel drops our SYN) is a `ConnectTimeout`, 504.
+/// Connect timeouts have their own typed error: an upstream that never
+/// completes the TCP handshake (its accept queue is full, so the kernel
+/// drops our SYN) is a `ConnectTimeout`, 504.
 #[tokio::test(start_paused = true)]
 async fn connect_timeout_is_504() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -255,7 +257,7 @@ async fn read_until(conn: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
 
 /// `ListenOptions::shutdown_timeout` (`server::Drain`): `Server::shutdown` waits for a
 /// request in flight, no longer than the timeout; then the connection still busy is
-/// closed (it was left open before), and an idle keep-alive connection is closed at once.
+/// closed, and an idle keep-alive connection is closed at once.
 #[tokio::test(start_paused = true)]
 async fn listen_shutdown_timeout_closes_what_is_left() {
     let arrived = std::sync::Arc::new(tokio::sync::Notify::new());

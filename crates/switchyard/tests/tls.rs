@@ -1,6 +1,6 @@
-//! TLS both ways, with certificates made by rcgen at test time
-//! (research/library.md §1.2 `secure`/`ca`/`ssl`, §6 item 18).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! TLS both ways, with certificates made by rcgen at test time (http-proxy-3's
+//! `secure`, `ca` and `ssl`; upstream certificates are verified by default).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -30,7 +30,7 @@ fn https_target(b: &Backend) -> Target {
     Target::parse(&format!("https://localhost:{}", b.addr.port())).unwrap()
 }
 
-/// library.md §1.11 lib/https-proxy (HTTP→HTTPS) and §1.2 `ca`: an HTTPS
+/// http-proxy-3's test lib/https-proxy (HTTP→HTTPS) and its `ca`: an HTTPS
 /// upstream signed by a custom CA is verified against `ClientOptions.ca`.
 #[tokio::test]
 async fn https_upstream_with_a_custom_ca() {
@@ -46,7 +46,7 @@ async fn https_upstream_with_a_custom_ca() {
     assert_eq!(body_bytes(res.into_body()).await, "HTTP/1.1 /s front");
 }
 
-/// library.md §6 item 18 and §1.11 lib/https-proxy ("`secure:true` rejects a
+/// http-proxy-3's test lib/https-proxy ("`secure:true` rejects a
 /// self-signed certificate"): verification is on by default, and a
 /// certificate from an unknown CA is a 502 connect error.
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn unknown_ca_is_rejected_by_default() {
     assert_eq!(res.status(), 502);
 }
 
-/// library.md §1.11 http/proxy-https-to-https (`secure: false`): with
+/// http-proxy-3's test http/proxy-https-to-https (`secure: false`): with
 /// verification off, the self-signed upstream is accepted.
 #[tokio::test]
 async fn secure_false_accepts_any_certificate() {
@@ -100,8 +100,8 @@ async fn tls_listen(proxy: &Proxy, pki: &Pki) -> switchyard::Server {
         .unwrap()
 }
 
-/// library.md §1.11 http/proxy-https-to-http and lib/https-proxy
-/// (HTTPS→HTTP), §1.1 `listen` with `ssl`: `listen_with` TLS serves HTTPS;
+/// http-proxy-3's test http/proxy-https-to-http and lib/https-proxy
+/// (HTTPS→HTTP), its `listen` with `ssl`: `listen_with` TLS serves HTTPS;
 /// with `xfwd` the upstream learns the client used https on port 443.
 #[tokio::test]
 async fn tls_listener_to_an_http_upstream() {
@@ -131,7 +131,7 @@ async fn tls_listener_to_an_http_upstream() {
     assert_eq!(h["x-forwarded-port"], "443");
 }
 
-/// library.md §1.11 http/proxy-http2-to-http and lib/http2-proxy: an HTTP/2
+/// http-proxy-3's test http/proxy-http2-to-http and lib/http2-proxy: an HTTP/2
 /// client (ALPN h2) to the TLS listener, in front of an HTTP/1 upstream;
 /// `:authority` becomes Host and X-Forwarded-Host keeps its port.
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn h2_over_tls_to_an_http1_upstream() {
     assert_eq!(s.headers["x-forwarded-proto"], "https");
 }
 
-/// library.md §1.11 http/proxy-https-to-https and http/proxy-http2-to-https:
+/// http-proxy-3's test http/proxy-https-to-https and http/proxy-http2-to-https:
 /// TLS on both sides.
 #[tokio::test]
 async fn tls_listener_to_an_https_upstream() {
@@ -195,7 +195,7 @@ async fn tls_listener_to_an_https_upstream() {
     assert_eq!(body_bytes(res.into_body()).await, want);
 }
 
-/// library.md §1.11 http/proxy-http2-to-http2 (and http/customFetch): with
+/// http-proxy-3's test http/proxy-http2-to-http2 (and http/customFetch): with
 /// `Protocol::Auto`, a TLS upstream that offers h2 by ALPN is spoken to in
 /// HTTP/2, verified as the target's name (`localhost`), with the client's
 /// `Host` in `:authority` as well as in `Host` (RFC 9113 §8.3.1).
@@ -214,7 +214,7 @@ async fn h2_upstream_over_tls_by_alpn() {
     assert_eq!(body, &b"HTTP/2.0 https://front/x front"[..]);
 }
 
-/// library.md §1.8 step 3: WebSocket over the TLS listener (wss) gets
+/// WebSocket over the TLS listener (wss) gets
 /// `X-Forwarded-Proto: wss`.
 #[tokio::test]
 async fn wss_through_the_tls_listener() {

@@ -1,6 +1,6 @@
 //! Unix-socket upstreams (`unix:/path` and `unix+http://%2F…`, CHP's
-//! `http+unix://` form; research/library.md §1.2 `target.socketPath`).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+//! `http+unix://` form; http-proxy-3's `target.socketPath`).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

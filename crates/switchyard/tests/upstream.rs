@@ -2,7 +2,7 @@
 //! outgoing connections, client certificates for upstreams that ask for
 //! one, and an HTTP/2 upstream that says GOAWAY (the connection is replaced,
 //! never kept: reply-from #409).
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -20,7 +20,7 @@ use switchyard::{Body, Pem, Protocol, Proxy, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// library.md §1.2 `localAddress`: outgoing connections come from the
+/// http-proxy-3's `localAddress`: outgoing connections come from the
 /// configured address (127.0.0.2, also on loopback).
 #[tokio::test]
 async fn local_address_binds_outgoing_connections() {
@@ -127,7 +127,7 @@ async fn client_certificate_for_an_upstream_that_asks_for_one() {
     assert_eq!((status.as_u16(), &body[..]), (200, &b"mutual"[..]));
 }
 
-/// library.md §6 item 14, reply-from #409: an h2c upstream that sends
+/// reply-from #409: an h2c upstream that sends
 /// GOAWAY after its first answer. The closed connection is never reused:
 /// the next request opens a new one and succeeds.
 #[tokio::test]
@@ -292,7 +292,7 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
 /// A proxy used from one runtime and then another (a runtime per test, or per
 /// request handler pool): the idle sweep started on the first ends with it, and
 /// the second runtime's idle connection is still closed after
-/// `pool_idle_timeout` (the sweep used to stay marked as running, never again).
+/// `pool_idle_timeout` (the sweep is not left marked as running).
 #[test]
 fn the_idle_sweep_survives_its_runtime() {
     let backend_rt = tokio::runtime::Builder::new_multi_thread()

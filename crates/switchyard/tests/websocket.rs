@@ -1,14 +1,15 @@
-//! WebSocket tunnelling against a real tokio-tungstenite server
-//! (research/library.md §1.8, §6 item 13).
+//! WebSocket tunnelling against a real tokio-tungstenite server: a tunnel
+//! only after a real 101 (RFC 6455 §4.1), bytes relayed both ways, both
+//! sides torn down together.
 //!
-//! Not applicable here: the socket.io variants of the checklist
+//! Not applicable here: the socket.io variants of http-proxy-3's tests
 //! (balancer/simple-balancer-with-websockets, websocket/websocket-proxy's
 //! long-polling fallback) need a socket.io server; the tunnel is
 //! byte-for-byte, so a raw WebSocket peer exercises the same path. Frame
 //! shapes (64 KB single frames, continuation frames) are not the proxy's
 //! business after the 101: it copies bytes, never re-frames (the 10 MiB
 //! message below crosses many reads).
-// Tests may unwrap (STYLE.md §7); tungstenite's handshake callbacks return
+// Tests may unwrap; tungstenite's handshake callbacks return
 // its large error type.
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
 
@@ -58,7 +59,7 @@ async fn next(
     within(ws.next()).await.unwrap().unwrap()
 }
 
-/// library.md §1.11 websocket/simple-websocket-proxy and lib/http-proxy
+/// http-proxy-3's test websocket/simple-websocket-proxy and lib/http-proxy
 /// ("ws proxying"): text and binary messages echo through `listen` with
 /// `ws: true`.
 #[tokio::test]
@@ -74,7 +75,7 @@ async fn text_and_binary_echo() {
     assert_eq!(next(&mut ws).await, Message::binary(vec![0u8, 1, 2, 255]));
 }
 
-/// library.md §1.11 lib/http-proxy ("64 KB single-frame and continuation-
+/// http-proxy-3's test lib/http-proxy ("64 KB single-frame and continuation-
 /// frame payloads"), scaled up: a 10 MiB message each way.
 #[tokio::test]
 async fn ten_mib_message() {
@@ -104,9 +105,9 @@ async fn ping_pong() {
     );
 }
 
-/// library.md §6 item 13: close codes are relayed both ways: the client's
-/// close is echoed by the upstream, the upstream's own close reaches the
-/// client with its code and reason.
+/// Close codes are relayed both ways: the client's close is echoed by the
+/// upstream, the upstream's own close reaches the client with its code and
+/// reason.
 #[tokio::test]
 async fn close_codes_are_relayed() {
     let (up, _) = ws_echo_backend().await;
@@ -134,7 +135,7 @@ async fn close_codes_are_relayed() {
     }
 }
 
-/// library.md §1.11 websocket/websocket-proxy-http (hp3 #26, CHP #557): a
+/// http-proxy-3's test websocket/websocket-proxy-http (hp3 #26, CHP #557): a
 /// WebSocket request to a backend that answers 418 gets the 418 and its
 /// body, and then the connection is closed (no socket left waiting).
 #[tokio::test]
@@ -154,7 +155,7 @@ async fn non_101_answer_is_relayed_then_closed() {
     );
 }
 
-/// library.md §1.8 step 3 and §6 item 3: with `xfwd`, an upgrade gets
+/// As in http-proxy-3: with `xfwd`, an upgrade gets
 /// `X-Forwarded-Proto: ws` and no `X-Forwarded-Host`.
 #[tokio::test]
 async fn forwarded_proto_is_ws() {
@@ -209,10 +210,10 @@ impl Hooks for WsHooks {
     }
 }
 
-/// library.md §1.7 (`proxyReqWs → open → close`) and §1.11 lib/http-proxy
-/// ("proxyReqWs can set headers", "open/close counts (25 each)"): the ws
-/// request hook's header reaches the upstream; 25 tunnels each open and
-/// close once, with byte counts that match the data hook.
+/// http-proxy-3's events `proxyReqWs → open → close` and its test
+/// lib/http-proxy ("proxyReqWs can set headers", "open/close counts (25
+/// each)"): the ws request hook's header reaches the upstream; 25 tunnels each
+/// open and close once, with byte counts that match the data hook.
 #[tokio::test]
 async fn ws_hooks_open_close_and_byte_counts() {
     let (up, seen) = ws_echo_backend().await;
@@ -262,9 +263,9 @@ async fn ws_hooks_open_close_and_byte_counts() {
     assert!(seen.lock().unwrap().iter().all(|h| h["x-ws-hook"] == "set"));
 }
 
-/// library.md §1.11 http/error-handling (ws part) and lib/http-proxy ("ws
-/// error on a dead target"), §5 #8: the client gets a 502 instead of a
-/// hang or a crash.
+/// http-proxy-3's test http/error-handling (ws part) and lib/http-proxy ("ws
+/// error on a dead target"), node-http-proxy #1468: the client gets a 502
+/// instead of a hang or a crash.
 #[tokio::test]
 async fn dead_target_is_502() {
     let (_socket, dead) = refusing_port();
@@ -281,7 +282,7 @@ async fn dead_target_is_502() {
     }
 }
 
-/// library.md §1.11 lib/http-proxy ("client closed if upstream closes
+/// http-proxy-3's test lib/http-proxy ("client closed if upstream closes
 /// before upgrade"): an upstream that hangs up on the handshake is a 502.
 #[tokio::test]
 async fn upstream_closing_before_the_upgrade_is_502() {
@@ -306,7 +307,7 @@ async fn upstream_closing_before_the_upgrade_is_502() {
     );
 }
 
-/// library.md §1.11 lib/http-proxy ("all Set-Cookie of the 101 passed
+/// http-proxy-3's test lib/http-proxy ("all Set-Cookie of the 101 passed
 /// through"): every Set-Cookie line of the upstream's 101 reaches the client.
 #[tokio::test]
 async fn set_cookies_of_the_101_pass_through() {
@@ -339,7 +340,7 @@ async fn set_cookies_of_the_101_pass_through() {
     assert_eq!(cookies, ["a=1", "b=2"]);
 }
 
-/// library.md §1.11 lib/http-proxy-passes-ws-incoming (checkMethodAndHeader):
+/// http-proxy-3's test lib/http-proxy-passes-ws-incoming (checkMethodAndHeader):
 /// only `GET` + `Upgrade: websocket` is tunnelled. A POST asking for an
 /// upgrade is proxied as a plain request, its Upgrade stripped.
 #[tokio::test]
@@ -366,7 +367,7 @@ async fn only_get_websocket_upgrades_are_tunnelled() {
     assert!(!h.contains_key("upgrade") && !h.contains_key("connection"));
 }
 
-/// library.md §1.1 (`ws` is "only for listen: wires upgrade → ws()"):
+/// http-proxy-3's `ws` option only wires `listen`'s upgrades to `ws()`:
 /// without `ws: true`, `listen` does not tunnel, so the handshake fails.
 #[tokio::test]
 async fn listen_without_ws_does_not_tunnel() {
@@ -381,7 +382,7 @@ async fn listen_without_ws_does_not_tunnel() {
     assert!(res.is_err());
 }
 
-/// library.md §1.11 websocket/standalone-websocket-proxy and
+/// http-proxy-3's test websocket/standalone-websocket-proxy and
 /// websocket/latent-websocket-proxy: an application's own hyper server
 /// hands every request, upgrades included, to `web` — here after a delay.
 #[tokio::test]
@@ -403,7 +404,7 @@ async fn own_server_proxies_upgrades_through_web() {
     assert_eq!(next(&mut ws).await, Message::text("through web"));
 }
 
-/// library.md §1.11 websocket/websocket-proxy-websocket: a two-level chain
+/// http-proxy-3's test websocket/websocket-proxy-websocket: a two-level chain
 /// (proxy → proxy → server).
 #[tokio::test]
 async fn two_proxies_in_a_chain() {

@@ -200,7 +200,8 @@ fn frame_request(
     match body_len {
         // http-proxy-3 sends `Content-Length: 0` on DELETE and OPTIONS
         // without a body, for servers that wait for one; only when the
-        // client sent no framing at all (research/library.md §6 item 7).
+        // client sent no framing at all: http-proxy-3 also sets it on a
+        // chunked DELETE and so smuggles the body (CVE-2026-29057).
         Some(0)
             if seen.content_length
                 || seen.transfer_encoding()
@@ -474,8 +475,8 @@ mod tests {
         h2_upstream: false,
     };
 
-    /// research/library.md §6 item 5: hop-by-hop fields and Connection-listed
-    /// fields are stripped before anything else; `TE: trailers` stays.
+    /// RFC 9110 §7.6.1: hop-by-hop fields and Connection-listed fields are
+    /// stripped before anything else; `TE: trailers` stays.
     #[test]
     fn strips_hop_by_hop_and_listed_fields() {
         let h = run(
@@ -522,7 +523,7 @@ mod tests {
         assert_eq!(h["transfer-encoding"], "chunked");
     }
 
-    /// research/library.md §6 item 7: CL 0 only without CL and TE.
+    /// `Content-Length: 0` only without Content-Length and Transfer-Encoding.
     #[test]
     fn bodiless_delete_gets_content_length_zero() {
         let h = run(&[], Method::DELETE, Some(0), |_| (), PLAIN);
@@ -531,7 +532,8 @@ mod tests {
         assert!(!h.contains_key("content-length"));
     }
 
-    /// research/library.md §1.4 step 3, with the IPv6 port fixed.
+    /// http-proxy-3's `X-Forwarded-*` (appended with `,`), with the port of
+    /// an IPv6 `Host` parsed properly (http-proxy-3 reads `[::1]:8080` as 1).
     #[test]
     fn forwarded_headers_append_and_parse_ipv6_ports() {
         let h = run(
@@ -599,7 +601,8 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
     }
 
-    /// research/library.md §6 items 2 and 4: change_origin, auth, headers order.
+    /// change_origin, auth and extra headers, in http-proxy-3's order (a
+    /// configured `Authorization` header wins over `auth`).
     #[test]
     fn host_auth_and_extra_headers() {
         let h = run(

@@ -3,7 +3,7 @@
 //!
 //! hyper parses requests correctly but accepts several shapes that a proxy
 //! must not pass on, because the next hop may read them differently
-//! (research/reliability.md §0 item 1, §2.1, §2.3, §6 items 1, 3, 8, 9):
+//! (RFC 9112 §3.2, §6.1, §6.3):
 //!
 //! * `Content-Length` together with `Transfer-Encoding` (hyper drops the
 //!   length and reads chunked; an upstream that prefers the length would see
@@ -25,7 +25,7 @@
 //!
 //! [`HeadLimits`] adds the size limits a listener checks before routing: a
 //! request target longer than `max_uri_length` is a 414, a head larger than
-//! `max_header_size` a 431 (research/reliability.md §2.9, §6 item 21).
+//! `max_header_size` a 431 (RFC 9110 §15.5.15, RFC 6585 §5).
 
 use http::header::{self, HeaderMap};
 use http::{Request, Uri, Version, request};
@@ -237,7 +237,7 @@ mod tests {
         assert!(check(&built).is_ok());
     }
 
-    /// reliability.md §6 item 21: 414 for the URI before 431 for the head.
+    /// 414 for the URI before 431 for the head.
     #[test]
     fn head_limits() {
         let limits = HeadLimits {
@@ -270,7 +270,9 @@ mod tests {
         assert_eq!(HeadLimits::default().read_buffer(), 80 * 1024);
     }
 
-    /// reliability.md §6 items 1, 3, 8, 9.
+    /// Content-Length with Transfer-Encoding, a Transfer-Encoding other than
+    /// one `chunked`, a missing, repeated or malformed `Host`, an
+    /// absolute-form target that disagrees with `Host`.
     #[test]
     fn refuses_ambiguous_requests() {
         for hs in [

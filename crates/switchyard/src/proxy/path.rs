@@ -4,8 +4,8 @@
 //! re-encoding, no `//` folding. http-proxy-3 normalises with the WHATWG URL
 //! parser, so `/s1/../admin` routed under `/s1` reaches the upstream as
 //! `/admin`; a proxy that routes on one path and forwards another is a
-//! path-confusion hole (research/library.md §1.3). Routing and forwarding
-//! here always see the same bytes.
+//! path-confusion hole. Routing and forwarding here always see the same
+//! bytes.
 
 use http::Uri;
 
@@ -82,8 +82,8 @@ mod tests {
         outgoing_path(&t, &req.parse().unwrap(), &o)
     }
 
-    /// research/library.md §1.3, the table of outgoing paths (dot segments
-    /// are kept, by design; see the module docs).
+    /// http-proxy-3's table of outgoing paths (dot segments are kept, by
+    /// design; see the module docs).
     #[test]
     fn http_proxy_3_join_table() {
         assert_eq!(

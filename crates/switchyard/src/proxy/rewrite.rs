@@ -1,4 +1,6 @@
-//! `Location` and `Set-Cookie` rewriting (research/library.md §1.6).
+//! `Location` and `Set-Cookie` rewriting, as http-proxy-3's
+//! `hostRewrite`/`autoRewrite`/`protocolRewrite` and
+//! `cookieDomainRewrite`/`cookiePathRewrite` do it.
 
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,8 +19,8 @@ use crate::target::Target;
 /// `auto_rewrite` puts the client's `Host` in only when it is one of
 /// `public_hosts`; otherwise the location becomes relative. http-proxy (and
 /// so CHP) copies any `Host` in, keeping the target's port: with `Host:
-/// evil.example` CHP answers `Location: https://evil.example:27901/landing`,
-/// an attacker-chosen host and the internal port (reliability.md §2.8 R1).
+/// evil.example` CHP answers `Location: https://evil.example:<target
+/// port>/landing`, an attacker-chosen host and the internal port.
 pub(crate) fn location(
     headers: &mut HeaderMap,
     status: StatusCode,
@@ -190,9 +192,9 @@ mod tests {
         );
     }
 
-    /// reliability.md §2.8 R1 / §6 item 23: a `Host` the proxy is not
-    /// configured to serve never reaches a `Location`, nor does the target's
-    /// port; the location becomes relative instead.
+    /// A `Host` the proxy is not configured to serve never reaches a
+    /// `Location`, nor does the target's port; the location becomes relative
+    /// instead.
     #[test]
     fn auto_rewrite_never_echoes_an_unlisted_host() {
         let auto = |o: &mut Options| o.auto_rewrite = true;
@@ -277,7 +279,8 @@ mod tests {
         h[header::SET_COOKIE].to_str().unwrap().to_owned()
     }
 
-    /// research/library.md §1.6 cookie rules.
+    /// http-proxy-3's cookie rules: the first `domain=`/`path=` attribute,
+    /// exact keys with `*` as the fallback, an empty value removes it.
     #[test]
     fn cookie_domain_and_path_rules() {
         assert_eq!(
