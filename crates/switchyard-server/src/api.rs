@@ -1,8 +1,8 @@
-//! The REST API (chp.md §3): `/api/routes[/<path>]` with GET, POST and DELETE.
+//! The REST API of CHP: `/api/routes[/<path>]` with GET, POST and DELETE.
 //!
 //! Status codes and bodies are CHP's, byte for byte: plain-text error bodies without a
-//! `Content-Type`, 201/204 with empty bodies, JSON objects for GET. Deliberate differences
-//! (chp.md §13, reliability.md §2.10–2.11), none of which JupyterHub can observe:
+//! `Content-Type`, 201/204 with empty bodies, JSON objects for GET. Deliberate differences,
+//! none of which JupyterHub can observe:
 //! * a malformed `%` escape in the path is `400` and `DELETE /api/routes` is `404` (CHP hangs);
 //! * the token is checked before the body is read (CHP parses JSON first), the header must
 //!   be exactly `token <t>` (scheme case-insensitive) and is compared in constant time;
@@ -328,7 +328,8 @@ mod tests {
         authorized(Some("secret"), &headers)
     }
 
-    /// reliability.md §2.10: the parsing matrix.
+    /// The `Authorization` parsing matrix: CHP's unanchored `/token\s+(\S+)/` accepted
+    /// `xtoken <t>`; only `token <t>` is accepted here.
     #[test]
     fn token_parsing_matrix() {
         assert!(auth(&["token secret"]));

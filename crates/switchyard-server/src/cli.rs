@@ -1,7 +1,7 @@
-//! Command-line flags: exactly those of configurable-http-proxy 5.3.0 (chp.md §1), plus
-//! the limits `--max-header-size`, `--max-headers`, `--max-uri-length`,
-//! `--body-idle-timeout` and `--max-response-header-size` (reliability.md §2.9) and the
-//! drain deadline `--shutdown-timeout` (reliability.md §4 F19).
+//! Command-line flags: exactly those of configurable-http-proxy 5.3.0, plus the limits
+//! `--max-header-size`, `--max-headers`, `--max-uri-length`, `--body-idle-timeout` and
+//! `--max-response-header-size` (against oversized heads and slow-loris bodies) and the
+//! drain deadline `--shutdown-timeout` (CHP exits at once on SIGTERM).
 //!
 //! Secrets (the API token, key passphrases) come from the environment only, as in CHP, and
 //! never appear in `Debug` output or logs.

@@ -1,5 +1,5 @@
-//! Error responses of the public listener (chp.md §8): `--error-target`, `--error-path`,
-//! the built-in pages, and the plain-text last resort.
+//! Error responses of the public listener, chosen as CHP chooses them: `--error-target`,
+//! `--error-path`, the built-in pages, and the plain-text last resort.
 
 use std::path::PathBuf;
 use std::time::Duration;

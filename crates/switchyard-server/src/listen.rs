@@ -1,10 +1,10 @@
-//! Listeners (chp.md §2): TCP or UNIX socket, optional TLS, HTTP/1.1 (plus HTTP/2 where
+//! Listeners: TCP or UNIX socket, optional TLS, HTTP/1.1 (plus HTTP/2 where
 //! enabled: prior knowledge in clear text, ALPN `h2` over TLS), graceful shutdown.
 //!
 //! One accept loop serves the public proxy, the API, the metrics and the redirect servers.
 //! On shutdown the listener closes at once, open connections finish their in-flight
 //! request (keep-alive connections are told to close) until `--shutdown-timeout`; the
-//! connections still open then are closed (reliability.md §4 F19).
+//! connections still open then are closed.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -165,7 +165,7 @@ pub(crate) async fn serve<S, F>(
         Listener::Tcp(_) => None,
     };
     // EMFILE, ENFILE, ENOBUFS: while no descriptor is free every accept fails at once, so
-    // the loop pauses before retrying (reliability.md §4 F22), and the log says so once
+    // the loop pauses before retrying instead of spinning, and the log says so once
     // rather than on every retry.
     let mut accept_errors =
         switchyard::server::AcceptErrors::new(listener.url(options.tls.is_some()));

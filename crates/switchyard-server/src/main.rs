@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         (None, None) => ErrorPages::builtin(),
     };
 
-    // Bind everything; any failure exits non-zero (CHP kept running half up, §13 #7).
+    // Bind everything; any failure exits non-zero (CHP kept running half up).
     let public_listener = match &cli.socket {
         Some(path) => Listener::bind_unix(path).await,
         None => Listener::bind_tcp(cli.public_ip(), cli.public_port()).await,

@@ -1,4 +1,4 @@
-//! Prometheus metrics (chp.md §9): CHP's nine custom metrics with the same names, types
+//! Prometheus metrics: CHP's nine custom metrics with the same names, types
 //! and labels, plus the standard `process_*` family read from `/proc`.
 //!
 //! Everything the request path touches is an atomic: counters, per-status counters (an

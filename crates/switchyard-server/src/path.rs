@@ -1,4 +1,4 @@
-//! Request-path handling shared by the API and the public listener (chp.md §3, §4.2).
+//! Request-path handling shared by the API and the public listener.
 //!
 //! CHP resolves dot segments (WHATWG URL parsing: `/a/../b` is `/b`, `%2e%2e` counts as
 //! `..`, `\` as `/`) and then `decodeURIComponent`s the path. Routing and forwarding must
@@ -91,7 +91,9 @@ pub(crate) fn decode(raw: &str) -> Result<Cow<'_, str>, MalformedPath> {
 
 /// Removes the first `n` routing segments (as the trie counts them, on the *decoded* path)
 /// from a raw path, keeping escapes in what remains. Returns `""` when nothing remains,
-/// else a path starting with `/`. This is `--no-include-prefix` done right (chp.md §13 #11).
+/// else a path starting with `/`. This is `--no-include-prefix` done right: CHP cuts as
+/// many characters as the decoded prefix has from the raw path, which is wrong with escapes
+/// and with host routing.
 pub(crate) fn strip_segments(raw: &str, n: usize) -> Result<String, MalformedPath> {
     if n == 0 {
         return Ok(raw.to_owned());

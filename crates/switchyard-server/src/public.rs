@@ -1,4 +1,4 @@
-//! The public listener (chp.md §4–§8): health check, route lookup (path or host routing),
+//! The public listener: health check, route lookup (path or host routing),
 //! prefix stripping, `last_activity`, and the error pages. The engine is called in one
 //! place, [`handle`].
 
@@ -17,7 +17,7 @@ use crate::path;
 use crate::store::{Route, RouteStore};
 
 /// The engine with the server's hooks: `last_activity` on client→server
-/// WebSocket traffic (chp.md §7).
+/// WebSocket traffic.
 pub(crate) type Engine = switchyard::Proxy<ActivityHooks>;
 
 /// Builds the engine from the command-line proxy options.
@@ -223,8 +223,8 @@ pub(crate) fn handle(
                 if !routed.upgrade {
                     state.metrics.requests_proxy.inc(response.status().as_u16());
                 }
-                // A web response finished with status < 300 counts as activity (chp.md
-                // §7). We record it when the head arrives; the Hub reads last_activity
+                // A web response finished with status < 300 counts as activity, as in
+                // CHP. We record it when the head arrives; the Hub reads last_activity
                 // every 300 s, so the difference between head and end of body is not
                 // observable.
                 if !routed.upgrade && response.status().as_u16() < 300 {
@@ -259,7 +259,8 @@ enum Plan {
 }
 
 fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
-    // Exact `req.url` match, before routing and not counted (chp.md §9).
+    // Exact `req.url` match (a query string makes it a proxied request), before routing
+    // and not counted, as in CHP.
     if req
         .uri()
         .path_and_query()
@@ -389,7 +390,7 @@ fn forward_request(
     Some(req)
 }
 
-/// The engine's answer as the client gets it. Errors map as CHP's (chp.md §8): anything on
+/// The engine's answer as the client gets it. Errors map as CHP's: anything on
 /// the upstream side is 503, a request that cannot be forwarded 400, anything else 500;
 /// `Err` is the status of the error page (a WebSocket gets a bare status and a close).
 fn answer(
@@ -402,7 +403,7 @@ fn answer(
     };
     if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
         // Not CHP's 503: nothing is wrong with the target's reachability, its
-        // answer is refused (reliability.md §2.9: nginx and HAProxy say 502).
+        // answer is refused (nginx and HAProxy say 502 here too).
         tracing::error!(
             "502 {} response head from {} larger than --max-response-header-size \
              or with more fields than --max-response-headers: {}",
@@ -428,7 +429,7 @@ fn answer(
     Err(status)
 }
 
-/// Every data chunk of the request body counts as activity (chp.md §7).
+/// Every data chunk of the request body counts as activity, whatever the answer (CHP).
 fn record_request_activity(
     req: Request<Incoming>,
     route: &Arc<Route>,
@@ -450,7 +451,8 @@ fn touch(route: &Route, metrics: &Metrics) {
 }
 
 /// The error page for a web request; a bare status and `Connection: close` for an upgrade
-/// (chp.md §6: no error pages for WebSockets; CHP's open socket after a 404 is fixed).
+/// (no error pages for WebSockets, as since CHP 5.1; the socket is closed, which CHP's
+/// 404 left open).
 pub(crate) async fn error_response(
     state: &PublicState,
     status: StatusCode,
@@ -484,7 +486,7 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// The request's host without the port (`[v6]:p` → `[v6]`), case kept (chp.md §4.4).
+/// The request's host without the port (`[v6]:p` → `[v6]`), case kept as CHP keeps it.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
     let value = match req.headers().get(header::HOST) {
         Some(v) => v.to_str().ok()?.to_owned(),
@@ -499,7 +501,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     (!host.is_empty() && !host.contains('/')).then(|| host.to_owned())
 }
 
-/// The `--redirect-port` server: 301 to the HTTPS port (chp.md §11).
+/// The `--redirect-port` server: 301 to the HTTPS port.
 pub(crate) fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
     let host = request_host(req);
     let Some(host) = host else {

@@ -1,4 +1,4 @@
-//! Where routes live (chp.md §12): the [`RouteStore`] interface and the route record.
+//! Where routes live: the [`RouteStore`] interface and the route record.
 //!
 //! A route is a target, the arbitrary JSON object the client POSTed (kept verbatim and in
 //! order), and `last_activity`, an atomic millisecond timestamp the public listener bumps
@@ -117,7 +117,9 @@ pub(crate) struct Route {
 // === impl Target ===
 
 impl Target {
-    /// Validates a target URL (reliability.md §2.11).
+    /// Validates a target URL: CHP stores any string and fails on every request to it
+    /// (`""`, `file:`, `gopher:`). Credentials are refused too: every `GET /api/routes`
+    /// would show them.
     pub(crate) fn parse(raw: &str) -> Result<Self, TargetError> {
         let (scheme, rest) = raw.split_once("://").ok_or(TargetError::Scheme)?;
         let scheme = scheme.to_ascii_lowercase();

@@ -1,5 +1,6 @@
 //! UTC timestamps as JavaScript's `Date.toJSON()` writes them, and the date formats
-//! accepted by `?inactive_since=` (chp.md §3.4).
+//! accepted by `?inactive_since=` (what JavaScript's `Date.parse` reads in CHP: ISO 8601
+//! and RFC 2822 dates).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

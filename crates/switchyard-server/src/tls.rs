@@ -1,5 +1,5 @@
 //! rustls configuration from CHP's `--ssl-*`, `--api-ssl-*` and `--client-ssl-*` flags
-//! (chp.md §11), with the `ring` provider and PEM files read by `rustls-pki-types`.
+//! with the `ring` provider and PEM files read by `rustls-pki-types`.
 //!
 //! Differences from Node/OpenSSL, reported at start-up:
 //! * `--ssl-ciphers`, `--ssl-allow-rc4`, `--ssl-dhparam` are accepted and ignored: rustls

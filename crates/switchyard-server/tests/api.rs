@@ -1,4 +1,4 @@
-//! The REST API of chp.md §3, driven over TCP against the real binary.
+//! CHP's REST API, driven over TCP against the real binary.
 
 mod common;
 
@@ -10,7 +10,7 @@ fn auth_get(p: &Proxy, header: Option<&str>) -> u16 {
     request(p.api_port, "GET", "/api/routes", &headers, None).status
 }
 
-/// chp.md §3.1: token auth; 403 with an empty body; anchored `token <t>` only.
+/// Token auth; 403 with an empty body; anchored `token <t>` only.
 #[test]
 fn auth_requires_token_header() {
     let p = Proxy::start(&[]);
@@ -29,7 +29,7 @@ fn auth_requires_token_header() {
     assert_eq!(r.body, "");
 }
 
-/// chp.md §3.1 / §1.2: no CONFIGPROXY_AUTH_TOKEN → unauthenticated API plus a warning.
+/// No CONFIGPROXY_AUTH_TOKEN → unauthenticated API plus a warning.
 #[test]
 fn no_token_means_open_api() {
     let mut p = Proxy::start_with(&[], None);
@@ -37,7 +37,7 @@ fn no_token_means_open_api() {
     p.wait_for_line("REST API is not authenticated.");
 }
 
-/// chp.md §3.1 / §13 #2: unknown paths 404 and other methods 405, before auth.
+/// Unknown paths 404 and other methods 405, before auth.
 #[test]
 fn not_found_and_method_not_supported_before_auth() {
     let p = Proxy::start(&[]);
@@ -56,7 +56,7 @@ fn not_found_and_method_not_supported_before_auth() {
     }
 }
 
-/// chp.md §3.2: GET all (with `/api/routes/` too), JSON content type, `/` included.
+/// GET all (with `/api/routes/` too), JSON content type, `/` included.
 #[test]
 fn get_all_routes_includes_default() {
     let p = Proxy::start(&["--default-target", "http://127.0.0.1:9"]);
@@ -72,7 +72,7 @@ fn get_all_routes_includes_default() {
     }
 }
 
-/// chp.md §3.2: GET one (trailing slash cleaned), 404 with an empty body.
+/// GET one (trailing slash cleaned), 404 with an empty body.
 #[test]
 fn get_one_route() {
     let p = Proxy::start(&[]);
@@ -89,7 +89,7 @@ fn get_one_route() {
     assert_eq!((r.status, r.body.as_str()), (404, ""));
 }
 
-/// chp.md §3.2: POST → 201 with an empty body and no Content-Type; replaces; no path → `/`.
+/// POST → 201 with an empty body and no Content-Type; replaces; no path → `/`.
 #[test]
 fn post_creates_and_replaces() {
     let p = Proxy::start(&[]);
@@ -122,7 +122,7 @@ fn post_creates_and_replaces() {
     assert_eq!(p.routes()["/"]["target"], "http://127.0.0.1:3");
 }
 
-/// chp.md §3.2: POST validation messages, byte for byte.
+/// POST validation messages, byte for byte.
 #[test]
 fn post_validation() {
     let p = Proxy::start(&[]);
@@ -145,7 +145,7 @@ fn post_validation() {
     }
 }
 
-/// reliability.md §2.11 (API1, API2, userinfo): bad targets are 400, not 201.
+/// Unusable targets (empty, `file:`, `gopher:`, with credentials) are 400, not CHP's 201.
 #[test]
 fn post_rejects_unusable_targets() {
     let p = Proxy::start(&[]);
@@ -178,7 +178,7 @@ fn post_rejects_unusable_targets() {
     }
 }
 
-/// reliability.md §2.11: a bound on the body size (413).
+/// A bound on the body size (413).
 #[test]
 fn post_body_is_bounded() {
     let p = Proxy::start(&[]);
@@ -189,7 +189,7 @@ fn post_body_is_bounded() {
     assert_eq!(p.api("POST", "/api/routes/x", Some(&big)).status, 413);
 }
 
-/// chp.md §3.2: DELETE → 204 / 404 empty; `DELETE /api/routes/` deletes `/`.
+/// DELETE → 204 / 404 empty; `DELETE /api/routes/` deletes `/`.
 #[test]
 fn delete_routes() {
     let p = Proxy::start(&["--default-target", "http://127.0.0.1:9"]);
@@ -201,7 +201,7 @@ fn delete_routes() {
     assert_eq!(p.routes(), json!({}));
 }
 
-/// chp.md §3.3: data stored verbatim, key order kept, last_activity overwritten and formatted
+/// Data stored verbatim, key order kept, last_activity overwritten and formatted
 /// as `Date.toJSON()`.
 #[test]
 fn data_model_round_trips() {
@@ -225,7 +225,7 @@ fn data_model_round_trips() {
     assert!(la.starts_with("20"), "client value overwritten: {la}");
 }
 
-/// chp.md §3.3 / §4.4: host routing adds `host` (not for `/`), after the POSTed keys.
+/// Host routing adds `host` (not for `/`), after the POSTed keys.
 #[test]
 fn host_routing_adds_host() {
     let p = Proxy::start(&["--host-routing"]);
@@ -237,7 +237,7 @@ fn host_routing_adds_host() {
     assert!(v["/"].get("host").is_none());
 }
 
-/// chp.md §3.4: `inactive_since` / `inactiveSince`, strict `<`, empty = no filter, 400 text.
+/// `inactive_since` / `inactiveSince`, strict `<`, empty = no filter, 400 text.
 #[test]
 fn inactive_since_filter() {
     let p = Proxy::start(&[]);
@@ -273,7 +273,7 @@ fn inactive_since_filter() {
     );
 }
 
-/// chp.md §3.5: API path decoding edge cases, with the two hangs fixed (400 / 404).
+/// API path decoding edge cases, with the two hangs fixed (400 / 404).
 #[test]
 fn api_path_decoding() {
     let p = Proxy::start(&[]);
@@ -310,7 +310,7 @@ fn api_path_decoding() {
     assert_eq!(p.api("DELETE", "/api/routes", None).status, 404);
 }
 
-/// chp.md §4.2, through the real public listener: longest segment prefix, `/` catch-all,
+/// Routing through the real public listener: longest segment prefix, `/` catch-all,
 /// decoded matching; a matched route to a dead target answers 503, no route 404.
 #[test]
 fn routing_semantics_on_public_port() {
@@ -342,7 +342,7 @@ fn routing_semantics_on_public_port() {
     assert!(r404.body.contains("404: Not Found"));
 }
 
-/// chp.md §4.4: host routing on the public port; case-sensitive; `/` catches every host.
+/// Host routing on the public port; case-sensitive; `/` catches every host.
 #[test]
 fn host_routing_on_public_port() {
     let p = Proxy::start(&["--host-routing"]);
@@ -362,7 +362,7 @@ fn host_routing_on_public_port() {
     assert_eq!(raw_status("bob.hub.example", "/"), "503");
 }
 
-/// chp.md §9: `/_chp_healthz` (exact URL) and the metrics server with CHP's names.
+/// `/_chp_healthz` (exact URL) and the metrics server with CHP's names.
 #[test]
 fn health_check_and_metrics() {
     let metrics_port = common::free_port();
@@ -400,7 +400,7 @@ fn health_check_and_metrics() {
     assert_eq!(request(metrics_port, "GET", "/", &[], None).status, 404);
 }
 
-/// reliability.md §2.11 API8: a concurrent add/delete storm gives no 5xx and a consistent table.
+/// A concurrent add/delete storm gives no 5xx and a consistent table.
 #[test]
 fn concurrent_add_delete_storm_is_consistent() {
     let p = Proxy::start(&[]);

@@ -1,5 +1,5 @@
-//! Timing of the API at scale (reliability.md §4 F17): add 10,000 routes one by one over
-//! one keep-alive connection, then list them. Run with
+//! Timing of the API at scale: add 10,000 routes one by one over one keep-alive
+//! connection, then list them. Run with
 //! `cargo test --release -p switchyard-server --test bench_api -- --ignored --nocapture`.
 
 #![allow(clippy::unwrap_used, reason = "benchmark support code")]

@@ -1,4 +1,5 @@
-//! The command line of chp.md §1 and the process behaviour of §1.3, against the binary.
+//! CHP's command line and process behaviour (start-up lines, signals, exit codes), against
+//! the binary.
 
 mod common;
 
@@ -13,7 +14,7 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// chp.md §1: `--help` lists CHP's flags (stdout, exit 0); `--version` exits 0.
+/// `--help` lists CHP's flags (stdout, exit 0); `--version` exits 0.
 #[test]
 fn help_and_version() {
     let out = run_to_exit(&["--help"]);
@@ -82,7 +83,7 @@ fn help_and_version() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("5.3.0"));
 }
 
-/// chp.md §1: unknown options and bad values exit 1 with a message on stderr.
+/// Unknown options and bad values exit 1 with a message on stderr.
 #[test]
 fn bad_flags_exit_1() {
     for (args, needle) in [
@@ -152,7 +153,7 @@ fn bad_flags_exit_1() {
     }
 }
 
-/// chp.md §1.3 / §13 #7: a bind failure exits non-zero (CHP kept running half up).
+/// A bind failure exits non-zero (CHP kept running half up).
 #[test]
 fn bind_failure_exits_non_zero() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -163,7 +164,7 @@ fn bind_failure_exits_non_zero() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot listen on the public address"));
 }
 
-/// chp.md §1.3: start-up lines (`Route added / -> X` is what CHP's cli_spec waits for),
+/// Start-up lines (`Route added / -> X` is what CHP's cli_spec waits for),
 /// `--pid-file` written and removed, SIGTERM logged as `Terminated` and a clean stop.
 #[test]
 fn startup_log_pid_file_and_sigterm() {
@@ -206,7 +207,7 @@ fn transparent_huge_pages_are_off() {
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
 
-/// chp.md §1.3: SIGINT is logged as `Interrupted`; in-flight-free stop is immediate.
+/// SIGINT is logged as `Interrupted`; in-flight-free stop is immediate.
 #[test]
 fn sigint_stops() {
     let mut p = Proxy::start(&[]);
@@ -216,7 +217,7 @@ fn sigint_stops() {
     assert!(started.elapsed().as_secs() < 5);
 }
 
-/// chp.md §1.1: `--socket` / `--api-socket` / `--metrics-socket` serve on UNIX sockets.
+/// `--socket` / `--api-socket` / `--metrics-socket` serve on UNIX sockets.
 #[test]
 fn unix_sockets() {
     let dir = temp_dir("sock");
@@ -273,7 +274,7 @@ fn unix_sockets() {
     assert!(!public.exists() && !api.exists());
 }
 
-/// chp.md §1.1 `--error-path`: `<code>.html`, else `error.html`, as text/html.
+/// `--error-path`: `<code>.html`, else `error.html`, as text/html.
 #[test]
 fn error_path_pages() {
     let dir = temp_dir("errors");
@@ -287,7 +288,7 @@ fn error_path_pages() {
     assert_eq!((r.status, r.body.as_str()), (400, "custom error"));
 }
 
-/// chp.md §8 `--error-target`: `GET <target>/<code>?url=<escaped url>`, original status kept,
+/// `--error-target`: `GET <target>/<code>?url=<escaped url>`, original status kept,
 /// Content-Type copied; an unreachable error target falls back to the plain text.
 #[test]
 fn error_target_pages() {
@@ -317,7 +318,7 @@ fn error_target_pages() {
     assert_eq!((r.status, r.body.as_str()), (404, "Not Found"));
 }
 
-/// chp.md §8 `--error-target` on a UNIX socket (`http+unix://`, accepted as targets are):
+/// `--error-target` on a UNIX socket (`http+unix://`, accepted as targets are):
 /// fetched through the engine like any target, not refused for its scheme.
 #[test]
 fn error_target_on_a_unix_socket() {
@@ -360,7 +361,7 @@ fn error_page_once(mut s: impl Read + Write, page: &str) -> String {
     head
 }
 
-/// chp.md §6 / §13 #6: a WebSocket upgrade with no route gets 404 and the socket closes.
+/// A WebSocket upgrade with no route gets 404 and the socket closes.
 #[test]
 fn websocket_without_route_is_closed() {
     let p = Proxy::start(&[]);
@@ -371,7 +372,8 @@ fn websocket_without_route_is_closed() {
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
 }
 
-/// chp.md §16 #7: request heads beyond `--max-header-size` get 431; 20 KiB passes by default.
+/// Request heads beyond `--max-header-size` get 431; 20 KiB passes by default (CHP #207:
+/// Node's 16 KiB limit broke large cookies).
 #[test]
 fn max_header_size() {
     let p = Proxy::start(&[]);
@@ -388,7 +390,7 @@ fn max_header_size() {
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 }
 
-/// chp.md §11 `--redirect-port`: 301 to https with the proxy port (none for 443).
+/// `--redirect-port`: 301 to https with the proxy port (none for 443).
 #[test]
 fn redirect_port() {
     let dir = temp_dir("redirect");

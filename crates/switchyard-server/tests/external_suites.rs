@@ -3,8 +3,8 @@
 //! * **Autobahn** (`wstest`, the autobahntestsuite package on Python 2.7):
 //!   its fuzzing client runs 247 WebSocket cases through the proxy to
 //!   Autobahn's own echo server; no case may fail, and every close
-//!   behaviour must be OK (research/reliability.md §0 item 5: CHP fails 75
-//!   cases here by writing an error page into an open tunnel). The
+//!   behaviour must be OK (CHP 5.3.0 fails 75 cases here by writing an
+//!   error status line into an open tunnel). The
 //!   performance groups 9, 12 and 13 are left out to keep CI short.
 //! * **schemathesis** against the REST API from `openapi.json`: no 5xx, and
 //!   no answer that violates the spec (status codes, response schemas,
@@ -16,7 +16,7 @@
 //!
 //! `.ci/run` installs both tools; when one is missing these tests fail, they
 //! never skip.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -89,7 +89,7 @@ impl Drop for Kill {
     }
 }
 
-/// reliability.md §0 item 5 and §6 item 15: Autobahn through the proxy.
+/// Autobahn through the proxy: every case as it is without a proxy.
 #[test]
 fn autobahn_cases_pass_through_the_proxy() {
     let wstest = wstest();

@@ -1,9 +1,8 @@
-//! File-descriptor exhaustion (reliability.md §4 F22) through the real binary, started
-//! under `prlimit --nofile=64:64` (util-linux): a failing `accept` (EMFILE) is logged once,
+//! File-descriptor exhaustion through the real binary, started under
+//! `prlimit --nofile=64:64` (util-linux): a failing `accept` (EMFILE) is logged once,
 //! summarised after 10 failures and on recovery, and retried after a pause (no busy loop,
-//! no crash), a request whose target connection
-//! cannot get a socket is answered with an error status (no hang), and the proxy serves
-//! normally again once connections close.
+//! no crash), a request whose target connection cannot get a socket is answered with an
+//! error status (no hang), and the proxy serves normally again once connections close.
 //!
 //! Synchronisation is by events only: the proxy's open descriptors (`/proc/<pid>/fd`),
 //! its log lines, responses and closed sockets; every wait is bounded.

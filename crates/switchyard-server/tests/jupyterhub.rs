@@ -1,4 +1,4 @@
-//! chp.md §14: JupyterHub's own `ConfigurableHTTPProxy` class starts the real
+//! JupyterHub's own `ConfigurableHTTPProxy` class starts the real
 //! binary, adds, reads and deletes routes with escaped and UTF-8 names,
 //! proxies HTTP and a WebSocket to real backends, and restarts the proxy
 //! after `kill -9`, in path and in host-routing mode.
@@ -24,13 +24,13 @@ fn run(mode: &str) {
     );
 }
 
-/// chp.md §14.2–§14.3, path routing.
+/// Path routing (JupyterHub's default).
 #[test]
 fn jupyterhub_drives_switchyard_with_path_routing() {
     run("path");
 }
 
-/// chp.md §14.2–§14.3, host routing (`--host-routing`).
+/// Host routing (`--host-routing`, JupyterHub with `subdomain_host`).
 #[test]
 fn jupyterhub_drives_switchyard_with_host_routing() {
     run("host");

@@ -105,7 +105,7 @@ async def main(binary, mode):
             got = {k: v for k, v in r["data"].items() if k not in ("last_activity", "host")}
             check(got == data, f"data unchanged for {spec}")
             if host_routing:
-                # chp.md §3.3: CHP adds the route's host in host-routing mode.
+                # CHP adds the route's host in host-routing mode.
                 check(r["data"].get("host") == "alice.hub.test", f"host added for {spec}")
             check("last_activity" in r["data"], f"last_activity present for {spec}")
         check(routes["/"]["data"].get("hub") is True, "hub route data")

@@ -1,7 +1,7 @@
-//! The request and response limits (reliability.md §2.9, §6 items 19–21) through the real
-//! binary: `--max-uri-length`, `--max-headers`, `--body-idle-timeout`,
-//! `--max-response-header-size` and `--keep-alive-timeout`, with their defaults, their `--help` text and the
-//! start-up refusal of bad values.
+//! The request and response limits through the real binary: `--max-uri-length`,
+//! `--max-headers`, `--body-idle-timeout`, `--max-response-header-size` and
+//! `--keep-alive-timeout`, with their defaults, their `--help` text and the start-up
+//! refusal of bad values.
 //!
 //! Synchronisation is by events only (a response, a closed socket, a backend report, a log
 //! line); every blocking read has the `IO_TIMEOUT` safety net.
@@ -58,7 +58,7 @@ fn limit_flags_are_documented_and_validated() {
     }
 }
 
-/// §6 item 21: a 70 KB URI gets 414 (not 431, not a hang) by default and the process
+/// A 70 KB URI gets 414 (not 431, not a hang) by default and the process
 /// stays up; `--max-uri-length` moves the limit, checked before routing.
 #[test]
 fn max_uri_length() {
@@ -91,7 +91,7 @@ fn max_uri_length() {
     );
 }
 
-/// §6 item 21: more request header fields than `--max-headers` (default 100) get 431 and
+/// More request header fields than `--max-headers` (default 100) get 431 and
 /// the connection is closed.
 #[test]
 fn max_headers() {
@@ -118,7 +118,7 @@ fn max_headers() {
     assert_eq!(send(p.port, 10), 200);
 }
 
-/// §2.9 V3: a request body that stalls longer than `--body-idle-timeout` is aborted: the
+/// A request body that stalls longer than `--body-idle-timeout` is aborted: the
 /// target sees its connection closed before the body is complete, and the client's
 /// connection is closed.
 #[test]
@@ -142,7 +142,7 @@ fn body_idle_timeout_aborts_a_stalled_request_body() {
     );
 }
 
-/// §2.9: a response body that stalls longer than `--body-idle-timeout` is aborted: the
+/// A response body that stalls longer than `--body-idle-timeout` is aborted: the
 /// client's connection is closed before the declared length, the target's too.
 #[test]
 fn body_idle_timeout_aborts_a_stalled_response_body() {
@@ -163,7 +163,7 @@ fn body_idle_timeout_aborts_a_stalled_response_body() {
     closed.recv_timeout(IO_TIMEOUT).unwrap();
 }
 
-/// §6 item 19: a target's response head over `--max-response-header-size` (default 64 KiB)
+/// A target's response head over `--max-response-header-size` (default 64 KiB)
 /// is a 502 with a log line naming the flag; the process stays up; a larger limit lets the
 /// same answer through.
 #[test]
@@ -373,7 +373,7 @@ fn keep_alive_timeout() {
 /// CHP reads `--keep-alive-timeout`, `--timeout` and `--proxy-timeout` for truth, so a
 /// command line with 0 keeps working: the keep-alive timeout is then the default 5 s (a
 /// head that arrives in two pieces is answered and the connection kept), and the other two
-/// are off, as when absent (the proxy starts; it refused 0 before).
+/// are off, as when absent.
 #[test]
 fn zero_timeouts_mean_what_they_mean_in_chp() {
     let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());

@@ -1,4 +1,4 @@
-//! `openapi.json` is true (chp.md §3): every documented operation is called on the real
+//! `openapi.json` is true: every documented operation is called on the real
 //! binary; each answer's status must be one the operation lists, its body must match the
 //! listed content (JSON schema shape, plain-text enum/pattern, or empty), and every listed
 //! status must actually be produced by some request. Also checks the Content-Type

@@ -1,4 +1,4 @@
-//! Proxying through the real binary (chp.md §5–§9): real backends on 127.0.0.1:0 in this
+//! Proxying through the real binary as CHP proxies: real backends on 127.0.0.1:0 in this
 //! process (a raw HTTP/1.1 recorder, a streaming peer, a hanging peer, a tungstenite
 //! WebSocket echo server) and a raw-TCP client, so every byte on both sides is visible.
 //!
@@ -493,10 +493,10 @@ fn clock_past(ts: &str) {
 }
 
 // ============================================================================================
-// §5.1 Upstream URL
+// Upstream URL
 // ============================================================================================
 
-/// chp.md §5.1: the raw path and query reach the backend byte for byte (escapes kept).
+/// The raw path and query reach the backend byte for byte (escapes kept).
 #[test]
 fn raw_path_and_query_are_kept() {
     let b = Backend::echo_target();
@@ -514,7 +514,7 @@ fn raw_path_and_query_are_kept() {
     }
 }
 
-/// chp.md §5.1: the target's path is prepended and its query merged (target's first).
+/// The target's path is prepended and its query merged (target's first).
 #[test]
 fn target_path_is_prepended() {
     let b = Backend::echo_target();
@@ -528,7 +528,7 @@ fn target_path_is_prepended() {
     assert_eq!(get(p.port, "/tq/x?a=b", &[]).body, "/t/tq/x?tq=1&a=b");
 }
 
-/// chp.md §5.1: `--no-prepend-path` forwards the request path alone.
+/// `--no-prepend-path` forwards the request path alone.
 #[test]
 fn no_prepend_path() {
     let b = Backend::echo_target();
@@ -540,8 +540,8 @@ fn no_prepend_path() {
     );
 }
 
-/// chp.md §5.1: `--no-include-prefix` strips the matched route prefix, with and without
-/// `--no-prepend-path`; an escaped prefix is stripped by segments (§13 #11).
+/// `--no-include-prefix` strips the matched route prefix, with and without
+/// `--no-prepend-path`; an escaped prefix is stripped by segments (CHP cut characters).
 #[test]
 fn no_include_prefix() {
     let b = Backend::echo_target();
@@ -553,7 +553,7 @@ fn no_include_prefix() {
         "/foo/rest/of/it?q=1"
     );
     assert_eq!(get(p.port, "/b%40r/x", &[]).body, "/foo/x");
-    // A key of two segments loses both (it lost only the first before).
+    // A key of two segments loses both.
     p.add("/user/alice", &format!("{}/foo", b.url()));
     assert_eq!(get(p.port, "/user/alice/lab?x", &[]).body, "/foo/lab?x");
     let both = Proxy::start(&["--no-include-prefix", "--no-prepend-path"]);
@@ -564,7 +564,7 @@ fn no_include_prefix() {
     );
 }
 
-/// chp.md §5.1 / §4.4 / §13 #11: with host routing, `--no-include-prefix` strips the path
+/// With host routing, `--no-include-prefix` strips the path
 /// segments of the key, not the host (CHP sent `/efgh/ij` here).
 #[test]
 fn no_include_prefix_with_host_routing() {
@@ -578,10 +578,10 @@ fn no_include_prefix_with_host_routing() {
 }
 
 // ============================================================================================
-// §5.2 Request headers
+// Request headers
 // ============================================================================================
 
-/// chp.md §5.2: X-Forwarded-For/-Port/-Proto are appended with `,`; X-Forwarded-Host is
+/// X-Forwarded-For/-Port/-Proto are appended with `,`; X-Forwarded-Host is
 /// kept if present, else the Host header; Host itself is unchanged.
 #[test]
 fn x_forwarded_headers_are_appended() {
@@ -614,7 +614,7 @@ fn x_forwarded_headers_are_appended() {
     assert_eq!(s.header("x-forwarded-host"), Some("outer.example"));
 }
 
-/// chp.md §5.2: `--no-x-forward` adds no X-Forwarded-* header (client ones pass through).
+/// `--no-x-forward` adds no X-Forwarded-* header (client ones pass through).
 #[test]
 fn no_x_forward() {
     let b = Backend::echo_target();
@@ -628,7 +628,7 @@ fn no_x_forward() {
     }
 }
 
-/// chp.md §5.2: Host is kept by default; `--change-origin` sets the target's host:port.
+/// Host is kept by default; `--change-origin` sets the target's host:port.
 #[test]
 fn host_kept_unless_change_origin() {
     let b = Backend::echo_target();
@@ -645,7 +645,7 @@ fn host_kept_unless_change_origin() {
     assert_eq!(b.next().header("host"), Some(expected.as_str()));
 }
 
-/// chp.md §5.2: `--custom-header` adds headers and overrides same-named client headers.
+/// `--custom-header` adds headers and overrides same-named client headers.
 #[test]
 fn custom_headers_are_added_and_override() {
     let b = Backend::echo_target();
@@ -663,10 +663,10 @@ fn custom_headers_are_added_and_override() {
 }
 
 // ============================================================================================
-// §5.3 Response
+// Response
 // ============================================================================================
 
-/// chp.md §5.3: bodies are streamed: the client reads the first chunk while the backend
+/// Bodies are streamed: the client reads the first chunk while the backend
 /// has not sent the second; a 200 kB request body arrives intact.
 #[test]
 fn bodies_are_streamed() {
@@ -699,7 +699,7 @@ fn bodies_are_streamed() {
     assert_eq!((s.method.as_str(), s.body.len()), ("POST", big.len()));
 }
 
-/// chp.md §5.2 / §5.3: keep-alive on both sides: three requests on one client connection
+/// Keep-alive on both sides: three requests on one client connection
 /// use one upstream connection, and no `Connection: close` is sent either way.
 #[test]
 fn keep_alive_on_both_sides() {
@@ -720,9 +720,9 @@ fn keep_alive_on_both_sides() {
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
 
-/// chp.md §5.3: Location is rewritten only with `--auto-rewrite` / `--protocol-rewrite`,
+/// Location is rewritten only with `--auto-rewrite` / `--protocol-rewrite`,
 /// and only when it names the target's host. `--auto-rewrite` makes it relative
-/// (reliability.md §6 item 23): CHP copied the client's Host in, so `Host: evil.example`
+/// (no open redirect): CHP copied the client's Host in, so `Host: evil.example`
 /// got `Location: http://evil.example:<target port>/elsewhere`. With `--public-host`, a
 /// listed Host (compared without case) is named, with `--protocol-rewrite`'s scheme.
 #[test]
@@ -803,10 +803,10 @@ fn location_rewriting() {
 }
 
 // ============================================================================================
-// §6 WebSockets
+// WebSockets
 // ============================================================================================
 
-/// chp.md §6: a WebSocket through the proxy echoes; the upgrade carries X-Forwarded-For/
+/// A WebSocket through the proxy echoes; the upgrade carries X-Forwarded-For/
 /// -Port/-Proto (`ws`) but no X-Forwarded-Host, plus custom headers; the path is kept.
 #[test]
 fn websocket_echo_with_forwarded_headers() {
@@ -830,7 +830,7 @@ fn websocket_echo_with_forwarded_headers() {
     ws.close(None).unwrap();
 }
 
-/// chp.md §6: a WebSocket to a backend that does not upgrade gets the backend's answer,
+/// A WebSocket to a backend that does not upgrade gets the backend's answer,
 /// then the connection is closed.
 #[test]
 fn websocket_to_plain_backend_gets_its_answer_and_is_closed() {
@@ -843,7 +843,7 @@ fn websocket_to_plain_backend_gets_its_answer_and_is_closed() {
     assert_eq!(b.next().header("upgrade"), Some("websocket"));
 }
 
-/// chp.md §6 / §13 #6: a WebSocket with no route gets a bare 404 and is closed (CHP left
+/// A WebSocket with no route gets a bare 404 and is closed (CHP left
 /// the socket open); a dead upstream gets a bare 503 and a close.
 #[test]
 fn websocket_errors_are_answered_and_closed() {
@@ -860,10 +860,10 @@ fn websocket_errors_are_answered_and_closed() {
 }
 
 // ============================================================================================
-// §7 last_activity
+// last_activity
 // ============================================================================================
 
-/// chp.md §7: a request body counts as activity, even when the backend answers 404.
+/// A request body counts as activity, even when the backend answers 404.
 #[test]
 fn last_activity_bumped_by_request_body() {
     let b = Backend::start(|_| respond("404 Not Found", &[], ""));
@@ -877,7 +877,7 @@ fn last_activity_bumped_by_request_body() {
     assert!(last_activity(&p, "/r") > before);
 }
 
-/// chp.md §7: a response with status < 300 counts as activity.
+/// A response with status < 300 counts as activity.
 #[test]
 fn last_activity_bumped_by_2xx_response() {
     let b = Backend::echo_target();
@@ -889,7 +889,7 @@ fn last_activity_bumped_by_2xx_response() {
     assert!(last_activity(&p, "/r") > before);
 }
 
-/// chp.md §7: 3xx and 4xx answers without a request body, a 503 (dead upstream) and a 404
+/// 3xx and 4xx answers without a request body, a 503 (dead upstream) and a 404
 /// (no route) leave last_activity alone.
 #[test]
 fn last_activity_not_bumped_by_errors_or_redirects() {
@@ -910,7 +910,7 @@ fn last_activity_not_bumped_by_errors_or_redirects() {
     assert_eq!(last_activity(&p, "/dead"), dead);
 }
 
-/// chp.md §7 / §13 #18: on a WebSocket, the handshake and server→client frames do not
+/// On a WebSocket, the handshake and server→client frames do not
 /// count; every client→server frame does.
 #[test]
 fn last_activity_and_websocket_frames() {
@@ -930,10 +930,10 @@ fn last_activity_and_websocket_frames() {
 }
 
 // ============================================================================================
-// §8 Error responses
+// Error responses
 // ============================================================================================
 
-/// chp.md §8: built-in pages: 404 for no route, 503 for a dead upstream (text/html).
+/// Built-in pages: 404 for no route, 503 for a dead upstream (text/html).
 #[test]
 fn builtin_error_pages() {
     let p = Proxy::start(&[]);
@@ -966,8 +966,8 @@ fn malformed_request_body_is_400() {
     assert_eq!(get(p.port, "/up/after", &[]).body, "/up/after");
 }
 
-/// An upstream answer with both `Transfer-Encoding: chunked` and `Content-Length` was
-/// relayed with the length and the decoded body, which disagree (a 5-byte body cut to 1
+/// An upstream answer with both `Transfer-Encoding: chunked` and `Content-Length` cannot
+/// be relayed with the length and the decoded body, which disagree (a 5-byte body cut to 1
 /// byte, or a client left waiting for bytes that never come). It is refused as a malformed
 /// answer (503, as CHP), and the next request gets a clean answer.
 #[test]
@@ -989,7 +989,7 @@ fn upstream_answer_framed_both_ways_is_refused() {
     assert_eq!(get(p.port, "/o/next", &[]).body, "fine");
 }
 
-/// chp.md §8 / §1.1: `--proxy-timeout` with a hanging upstream is a 503.
+/// `--proxy-timeout` with a hanging upstream is a 503.
 #[test]
 fn proxy_timeout_is_503() {
     let (port, requested) = hanging_backend();
@@ -1001,7 +1001,7 @@ fn proxy_timeout_is_503() {
     assert!(r.body.contains("503"), "{}", r.body);
 }
 
-/// chp.md §8: `--error-target` is asked `GET <target>/<code>?url=<escaped url>`; the client
+/// `--error-target` is asked `GET <target>/<code>?url=<escaped url>`; the client
 /// gets the original code with the error server's body and Content-Type.
 #[test]
 fn error_target_serves_the_body_with_the_original_code() {
@@ -1028,7 +1028,7 @@ fn error_target_serves_the_body_with_the_original_code() {
     assert_eq!(errors.next().target, "/errs/503?url=%2Fdead%2Fx");
 }
 
-/// chp.md §8: `--error-path`: `<code>.html`, else `error.html`, else the plain text.
+/// `--error-path`: `<code>.html`, else `error.html`, else the plain text.
 #[test]
 fn error_path_files() {
     let dir = temp_dir("error-path");
@@ -1050,10 +1050,10 @@ fn error_path_files() {
 }
 
 // ============================================================================================
-// §9 Health check and metrics
+// Health check and metrics
 // ============================================================================================
 
-/// chp.md §9: `/_chp_healthz` answers before routing (never reaches the `/` route, any
+/// `/_chp_healthz` answers before routing (never reaches the `/` route, any
 /// method); with a query string it is a normal proxied request.
 #[test]
 fn health_check_is_not_proxied() {
@@ -1077,7 +1077,7 @@ fn metric(body: &str, name: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
-/// chp.md §9: the counters move with proxied traffic: `requests_web`, `requests_ws`,
+/// The counters move with proxied traffic: `requests_web`, `requests_ws`,
 /// `requests_proxy{status}`, `find_target_for_req` and `last_activity_updating`.
 #[test]
 fn metrics_count_proxied_requests() {
@@ -1109,7 +1109,7 @@ fn metrics_count_proxied_requests() {
     assert!(delta("last_activity_updating_count") >= 3.0, "{m1}");
 }
 
-/// chp.md §13 #5 / §11: `--insecure` reaches an https target with a self-signed
+/// `--insecure` reaches an https target with a self-signed
 /// certificate (CHP 5.3.0 ignored the flag and answered 503); without it, 503.
 #[test]
 fn insecure_reaches_self_signed_https_targets() {
@@ -1127,7 +1127,7 @@ fn insecure_reaches_self_signed_https_targets() {
 // Beyond CHP
 // ============================================================================================
 
-/// Not in CHP (chp.md §2: HTTP/1.1 only): the public port also speaks HTTP/2 (prior
+/// Not in CHP (HTTP/1.1 only there): the public port also speaks HTTP/2 (prior
 /// knowledge in clear text); the backend still gets HTTP/1.1 with the `:authority` as Host
 /// and the usual X-Forwarded-* headers, and the route's last_activity moves.
 #[test]

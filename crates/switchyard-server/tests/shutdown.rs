@@ -1,4 +1,4 @@
-//! Graceful shutdown (reliability.md §4 F19) through the real binary: on SIGTERM the
+//! Graceful shutdown through the real binary: on SIGTERM the
 //! listeners close at once, an in-flight request finishes within `--shutdown-timeout`,
 //! what is still open at the deadline is closed, and the process exits with status 0.
 //!

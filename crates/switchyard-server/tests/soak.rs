@@ -1,4 +1,5 @@
-//! The leak soak of research/reliability.md §5.2, against the real binary:
+//! The leak soak, against the real binary (CHP #434 and #557 were leaks on
+//! failure paths that only such a count finds):
 //! every abort scenario, 300 cycles each, then the proxy's open file
 //! descriptors and alive tokio tasks must be back to their baseline, no
 //! socket of the proxy may sit in CLOSE_WAIT, and RSS may grow by less than
@@ -10,7 +11,7 @@
 //! alongside every scenario (`SOAK_WRK=1`, wrk must be installed):
 //! `SOAK_CYCLES=10000 SOAK_WRK=1 cargo test --release -p switchyard-server --test soak -- --nocapture`.
 
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md §7)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
@@ -173,7 +174,7 @@ fn cycle(scenario: &str, port: u16, ready: &mpsc::Receiver<()>) {
         }
         "upstream resets mid-body" => {
             s.write_all(&get("/reset-mid", "")).unwrap();
-            // The connection is cut (reliability.md §6 item 16): the client
+            // The connection is cut (CHP left the client waiting): the client
             // sees the truncation either as a short 200 or, when the cut
             // races the first flush, as a connection closed with no answer.
             let got = read_to_close(&mut s);

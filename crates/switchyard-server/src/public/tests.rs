@@ -1,6 +1,6 @@
-//! Route lookup and the forwarded path: unit tests (chp.md §4–§5) and a property test
-//! that routing the forwarded path finds the route the request was given (reliability.md
-//! §2.4, §6 items 10–12).
+//! Route lookup and the forwarded path: unit tests of CHP's routing rules and a property
+//! test that routing the forwarded path finds the route the request was given (a proxy
+//! that routes one path and forwards another lets `/user/a/../b` reach the wrong server).
 
 use serde_json::Map;
 
@@ -42,7 +42,7 @@ fn routed(state: &PublicState, uri: &str, host: &str) -> Result<(String, String)
     route(state, &req(uri, host)).map(|r| (r.prefix.to_string(), r.forward_path_and_query))
 }
 
-/// chp.md §4.2 and §5.1: routing and the forwarded path agree.
+/// Longest segment prefix on the decoded path; routing and the forwarded path agree.
 #[tokio::test]
 async fn path_routing_and_forward_path() {
     let s = state(false, true, &["/", "/user/foo", "/b@r/b r"]).await;
@@ -62,7 +62,7 @@ async fn path_routing_and_forward_path() {
     assert_eq!(routed(&empty, "/b", "h"), Err(StatusCode::NOT_FOUND));
 }
 
-/// chp.md §5.1 / §13 #11: `--no-include-prefix` strips the matched segments.
+/// `--no-include-prefix` strips the matched segments (CHP cut a character count).
 #[tokio::test]
 async fn no_include_prefix_strips_segments() {
     let s = state(false, false, &["/bar", "/b@r"]).await;
@@ -75,7 +75,7 @@ async fn no_include_prefix_strips_segments() {
     assert_eq!(routed(&h, "/abcdefgh/ij", "h.io:8000").unwrap().1, "/ij");
 }
 
-/// chp.md §4.4: host routing, case-sensitive, `/` catches every host.
+/// Host routing: case-sensitive, `/` catches every host.
 #[tokio::test]
 async fn host_routing() {
     let s = state(true, true, &["/", "/alice.hub.example/user/alice"]).await;
@@ -95,7 +95,7 @@ async fn host_routing() {
     assert_eq!(route(&s, &no_host).err(), Some(StatusCode::BAD_REQUEST));
 }
 
-/// chp.md §5.1: `--no-include-prefix` with a key of several segments strips all of them.
+/// `--no-include-prefix` with a key of several segments strips all of them.
 #[tokio::test]
 async fn no_include_prefix_strips_every_key_segment() {
     let s = state(false, false, &["/user/alice", "/a/b/c"]).await;
@@ -106,9 +106,9 @@ async fn no_include_prefix_strips_every_key_segment() {
 }
 
 /// One path segment for the property test: plain names, dot segments (raw and
-/// percent-encoded, reliability.md §2.4), encoded slashes and backslashes, empty segments
-/// (double slashes), escapes that are malformed or not UTF-8, unicode (raw, which is not a
-/// valid request target, and encoded), and JavaScript object names.
+/// percent-encoded), encoded slashes and backslashes, empty segments (double slashes),
+/// escapes that are malformed or not UTF-8, unicode (raw, which is not a valid request
+/// target, and encoded), and JavaScript object names.
 fn segment() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;
     prop_oneof![
@@ -154,10 +154,10 @@ fn segment() -> impl proptest::strategy::Strategy<Value = String> {
     ]
 }
 
-/// reliability.md §2.4 and §6 items 10–12: for any request path the route chosen for it
-/// is the route chosen for the path that is forwarded (and forwarding it again changes
-/// nothing), or the request is refused with 400 (or 404 where no route matches); the
-/// engine sends that forwarded path upstream byte for byte.
+/// For any request path the route chosen for it is the route chosen for the path that is
+/// forwarded (and forwarding it again changes nothing), or the request is refused with 400
+/// (or 404 where no route matches); the engine sends that forwarded path upstream byte for
+/// byte.
 #[test]
 fn routing_the_forwarded_path_finds_the_same_route() {
     use proptest::prelude::*;
