@@ -149,6 +149,34 @@ fn intermediate_nodes_survive_removal_of_leaves() {
     assert_eq!(hit(&t, "/a/b/c/d").as_deref(), Some("/a/b/c"));
 }
 
+/// A node's children move from a vector to a map past `FEW` and back well below it; every
+/// route stays reachable, in insertion order, and an old snapshot keeps its own view.
+#[test]
+fn wide_nodes_switch_representation_both_ways() {
+    let n = super::FEW * 3;
+    let t = table(&["/"]);
+    for i in 0..n {
+        t.insert(&format!("/user/u{i}"), format!("u{i}")).unwrap();
+    }
+    let wide = t.snapshot();
+    for i in 0..n {
+        assert_eq!(
+            *t.lookup(&format!("/user/u{i}/x")).unwrap().value,
+            format!("u{i}")
+        );
+    }
+    for i in (1..n).rev() {
+        assert!(t.remove(&format!("/user/u{i}")).is_some(), "u{i}");
+        assert!(t.lookup(&format!("/user/u{i}")).unwrap().prefix.as_ref() == "/");
+        assert_eq!(*t.lookup("/user/u0").unwrap().value, "u0");
+    }
+    let keys: Vec<String> = wide.entries().iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(keys.len(), n + 1);
+    assert_eq!(keys[1], "/user/u0");
+    assert_eq!(keys[n], format!("/user/u{}", n - 1));
+    assert_eq!(t.len(), 2);
+}
+
 #[test]
 fn snapshots_are_isolated_from_later_writes() {
     let t = table(&["/x"]);
@@ -191,9 +219,25 @@ fn model_lookup(model: &BTreeMap<Vec<String>, (String, u32)>, path: &str) -> Opt
 }
 
 fn path_strategy() -> impl Strategy<Value = String> {
-    let seg = prop::sample::select(vec!["a", "b", "", "__proto__", "é", "%", "a b"]);
+    // More than `FEW` names, so that nodes also switch between a vector and a map.
+    let seg = prop::sample::select(vec![
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "f",
+        "g",
+        "h",
+        "i",
+        "",
+        "__proto__",
+        "é",
+        "%",
+        "a b",
+    ]);
     (
-        prop::collection::vec(seg, 0..5),
+        prop::collection::vec(seg, 0..4),
         any::<bool>(),
         any::<bool>(),
     )
