@@ -329,7 +329,7 @@ pub(crate) fn route<B>(state: &PublicState, req: &Request<B>) -> Result<Routed, 
     route_as(state, req, is_upgrade(req))
 }
 
-/// [`route`], told whether the request asks for an upgrade.
+/// `route`, told whether the request asks for an upgrade.
 fn route_as<B>(state: &PublicState, req: &Request<B>, upgrade: bool) -> Result<Routed, StatusCode> {
     let normalized = path::normalize(req.uri().path());
     let decoded = path::decode(&normalized).map_err(|_| StatusCode::BAD_REQUEST)?;
