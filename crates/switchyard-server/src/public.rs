@@ -334,8 +334,12 @@ fn route_as<B>(state: &PublicState, req: &Request<B>, upgrade: bool) -> Result<R
     let normalized = path::normalize(req.uri().path());
     let decoded = path::decode(&normalized).map_err(|_| StatusCode::BAD_REQUEST)?;
     let lookup_path = if state.host_routing {
-        let host = request_host(req).ok_or(StatusCode::BAD_REQUEST)?;
-        Cow::Owned(format!("/{host}{decoded}"))
+        match request_host(req).map_err(|_| StatusCode::BAD_REQUEST)? {
+            Some(host) => Cow::Owned(format!("/{host}{decoded}")),
+            // No host named (an empty `Host`, or none on HTTP/1.0): the default target
+            // only, never a host's route.
+            None => Cow::Borrowed("/"),
+        }
     } else {
         decoded
     };
@@ -354,6 +358,13 @@ fn route_as<B>(state: &PublicState, req: &Request<B>, upgrade: bool) -> Result<R
     if let Some(query) = req.uri().query() {
         forward_path_and_query.push('?');
         forward_path_and_query.push_str(query);
+    } else if forward_path_and_query.is_empty() {
+        // `--no-include-prefix` and a request for the prefix itself: nothing of the path
+        // is left, so the target's path goes upstream as it is (`/a` on `/a` → `http://o/t`
+        // goes as `/t`, as in CHP, where `/a/` goes as `/t/`). A URI cannot hold an empty
+        // path (it reads as `/`, which the engine joins as `/t/`); a lone `?`, an empty
+        // path with an empty query, joins as the target's path alone.
+        forward_path_and_query.push('?');
     }
     Ok(Routed {
         route: found.value,
@@ -486,25 +497,36 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// The request's host without the port (`[v6]:p` → `[v6]`), case kept as CHP keeps it.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let value = match req.headers().get(header::HOST) {
-        Some(v) => v.to_str().ok()?.to_owned(),
-        None => req.uri().authority()?.as_str().to_owned(),
+/// The host a request names, without the port (`[v6]:p` → `[v6]`), case kept (host
+/// routing is case-sensitive, as in CHP): the request target's authority when it has one (the absolute form, where RFC
+/// 9112 §3.2.2 has the server ignore `Host`, and HTTP/2's `:authority`), else `Host`.
+/// `Ok(None)` when there is none, or it is empty (RFC 9110 §7.2 allows an empty `Host`);
+/// `Err` when it is not a valid host (a `/`, user information, spaces...).
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, InvalidHost> {
+    let value = match (req.uri().authority(), req.headers().get(header::HOST)) {
+        (Some(authority), _) => authority.as_str().as_bytes(),
+        (None, Some(host)) => host.as_bytes(),
+        (None, None) => return Ok(None),
     };
-    let value = value.rsplit_once('@').map_or(value.as_str(), |(_, h)| h);
-    let host = if value.starts_with('[') {
-        value.find(']').map(|end| &value[..=end])?
-    } else {
-        value.split(':').next()?
+    if !switchyard::is_valid_host(value) {
+        return Err(InvalidHost);
+    }
+    // Valid hosts are ASCII.
+    let value = std::str::from_utf8(value).map_err(|_| InvalidHost)?;
+    let host = match value.strip_prefix('[') {
+        Some(_) => value.find(']').map_or(value, |end| &value[..=end]),
+        None => value.split(':').next().unwrap_or(value),
     };
-    (!host.is_empty() && !host.contains('/')).then(|| host.to_owned())
+    Ok((!host.is_empty()).then_some(host))
 }
+
+/// A `Host` (or request target authority) that RFC 9110 §7.2 does not allow.
+#[derive(Debug)]
+struct InvalidHost;
 
 /// The `--redirect-port` server: 301 to the HTTPS port.
 pub(crate) fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
-    let host = request_host(req);
-    let Some(host) = host else {
+    let Ok(Some(host)) = request_host(req) else {
         let mut response = Response::new(Body::from(format!(
             "This server is HTTPS-only on port {https_port}, but an HTTP request was made and the host could not be determined from the request."
         )));

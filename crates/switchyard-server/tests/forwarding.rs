@@ -10,8 +10,10 @@
 mod backends;
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+
 use backends::*;
-use common::Proxy;
+use common::{IO_TIMEOUT, Proxy, temp_dir};
 
 // ============================================================================================
 // Upstream URL
@@ -181,4 +183,217 @@ fn custom_headers_are_added_and_override() {
     let s = b.next();
     assert_eq!(s.all("x-custom"), ["one:two"]);
     assert_eq!(s.header("x-other"), Some("3"));
+}
+
+/// CHP 5.3.0's answers for every shape of request on route `/a` → `<backend>/t` with
+/// `--no-include-prefix`, with and without `--no-prepend-path`: nothing left of the path
+/// sends the target's path as it is (`/t`, not `/t/`), a query joins it without a `/`.
+#[test]
+fn no_include_prefix_shapes_match_chp() {
+    let b = Backend::echo_target();
+    let shapes = [
+        // request, upstream path, upstream path with --no-prepend-path
+        ("/a", "/t", "/"),
+        ("/a/", "/t/", "/"),
+        ("/a?x=1", "/t?x=1", "/?x=1"),
+        ("/a/?x=1", "/t/?x=1", "/?x=1"),
+        ("/a/b?x=1", "/t/b?x=1", "/b?x=1"),
+        ("/a/b", "/t/b", "/b"),
+        ("/a?", "/t", "/"),
+    ];
+    let prepend = Proxy::start(&["--no-include-prefix"]);
+    let alone = Proxy::start(&["--no-include-prefix", "--no-prepend-path"]);
+    for p in [&prepend, &alone] {
+        p.add("/a", &format!("{}/t", b.url()));
+    }
+    for (request, with_path, without_path) in shapes {
+        let r = get(prepend.port, request, &[]);
+        assert_eq!((r.status, r.body.as_str()), (200, with_path), "{request}");
+        assert_eq!(b.next().target, with_path);
+        let r = get(alone.port, request, &[]);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, without_path),
+            "{request}"
+        );
+        assert_eq!(b.next().target, without_path);
+    }
+    // A target without a path, and one whose path ends in `/`.
+    prepend.add("/bare", &b.url());
+    prepend.add("/slash", &format!("{}/s/", b.url()));
+    assert_eq!(get(prepend.port, "/bare", &[]).body, "/");
+    assert_eq!(get(prepend.port, "/slash", &[]).body, "/s/");
+    assert_eq!(get(prepend.port, "/slash?q", &[]).body, "/s/?q");
+}
+
+/// The head as an HTTP/1.1 client sends it with `host` as its `Host` line (`None`: no
+/// line at all); returns the status code and the raw answer.
+fn with_host(port: u16, target: &str, host: Option<&str>) -> (u16, String) {
+    let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
+    let answer = common::raw(
+        port,
+        format!("GET {target} HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
+    );
+    (common::parse_response(answer.as_bytes()).status, answer)
+}
+
+/// RFC 9110 §7.2 / RFC 3986 §3.2.2: every Host the grammar allows is proxied as sent
+/// (percent-encodings, sub-delimiters, IP literals, an empty port); what it does not allow
+/// is a 400 that never reaches the target.
+#[test]
+fn hosts_rfc_3986_allows_are_proxied() {
+    let b = Backend::echo_target();
+    let p = Proxy::start(&[]);
+    p.add("/", &b.url());
+    for host in [
+        "%2Ftmp%2Fpytest-of-root%2Fproxy.sock",
+        "a.test:",
+        "!$&'()*+,;=",
+        "[::1]:8000",
+        "[v1.fe80::a+en1]",
+        "",
+    ] {
+        let (status, answer) = with_host(p.port, "/x", Some(host));
+        assert_eq!(status, 200, "{host:?}: {answer}");
+        assert_eq!(b.next().header("host"), Some(host));
+    }
+    for host in [
+        "user@example.com",
+        "example.com/evil",
+        "a b",
+        "a\tb",
+        "%zz",
+        "a:80x",
+        "[::1",
+    ] {
+        let (status, answer) = with_host(p.port, "/x", Some(host));
+        assert_eq!(status, 400, "{host:?}: {answer}");
+    }
+    assert_eq!(with_host(p.port, "/x", None).0, 400);
+    let two = common::raw(
+        p.port,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    // Nothing refused reached the backend: the next request it sees is this one.
+    get(p.port, "/last", &[]);
+    assert_eq!(b.next().target, "/last");
+}
+
+/// JupyterHub on UNIX sockets: its client (aiohttp) sends the percent-encoded socket path
+/// as `Host`. Such a request over `--socket` is proxied, the Host kept.
+#[test]
+fn aiohttp_request_over_the_unix_socket() {
+    use std::os::unix::net::UnixStream;
+
+    let b = Backend::echo_target();
+    let dir = temp_dir("host-sock");
+    let (public, api) = (dir.join("proxy.sock"), dir.join("api.sock"));
+    let target = b.url();
+    let mut child = common::command(
+        &[
+            "--socket",
+            public.to_str().unwrap(),
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--default-target",
+            &target,
+        ],
+        Some(common::TOKEN),
+    )
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    assert!(
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("Proxy API at")),
+        "the proxy did not start"
+    );
+    let host: String = public
+        .to_str()
+        .unwrap()
+        .replace('%', "%25")
+        .replace('/', "%2F");
+    let mut s = UnixStream::connect(&public).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET /hub/api/info HTTP/1.1\r\nHost: {host}\r\nAuthorization: token x\r\n\
+         Accept: */*\r\nAccept-Encoding: gzip, deflate\r\n\
+         User-Agent: Python/3.11 aiohttp/3.14.5\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("/hub/api/info"), "{answer}");
+    let seen = b.next();
+    assert_eq!(seen.header("host"), Some(host.as_str()));
+    assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, for
+/// routing and for the `Host` sent upstream alike; user information in it is a 400.
+#[test]
+fn absolute_form_authority_wins_over_host() {
+    let b = Backend::echo_target();
+    let p = Proxy::start(&[]);
+    p.add("/", &b.url());
+    let (status, answer) = with_host(p.port, "http://a.test:8000/x?y", Some("b.test"));
+    assert_eq!(status, 200, "{answer}");
+    let seen = b.next();
+    assert_eq!(seen.target, "/x?y");
+    assert_eq!(seen.header("host"), Some("a.test:8000"));
+    assert_eq!(seen.all("host").len(), 1);
+    assert_eq!(seen.header("x-forwarded-host"), Some("a.test:8000"));
+    assert_eq!(
+        with_host(p.port, "http://u@a.test/x", Some("a.test")).0,
+        400
+    );
+
+    let h = Proxy::start(&["--host-routing"]);
+    h.add("/", &format!("{}/default", b.url()));
+    h.add("/a.test", &format!("{}/a", b.url()));
+    let (status, answer) = with_host(h.port, "http://a.test:8000/x", Some("b.test"));
+    assert!(status == 200 && answer.ends_with("/a/x"), "{answer}");
+    assert_eq!(b.next().header("host"), Some("a.test:8000"));
+    let (status, answer) = with_host(h.port, "http://b.test/x", Some("a.test"));
+    assert!(status == 200 && answer.ends_with("/default/x"), "{answer}");
+    assert_eq!(b.next().header("host"), Some("b.test"));
+}
+
+/// RFC 9110 §7.2: an empty `Host` is valid. Path routing is unchanged; in host-routing mode
+/// it reaches the default target, never a host's route, whatever the path says.
+#[test]
+fn empty_host_is_routed() {
+    let b = Backend::echo_target();
+    let p = Proxy::start(&[]);
+    p.add("/user/a", &format!("{}/ua", b.url()));
+    let (status, answer) = with_host(p.port, "/user/a/lab", Some(""));
+    assert!(
+        status == 200 && answer.ends_with("/ua/user/a/lab"),
+        "{answer}"
+    );
+    assert_eq!(b.next().header("host"), Some(""));
+
+    let h = Proxy::start(&["--host-routing"]);
+    h.add("/h.io", &format!("{}/hio", b.url()));
+    // No default target yet: 404.
+    assert_eq!(with_host(h.port, "/h.io/x", Some("")).0, 404);
+    h.add("/", &format!("{}/default", b.url()));
+    let (status, answer) = with_host(h.port, "/h.io/x", Some(""));
+    assert!(
+        status == 200 && answer.ends_with("/default/h.io/x"),
+        "{answer}"
+    );
+    assert_eq!(b.next().header("host"), Some(""));
+    let (status, answer) = with_host(h.port, "/x", Some("h.io"));
+    assert!(status == 200 && answer.ends_with("/hio/x"), "{answer}");
+    b.next();
+    let (status, answer) = with_host(h.port, "/x", Some("user@h.io"));
+    assert_eq!(status, 400, "{answer}");
 }

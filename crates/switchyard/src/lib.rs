@@ -118,7 +118,7 @@ pub use body::{Body, BodyEnd, BodyIdleTimeout};
 pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain as error_chain};
 pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
-pub use proxy::hygiene::HeadLimits;
+pub use proxy::hygiene::{HeadLimits, is_valid_host};
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};

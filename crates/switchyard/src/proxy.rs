@@ -466,7 +466,7 @@ impl<H: Hooks> Proxy<H> {
         let conn = call
             .conn
             .or_else(|| parts.extensions.get::<ConnInfo>().copied());
-        hygiene::check(&parts, conn.is_some())?;
+        hygiene::check(&mut parts, conn.is_some())?;
         let body = body.into_downstream();
         if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
             return Err(Stop::Answer(res));

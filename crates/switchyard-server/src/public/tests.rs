@@ -91,8 +91,32 @@ async fn host_routing() {
         "/"
     );
     assert_eq!(routed(&s, "/x", "[::1]:80").unwrap().0, "/");
-    let no_host = Request::get("/x").body(()).unwrap();
-    assert_eq!(route(&s, &no_host).err(), Some(StatusCode::BAD_REQUEST));
+    // No host named: the default target, whatever the path says.
+    let no_host = Request::get("/alice.hub.example/user/alice")
+        .body(())
+        .unwrap();
+    assert_eq!(route(&s, &no_host).unwrap().prefix.as_ref(), "/");
+    assert_eq!(
+        routed(&s, "/alice.hub.example/user/alice", "").unwrap(),
+        ("/".into(), "/alice.hub.example/user/alice".into())
+    );
+    // The absolute form's authority, not Host (RFC 9112 §3.2.2).
+    assert_eq!(
+        routed(&s, "http://alice.hub.example/user/alice", "b")
+            .unwrap()
+            .0,
+        "/alice.hub.example/user/alice"
+    );
+    for bad in ["a/b", "user@alice.hub.example", "a b"] {
+        assert_eq!(routed(&s, "/x", bad), Err(StatusCode::BAD_REQUEST), "{bad}");
+    }
+    let socket = "%2Ftmp%2Fproxy.sock";
+    assert_eq!(routed(&s, "/user/alice", socket).unwrap().0, "/");
+    let without_default = state(true, true, &["/alice.hub.example/user/alice"]).await;
+    assert_eq!(
+        routed(&without_default, "/alice.hub.example/user/alice", ""),
+        Err(StatusCode::NOT_FOUND)
+    );
 }
 
 /// `--no-include-prefix` with a key of several segments strips all of them.
@@ -101,7 +125,7 @@ async fn no_include_prefix_strips_every_key_segment() {
     let s = state(false, false, &["/user/alice", "/a/b/c"]).await;
     assert_eq!(routed(&s, "/user/alice/lab", "h").unwrap().1, "/lab");
     assert_eq!(routed(&s, "/a/b/c/d?e", "h").unwrap().1, "/d?e");
-    assert_eq!(routed(&s, "/a/b/c", "h").unwrap().1, "");
+    assert_eq!(routed(&s, "/a/b/c", "h").unwrap().1, "?");
     assert_eq!(routed(&s, "/user%2Falice/x", "h").unwrap().1, "/x");
 }
 

@@ -10,9 +10,12 @@
 //!   a second, smuggled request);
 //! * any `Transfer-Encoding` other than one `chunked` (`chunked, chunked`,
 //!   two lines, `gzip, chunked`);
-//! * no `Host` on HTTP/1.1, two `Host` lines, or a `Host` that is not a
-//!   host\[:port\];
-//! * an absolute-form target whose authority disagrees with `Host`.
+//! * no `Host` on HTTP/1.1, two `Host` lines, or a `Host` that RFC 9110
+//!   §7.2 does not allow ([`is_valid_host`]);
+//! * an absolute-form target with user information or an invalid authority.
+//!
+//! An absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2), so
+//! the name a request is routed by and the one sent upstream are the same.
 //!
 //! The `Host` rules apply to requests that arrived on a connection (those
 //! carrying [`ConnInfo`](crate::ConnInfo), as `listen` and the `switchyard`
@@ -27,7 +30,7 @@
 //! request target longer than `max_uri_length` is a 414, a head larger than
 //! `max_header_size` a 431 (RFC 9110 §15.5.15, RFC 6585 §5).
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Uri, Version, request};
 
 use crate::error::ProxyError;
@@ -55,7 +58,7 @@ pub struct HeadLimits {
 /// Checks an incoming request head; `Err` is the 400 to answer. `from_wire`:
 /// the request came over a connection (a [`ConnInfo`](super::ConnInfo) is
 /// known), not built by the embedding application.
-pub(crate) fn check(parts: &request::Parts, from_wire: bool) -> Result<(), ProxyError> {
+pub(crate) fn check(parts: &mut request::Parts, from_wire: bool) -> Result<(), ProxyError> {
     if parts.version == Version::HTTP_2 || parts.version == Version::HTTP_3 {
         // h2 framing is binary and hyper validates pseudo-headers.
         return Ok(());
@@ -80,17 +83,24 @@ pub(crate) fn check(parts: &request::Parts, from_wire: bool) -> Result<(), Proxy
         }
         (None, _) => None,
     };
-    if let Some(host) = host {
-        let valid = host.to_str().ok().filter(|s| {
-            is_host_port(s) && (is_plain_host_port(s) || s.parse::<http::uri::Authority>().is_ok())
-        });
-        let Some(authority) = valid else {
-            return Err(ProxyError::BadRequest("invalid Host"));
-        };
-        if let Some(target) = parts.uri.authority()
-            && !target.as_str().eq_ignore_ascii_case(authority)
-        {
-            return Err(ProxyError::BadRequest("request target and Host disagree"));
+    if host.is_some_and(|v| !is_valid_host(v.as_bytes())) {
+        return Err(ProxyError::BadRequest("invalid Host"));
+    }
+    if let Some(target) = parts.uri.authority() {
+        // RFC 9112 §3.2.2: with an absolute-form target the server ignores
+        // `Host` and uses the target's authority. Setting `Host` from it makes
+        // what routes the request and what goes upstream the same name. An
+        // `http` URI carries no user information (RFC 9110 §4.2.4).
+        let authority = target.as_str();
+        if authority.contains('@') || !is_valid_host(authority.as_bytes()) {
+            return Err(ProxyError::BadRequest(
+                "invalid authority in the request target",
+            ));
+        }
+        if host.is_some_and(|v| v.as_bytes() != authority.as_bytes()) {
+            let value = HeaderValue::from_str(authority)
+                .map_err(|_| ProxyError::BadRequest("invalid authority in the request target"))?;
+            parts.headers.insert(header::HOST, value);
         }
     }
     Ok(())
@@ -165,28 +175,91 @@ fn single_chunked(h: &HeaderMap) -> bool {
     }
 }
 
-/// `host` or `host:port`, with a bracketed IPv6 literal allowed: no path,
-/// no user information, no spaces.
-fn is_host_port(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'~' | b'%')
-        })
-        && !s.starts_with(':')
+/// Whether `value` is a valid `Host` field value: RFC 9110 §7.2's
+/// `uri-host [ ":" port ]`, the host being RFC 3986 §3.2.2's `IP-literal`
+/// (`[` an IPv6 address or `v1.future` `]`), `IPv4address` or `reg-name`
+/// (unreserved characters, percent-encodings and sub-delimiters, so a
+/// percent-encoded UNIX socket path such as `%2Ftmp%2Fproxy.sock` is one).
+/// The empty value is valid: a `reg-name` may be empty.
+///
+/// Refused: a `/`, `?`, `#` or `@` (the value would carry a path or user
+/// information), spaces and control bytes, a `%` not followed by two hex
+/// digits, a port that is not digits.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.first() {
+        Some(b'[') => {
+            let Some(end) = value.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !is_ip_literal(&value[1..end]) {
+                return false;
+            }
+            match &value[end + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (&[][..], port),
+                _ => return false,
+            }
+        }
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        },
+    };
+    is_reg_name(host) && port.iter().all(u8::is_ascii_digit)
 }
 
-/// `name` or `name:port` with a reg-name of letters, digits, `.`, `-`, `_` and
-/// a port of 1 to 5 digits: the common case, a valid authority without
-/// building one (which copies it).
-fn is_plain_host_port(s: &str) -> bool {
-    let (host, port) = s.split_once(':').unwrap_or((s, "1"));
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && (1..=5).contains(&port.len())
-        && port.bytes().all(|b| b.is_ascii_digit())
+/// RFC 3986's `reg-name` (which `IPv4address` is a case of).
+fn is_reg_name(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' => {
+                if !(s.len() > i + 2
+                    && s[i + 1].is_ascii_hexdigit()
+                    && s[i + 2].is_ascii_hexdigit())
+                {
+                    return false;
+                }
+                i += 3;
+            }
+            b => {
+                if !(is_unreserved(b) || is_sub_delim(b)) {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+    }
+    true
+}
+
+/// The inside of RFC 3986's `IP-literal`: an IPv6 address or `IPvFuture`
+/// (`v` hex digits `.` then unreserved, sub-delimiters or `:`).
+fn is_ip_literal(s: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = s {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':');
+    }
+    std::str::from_utf8(s).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 #[cfg(test)]
@@ -195,7 +268,7 @@ mod tests {
     use http::Request;
 
     /// The check as the engine runs it: from the wire when `ConnInfo` is known.
-    fn check(parts: &request::Parts) -> Result<(), ProxyError> {
+    fn check(parts: &mut request::Parts) -> Result<(), ProxyError> {
         super::check(parts, parts.extensions.get::<crate::ConnInfo>().is_some())
     }
 
@@ -220,21 +293,117 @@ mod tests {
             vec![("host", "[::1]:8080"), ("content-length", "3")],
             vec![("host", "A.Test"), ("transfer-encoding", "Chunked")],
         ] {
-            assert!(check(&head(Version::HTTP_11, "/x", &hs)).is_ok(), "{hs:?}");
+            assert!(
+                check(&mut head(Version::HTTP_11, "/x", &hs)).is_ok(),
+                "{hs:?}"
+            );
         }
-        assert!(check(&head(Version::HTTP_10, "/x", &[])).is_ok());
+        assert!(check(&mut head(Version::HTTP_10, "/x", &[])).is_ok());
         assert!(
-            check(&head(
+            check(&mut head(
                 Version::HTTP_11,
                 "http://a.test/x",
                 &[("host", "a.test")]
             ))
             .is_ok()
         );
-        assert!(check(&head(Version::HTTP_2, "http://a.test/x", &[])).is_ok());
+        assert!(check(&mut head(Version::HTTP_2, "http://a.test/x", &[])).is_ok());
         // Built by an application, not read from a connection: no Host needed.
-        let built = Request::get("/x").body(()).unwrap().into_parts().0;
-        assert!(check(&built).is_ok());
+        let mut built = Request::get("/x").body(()).unwrap().into_parts().0;
+        assert!(check(&mut built).is_ok());
+    }
+
+    /// RFC 9110 §7.2 with RFC 3986 §3.2.2's hosts.
+    #[test]
+    fn hosts_rfc_3986_allows() {
+        for host in [
+            "",
+            "a.test",
+            "a.test:",
+            "a.test:8080",
+            "a.test:99999",
+            "127.0.0.1:8000",
+            "%2Ftmp%2Fpytest-of-root%2Fproxy.sock",
+            "%2ftmp%2fa%20b.sock",
+            "a~b_c-d.e",
+            "!$&'()*+,;=",
+            "[::1]",
+            "[::1]:8080",
+            "[fe80::1:2:3:4]",
+            "[::ffff:127.0.0.1]",
+            "[v1.fe80::a+en1]:80",
+            "xn--bcher-kva.test",
+        ] {
+            assert!(is_valid_host(host.as_bytes()), "{host:?}");
+        }
+        for host in [
+            "a/b",
+            "example.com/evil",
+            "user@example.com",
+            "a b",
+            " a",
+            "a\tb",
+            "a?b",
+            "a#b",
+            "%2",
+            "%zz",
+            "a%2",
+            "a:8o",
+            "a:1:2",
+            ":80x",
+            "[::1",
+            "::1",
+            "[::1]x",
+            "[::1]:x",
+            "[:::]",
+            "[v1]",
+            "[v.x]",
+            "[vz.x]",
+            "[127.0.0.1]",
+            "a\"b",
+            "a<b",
+            "a\\b",
+            "é.test",
+        ] {
+            assert!(!is_valid_host(host.as_bytes()), "{host:?}");
+        }
+        assert!(!is_valid_host(b"a\x01b"));
+        assert!(!is_valid_host(b"a\x7fb"));
+    }
+
+    /// RFC 9112 §3.2.2: the absolute form's authority wins over `Host`.
+    #[test]
+    fn absolute_form_sets_host() {
+        let mut parts = head(
+            Version::HTTP_11,
+            "http://a.test:8000/x",
+            &[("host", "b.test")],
+        );
+        assert!(check(&mut parts).is_ok());
+        assert_eq!(parts.headers[header::HOST], "a.test:8000");
+        assert_eq!(parts.headers.get_all(header::HOST).iter().count(), 1);
+        // Still a Host on HTTP/1.1, and a valid one.
+        assert!(check(&mut head(Version::HTTP_11, "http://a.test/x", &[])).is_err());
+        assert!(
+            check(&mut head(
+                Version::HTTP_11,
+                "http://a.test/x",
+                &[("host", "a/b")]
+            ))
+            .is_err()
+        );
+        assert!(
+            check(&mut head(
+                Version::HTTP_11,
+                "http://u@a.test/x",
+                &[("host", "a.test")]
+            ))
+            .is_err()
+        );
+        // HTTP/1.0 without Host: the target names the host.
+        let mut parts = head(Version::HTTP_10, "http://a.test/x", &[]);
+        assert!(check(&mut parts).is_ok());
+        assert!(!parts.headers.contains_key(header::HOST));
     }
 
     /// 414 for the URI before 431 for the head.
@@ -292,27 +461,26 @@ mod tests {
             vec![("host", "a"), ("host", "b")],
             vec![("host", "a/b")],
             vec![("host", "u@a")],
-            vec![("host", "")],
             vec![("host", "a b")],
         ] {
-            assert!(check(&head(Version::HTTP_11, "/x", &hs)).is_err(), "{hs:?}");
+            assert!(
+                check(&mut head(Version::HTTP_11, "/x", &hs)).is_err(),
+                "{hs:?}"
+            );
         }
-        assert!(
-            check(&head(
-                Version::HTTP_11,
-                "http://evil.test/x",
-                &[("host", "good")]
-            ))
-            .is_err()
-        );
     }
 
     proptest::proptest! {
-        /// The shortcut never accepts what `Authority` would refuse.
+        /// A valid Host is one path segment's worth of bytes (host routing
+        /// looks it up as `/<host>`), and an absolute-form target can carry it.
         #[test]
-        fn plain_host_ports_are_authorities(s in "[a-zA-Z0-9._:-]{0,12}") {
-            if is_plain_host_port(&s) {
-                proptest::prop_assert!(s.parse::<http::uri::Authority>().is_ok(), "{}", s);
+        fn valid_hosts_are_segments(s in "[a-zA-Z0-9._~%!$&'()*+,;=:/?#@ \\[\\]-]{0,12}") {
+            if is_valid_host(s.as_bytes()) {
+                proptest::prop_assert!(!s.contains(['/', '?', '#', '@', ' ']), "{}", s);
+                if !s.is_empty() {
+                    let uri: Uri = format!("http://{s}/x").parse().unwrap();
+                    proptest::prop_assert_eq!(uri.authority().map(|a| a.as_str()), Some(s.as_str()));
+                }
             }
         }
     }
