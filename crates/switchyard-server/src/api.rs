@@ -272,13 +272,19 @@ async fn delete(state: &ApiState, route_path: Option<&str>) -> Response<Body> {
     }
 }
 
-/// 503 (JupyterHub retries 5xx) with a plain-text reason; nothing was changed.
+/// 503 (JupyterHub retries 5xx) with a plain-text reason that says whether the change was
+/// made: not at all, or perhaps (the Redis store's writes explain when each is said).
 fn store_error(e: &StoreError) -> Response<Body> {
     tracing::error!("route store error: {e}");
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Route store unavailable (Redis cannot be reached); nothing was changed, retry later",
-    )
+    let reason = match e {
+        StoreError::Unconfirmed(_) => {
+            "Route store unavailable (Redis did not confirm the change in time); the change \
+             may or may not have been made. Repeating the request is safe: POST and DELETE are \
+             idempotent (a repeated DELETE answers 404 if the first one was made)"
+        }
+        _ => "Route store unavailable (Redis cannot be reached); nothing was changed, retry later",
+    };
+    text(StatusCode::SERVICE_UNAVAILABLE, reason)
 }
 
 /// `application/x-www-form-urlencoded` pairs (`+` is a space), undecodable ones kept raw.

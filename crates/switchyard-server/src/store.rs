@@ -62,9 +62,12 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
 pub(crate) enum StoreError {
     #[error("route path is too deep")]
     TooDeep,
-    /// The shared store cannot be reached; nothing was changed.
+    /// The shared store cannot be reached, or refused the change; nothing was changed.
     #[error("route store unavailable: {0}")]
     Unavailable(String),
+    /// The change was sent but not confirmed in time: it may or may not have been made.
+    #[error("route store did not confirm the change: {0}")]
+    Unconfirmed(String),
 }
 
 /// A validated route target, parsed once for the engine when the route is added.

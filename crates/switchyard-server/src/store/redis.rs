@@ -24,8 +24,9 @@
 //!
 //! * **Lookups are local.** The public listener reads the engine's lock-free
 //!   [`RouteTable`]; nothing on the request path talks to Redis.
-//! * **Writes** (`POST`, `DELETE`) are one `MULTI … EXEC` (route key, activity field,
-//!   `PUBLISH`), so a failure leaves nothing half-written and the API answers 503.
+//! * **Writes** (`POST`, `DELETE`) are one Lua script (route key, activity field,
+//!   `PUBLISH`), so a failure leaves nothing half-written, and each carries a deadline so
+//!   that an API 503 means what it says (see [`write`]).
 //! * **Every replica subscribes** to the changes channel. A notification carries only the
 //!   path; the replica re-reads that path (`MGET`/`HMGET`, batched with any other pending
 //!   notifications) and applies what Redis holds *now*. Because every change is applied by
@@ -43,12 +44,14 @@
 //!   Redis came back *empty* (no persistence configured), the replicas write their table
 //!   back instead of emptying themselves ([`Inner::check_epoch`]).
 
+mod sync;
+mod write;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::{Map, Value};
 use switchyard::routing::{MAX_KEY_SEGMENTS, RouteMatch, RouteTable, segments};
 use tokio::sync::mpsc;
@@ -57,38 +60,15 @@ use tokio_util::sync::CancellationToken;
 use super::{Route, RouteStore, StoreError, StoreFuture, Target};
 use crate::time;
 
-/// Longest wait for a write (MULTI/EXEC) before answering 503.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for a connection, a subscription or a PING.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for one command's answer (the connection manager's response timeout): an
+/// API write waits at most twice this (its clock read, then the write).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for merging activity into an API read; the local values are used after it.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
-/// How often local activity is flushed to Redis.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys per `MGET`/`HMGET`/script call.
 const BATCH: usize = 500;
-/// Reconnect backoff bounds.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How often the idle subscription is checked with a PING: a silently dead connection
-/// (no FIN or RST, e.g. a vanished pod) is otherwise only noticed at the next write.
-const PING_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Flushes activity: `KEYS[1]` the hash, `KEYS[1+i]` route key i; `ARGV` = path, ms pairs.
-/// Newest wins; a route deleted meanwhile gets no field.
-const FLUSH_SCRIPT: &str = r"
-local n = 0
-for i = 1, #ARGV, 2 do
-  local key = KEYS[(i + 1) / 2 + 1]
-  if redis.call('EXISTS', key) == 1 then
-    local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') or 0
-    local ms = tonumber(ARGV[i + 1])
-    if ms and ms > cur then
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-      n = n + 1
-    end
-  end
-end
-return n
-";
 
 /// Connection settings from the command line.
 #[derive(Clone)]
@@ -230,12 +210,12 @@ impl RedisStore {
         let client = config.client()?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
-            .set_min_delay(MIN_BACKOFF)
-            .set_max_delay(MAX_BACKOFF);
+            .set_min_delay(sync::MIN_BACKOFF)
+            .set_max_delay(sync::MAX_BACKOFF);
         let conn = tokio::time::timeout(
-            WRITE_TIMEOUT,
+            CONNECT_TIMEOUT,
             ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await
@@ -255,14 +235,24 @@ impl RedisStore {
             .await
             .map_err(|e| format!("cannot load routes from Redis at {shown}: {e}"))?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(sync_task(
+        tokio::spawn(sync::sync_task(
             inner.clone(),
             stream,
             refresh_rx,
             shutdown.clone(),
         ));
-        tokio::spawn(flush_task(inner.clone(), shutdown.clone()));
+        tokio::spawn(write::flush_task(inner.clone(), shutdown.clone()));
         Ok(Self { inner, shutdown })
+    }
+}
+
+impl RedisStore {
+    /// After a write whose outcome is unknown, re-reads `key` once Redis answers, so this
+    /// replica's table follows whatever Redis holds (the others get the notification).
+    fn follow_unconfirmed(&self, key: &str, e: &StoreError) {
+        if matches!(e, StoreError::Unconfirmed(_)) {
+            let _ = self.inner.refresh.send(key.to_owned());
+        }
     }
 }
 
@@ -279,19 +269,11 @@ impl RouteStore for RedisStore {
             }
             let now = time::now_ms();
             let route = Route::new(key, target, data, now);
-            let json = route.json();
-            let names = &self.inner.names;
-            let mut conn = self.inner.conn.clone();
-            let mut write = redis::pipe();
-            write
-                .atomic()
-                .set(names.route_key(key), json)
-                .ignore()
-                .hset(&names.activity, key, now)
-                .ignore()
-                .publish(&names.channel, key)
-                .ignore();
-            timed(WRITE_TIMEOUT, write.query_async::<()>(&mut conn)).await?;
+            let written = self.inner.write_route(key, &route.json(), now).await;
+            if let Err(e) = written {
+                self.follow_unconfirmed(key, &e);
+                return Err(e);
+            }
             // Serve it here at once; the re-read queued behind corrects it if another
             // replica wrote the same path in between.
             self.inner
@@ -350,20 +332,16 @@ impl RouteStore for RedisStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let names = &self.inner.names;
-            let mut conn = self.inner.conn.clone();
-            let mut write = redis::pipe();
-            write
-                .atomic()
-                .del(names.route_key(key))
-                .hdel(&names.activity, key)
-                .ignore()
-                .publish(&names.channel, key)
-                .ignore();
-            let (removed,) = timed(WRITE_TIMEOUT, write.query_async::<(i64,)>(&mut conn)).await?;
+            let removed = match self.inner.delete_route(key).await {
+                Ok(removed) => removed,
+                Err(e) => {
+                    self.follow_unconfirmed(key, &e);
+                    return Err(e);
+                }
+            };
             self.inner.table.remove(key);
             let _ = self.inner.refresh.send(key.to_owned());
-            Ok(removed > 0)
+            Ok(removed)
         })
     }
 
@@ -381,7 +359,8 @@ impl RouteStore for RedisStore {
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.shutdown.cancel();
-            if let Err(e) = tokio::time::timeout(WRITE_TIMEOUT, self.inner.flush_activity()).await {
+            if let Err(e) = tokio::time::timeout(CONNECT_TIMEOUT, self.inner.flush_activity()).await
+            {
                 tracing::warn!("last activity not flushed to Redis at shutdown: {e}");
             }
             Ok(())
@@ -389,387 +368,10 @@ impl RouteStore for RedisStore {
     }
 }
 
-// === impl Inner ===
-
-impl Inner {
-    /// Subscribes to the changes channel, then re-reads the whole table (in that order, so
-    /// a change made during the read is also notified).
-    async fn subscribe_and_reload(&self) -> Result<Subscription, String> {
-        let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.names.channel).await?;
-            let (sink, stream) = pubsub.split();
-            Ok::<_, redis::RedisError>(Subscription { sink, stream })
-        };
-        let stream = tokio::time::timeout(WRITE_TIMEOUT, connect)
-            .await
-            .map_err(|_| "subscribing timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        self.check_epoch().await.map_err(|e| e.to_string())?;
-        let count = self.reload().await?;
-        tracing::info!("Loaded {count} routes from Redis");
-        Ok(stream)
-    }
-
-    /// Detects a Redis that lost its data (restarted without persistence, flushed) and
-    /// writes this replica's table back, so such a restart does not empty every replica.
-    ///
-    /// `switchyard:<prefix>epoch` is a hash `{id, parent}` created with the data. A replica
-    /// that finds it missing although it had loaded an epoch restores its routes (`SET NX`,
-    /// never overwriting a route written since) and creates a new epoch whose `parent` is
-    /// the old one; a replica that then finds `parent` equal to its own epoch knows the
-    /// restore is done and only reloads (so it cannot resurrect a route deleted since).
-    async fn check_epoch(&self) -> redis::RedisResult<()> {
-        let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut conn = self.conn.clone();
-        let (id, parent): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&self.names.epoch)
-            .arg("id")
-            .arg("parent")
-            .query_async(&mut conn)
-            .await?;
-        let current = match (id, known) {
-            (Some(id), Some(mine)) if id != mine && parent.as_deref() != Some(&mine) => {
-                tracing::warn!("Redis holds routes of another generation; loading them");
-                id
-            }
-            (Some(id), _) => id,
-            (None, known) => {
-                if known.is_some() {
-                    let n = self.restore().await?;
-                    tracing::warn!(
-                        "Redis lost its routes (restarted without persistence or flushed); \
-                         restored {n} routes from this replica"
-                    );
-                }
-                let created: String = redis::Script::new(
-                    "if redis.call('EXISTS', KEYS[1]) == 0 then \
-                       redis.call('HSET', KEYS[1], 'id', ARGV[1], 'parent', ARGV[2]) end \
-                     return redis.call('HGET', KEYS[1], 'id')",
-                )
-                .key(&self.names.epoch)
-                .arg(new_epoch_id())
-                .arg(known.unwrap_or_default())
-                .invoke_async(&mut conn)
-                .await?;
-                created
-            }
-        };
-        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(current);
-        Ok(())
-    }
-
-    /// Writes every local route that Redis lacks (`SET NX`) and notifies the others.
-    async fn restore(&self) -> redis::RedisResult<usize> {
-        let entries = self.table.snapshot().entries();
-        let mut conn = self.conn.clone();
-        for chunk in entries.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for (key, route) in chunk {
-                let json = route.json();
-                pipe.cmd("SET")
-                    .arg(self.names.route_key(key))
-                    .arg(json)
-                    .arg("NX")
-                    .ignore()
-                    .cmd("HSETNX")
-                    .arg(&self.names.activity)
-                    .arg(&**key)
-                    .arg(route.last_activity_ms())
-                    .ignore()
-                    .publish(&self.names.channel, &**key)
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await?;
-        }
-        Ok(entries.len())
-    }
-
-    /// Replaces the local table by Redis's, route by route (lookups never see a gap).
-    async fn reload(&self) -> Result<usize, String> {
-        let mut conn = self.conn.clone();
-        let pattern = self.names.scan_pattern();
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let paths: Vec<String> = keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(&self.names.prefix).map(str::to_owned))
-            .collect();
-        let values = self.read(&paths).await.map_err(|e| e.to_string())?;
-        let mut present = std::collections::HashSet::with_capacity(paths.len());
-        for (path, value) in paths.iter().zip(values) {
-            if value.is_some() {
-                present.insert(path.as_str());
-            }
-            self.apply(path, value);
-        }
-        for (key, _) in self.table.snapshot().entries() {
-            if !present.contains(&*key) {
-                self.table.remove(&key);
-            }
-        }
-        Ok(self.table.len())
-    }
-
-    /// Reads routes and their activity: `(json, activity_ms)` per path, `None` if absent.
-    async fn read(
-        &self,
-        paths: &[String],
-    ) -> redis::RedisResult<Vec<Option<(Vec<u8>, Option<i64>)>>> {
-        let mut out = Vec::with_capacity(paths.len());
-        let mut conn = self.conn.clone();
-        for chunk in paths.chunks(BATCH) {
-            let keys: Vec<String> = chunk.iter().map(|p| self.names.route_key(p)).collect();
-            let (values, activity): (Vec<Option<Vec<u8>>>, Vec<Option<i64>>) = redis::pipe()
-                .cmd("MGET")
-                .arg(&keys)
-                .cmd("HMGET")
-                .arg(&self.names.activity)
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await?;
-            out.extend(
-                values
-                    .into_iter()
-                    .zip(activity)
-                    .map(|(v, a)| v.map(|v| (v, a))),
-            );
-        }
-        Ok(out)
-    }
-
-    /// Installs what Redis holds for `path` (or removes it), keeping local activity.
-    fn apply(&self, path: &str, value: Option<(Vec<u8>, Option<i64>)>) {
-        let Some((json, activity)) = value else {
-            if self.table.remove(path).is_some() {
-                tracing::debug!("Route {path} removed (from Redis)");
-            }
-            return;
-        };
-        let parsed = serde_json::from_slice::<Value>(&json)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Route::from_json(path, v, time::now_ms()));
-        let route = match parsed {
-            Ok(route) => route,
-            Err(e) => {
-                tracing::warn!("Ignoring route {path} in Redis: {e}");
-                return;
-            }
-        };
-        if let Some(ms) = activity {
-            merge_activity(&route, ms);
-        }
-        let stored = route.last_activity_ms();
-        route.synced_ms.store(stored, Ordering::Relaxed);
-        if let Some(existing) = self.table.get(path) {
-            if existing.same_as(&route) {
-                merge_activity(&existing, stored);
-                return;
-            }
-            route.touch_at(existing.last_activity_ms());
-        }
-        match self.table.insert(path, route) {
-            Ok(_) => tracing::debug!("Route {path} updated (from Redis)"),
-            Err(e) => tracing::warn!("Ignoring route {path} in Redis: {e}"),
-        }
-    }
-
-    /// Re-reads `paths` and applies them. An error means changes may have been missed.
-    async fn refresh(&self, mut paths: Vec<String>) -> redis::RedisResult<()> {
-        paths.sort_unstable();
-        paths.dedup();
-        let values = self.read(&paths).await?;
-        for (path, value) in paths.iter().zip(values) {
-            self.apply(path, value);
-        }
-        Ok(())
-    }
-
-    /// Sends every route's activity newer than what Redis has (one script call per batch).
-    async fn flush_activity(&self) -> redis::RedisResult<usize> {
-        let pending: Vec<(Arc<Route>, i64)> = self
-            .table
-            .snapshot()
-            .entries()
-            .into_iter()
-            .filter_map(|(_, r)| {
-                let at = r.last_activity_ms();
-                (at > r.synced_ms.load(Ordering::Relaxed)).then_some((r, at))
-            })
-            .collect();
-        let script = redis::Script::new(FLUSH_SCRIPT);
-        let mut conn = self.conn.clone();
-        for chunk in pending.chunks(BATCH) {
-            let mut call = script.key(&self.names.activity);
-            for (route, at) in chunk {
-                call.key(self.names.route_key(route.key()))
-                    .arg(&**route.key())
-                    .arg(*at);
-            }
-            call.invoke_async::<i64>(&mut conn).await?;
-            for (route, at) in chunk {
-                route.synced_ms.fetch_max(*at, Ordering::Relaxed);
-            }
-        }
-        Ok(pending.len())
-    }
-}
-
-/// A practically unique id for a new data generation.
-fn new_epoch_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}-{:x}", std::process::id())
-}
-
 /// Newest wins; what came from Redis needs no flushing back.
 fn merge_activity(route: &Route, ms: i64) {
     route.touch_at(ms);
     route.synced_ms.fetch_max(ms, Ordering::Relaxed);
-}
-
-async fn timed<T>(
-    limit: Duration,
-    op: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, op).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "no answer from Redis in {limit:?}"
-        ))),
-    }
-}
-
-/// The pub/sub connection: the stream of notifications and a handle to PING it.
-struct Subscription {
-    sink: PubSubSink,
-    stream: PubSubStream,
-}
-
-/// Applies notifications and this replica's own writes in order; reconnects and reloads
-/// whenever the subscription is lost or a re-read fails.
-async fn sync_task(
-    inner: Arc<Inner>,
-    stream: Subscription,
-    mut refresh_rx: mpsc::UnboundedReceiver<String>,
-    shutdown: CancellationToken,
-) {
-    let mut stream = Some(stream);
-    let mut backoff = MIN_BACKOFF;
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let Some(sub) = stream.as_mut() else {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            // Paths queued meanwhile are covered by the reload.
-            while refresh_rx.try_recv().is_ok() {}
-            match inner.subscribe_and_reload().await {
-                Ok(s) => {
-                    tracing::info!("Reconnected to Redis; routing table reloaded");
-                    stream = Some(s);
-                    backoff = MIN_BACKOFF;
-                }
-                Err(e) => {
-                    tracing::debug!("Redis still unavailable: {e}");
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-            continue;
-        };
-        let mut paths = Vec::new();
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            msg = sub.stream.next() => match msg {
-                Some(msg) => paths.push(payload(&msg)),
-                None => {
-                    lost(&mut stream, "pub/sub connection closed");
-                    continue;
-                }
-            },
-            Some(path) = refresh_rx.recv() => paths.push(path),
-            _ = ping.tick() => {
-                let alive = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    sub.sink.ping::<redis::Value>(),
-                )
-                .await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    lost(&mut stream, "no answer to PING");
-                }
-                continue;
-            }
-        }
-        // Batch whatever else is already waiting.
-        while paths.len() < BATCH {
-            if let Ok(path) = refresh_rx.try_recv() {
-                paths.push(path);
-                continue;
-            }
-            match sub.stream.next().now_or_never() {
-                Some(Some(msg)) => paths.push(payload(&msg)),
-                Some(None) => {
-                    lost(&mut stream, "pub/sub connection closed");
-                    break;
-                }
-                None => break,
-            }
-        }
-        if let Err(e) = inner.refresh(paths).await {
-            lost(&mut stream, &e.to_string());
-        }
-    }
-}
-
-fn payload(msg: &redis::Msg) -> String {
-    String::from_utf8_lossy(msg.get_payload_bytes()).into_owned()
-}
-
-fn lost(stream: &mut Option<Subscription>, why: &str) {
-    if stream.take().is_some() {
-        tracing::warn!(
-            "Lost Redis ({why}); serving the last routing table and reconnecting in the background"
-        );
-    }
-}
-
-/// Flushes activity every [`FLUSH_INTERVAL`]; failures are retried on the next tick.
-async fn flush_task(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match inner.flush_activity().await {
-            Ok(n) if n > 0 => tracing::trace!("flushed activity of {n} routes to Redis"),
-            Ok(_) => {}
-            Err(e) => tracing::debug!("activity not flushed to Redis (retrying): {e}"),
-        }
-    }
 }
 
 #[cfg(test)]
