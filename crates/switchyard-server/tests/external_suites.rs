@@ -14,7 +14,7 @@
 //!   not 401; and a target or timestamp that a JSON schema cannot describe
 //!   fully (an empty target, an unparseable date) is a 400.
 //!
-//! `.ci/run` installs both tools; when one is missing these tests fail, they
+//! `scripts/test` installs both tools; when one is missing these tests fail, they
 //! never skip.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -50,7 +50,7 @@ fn wstest() -> PathBuf {
         .map(|p| p.join("bin/wstest"))
         .find(|p| p.exists())
         .expect(
-            "wstest not found: install autobahntestsuite into pyenv's Python 2.7 (.ci/run does)",
+            "wstest not found: install autobahntestsuite into pyenv's Python 2.7 (scripts/test does)",
         )
 }
 
@@ -66,7 +66,7 @@ fn schemathesis() -> PathBuf {
     let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("schemathesis");
     assert!(
         bin.exists(),
-        "schemathesis not found at {} (pip install schemathesis; .ci/run does)",
+        "schemathesis not found at {} (pip install schemathesis; scripts/test does)",
         bin.display()
     );
     bin

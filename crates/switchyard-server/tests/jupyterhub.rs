@@ -8,8 +8,8 @@
 //!   binary standing in for configurable-http-proxy: a `configurable-http-proxy` script on
 //!   `PATH` that runs it, which is how the Hub finds its proxy.
 //!
-//! Needs `python3` with `jupyterhub`, `pytest`, `pytest-asyncio` and `beautifulsoup4`
-//! (`scripts/test` installs them); without them the tests fail, they never skip.
+//! Needs `python3` with `jupyterhub`, `pytest` and `pytest-asyncio` (`scripts/test`
+//! installs them); without them the tests fail, they never skip.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,13 +63,13 @@ fn proxy_on_path(dir: &Path) {
 /// tests passed.
 fn pytest(modules: &[&str], min_passed: u32) -> String {
     let deps = Command::new("python3")
-        .args(["-c", "import jupyterhub, pytest, pytest_asyncio, bs4"])
+        .args(["-c", "import jupyterhub, pytest, pytest_asyncio"])
         .output()
         .expect("python3 must be installed to run JupyterHub's tests");
     assert!(
         deps.status.success(),
-        "JupyterHub's test modules need jupyterhub, pytest, pytest-asyncio and \
-         beautifulsoup4 (scripts/test installs them):\n{}",
+        "JupyterHub's test modules need jupyterhub, pytest and pytest-asyncio \
+         (scripts/test installs them):\n{}",
         String::from_utf8_lossy(&deps.stderr)
     );
     let dir = std::env::temp_dir().join(format!("switchyard-jh-{}", std::process::id()));

@@ -1,6 +1,6 @@
 //! Several replicas on one Redis (`--storage-backend redis://…`), and `--state-file`.
 //!
-//! Every test starts its own `redis-server` (the Debian package; `.ci/run` installs it) on
+//! Every test starts its own `redis-server` (the Debian package; `scripts/test` installs it) on
 //! a free port without persistence, real `switchyard` processes and real HTTP backends. A
 //! missing `redis-server` fails the tests: it is never a silent skip. Synchronisation is by
 //! events only: a log line, a response, or polling an API with a deadline.
