@@ -1,4 +1,4 @@
-//! WebSockets and `last_activity`, through the real binary (chp.md §6–§7): echo through
+//! WebSockets and `last_activity`, through the real binary: echo through
 //! the proxy, the upgrade's headers, error answers that close the socket, and which
 //! traffic counts as activity.
 

@@ -1,4 +1,4 @@
-//! What goes upstream, through the real binary (chp.md §5.1–§5.2): the path and query,
+//! What goes upstream, through the real binary: the path and query,
 //! the target's path, `--no-include-prefix` / `--no-prepend-path`, the request headers and
 //! `Host` (which Hosts are accepted, the absolute form, UNIX sockets).
 

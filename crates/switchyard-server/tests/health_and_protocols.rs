@@ -1,4 +1,4 @@
-//! The health check and metrics (chp.md §9), and what goes beyond CHP: HTTPS targets with
+//! The health check and metrics, and what goes beyond CHP: HTTPS targets with
 //! `--insecure`, HTTP/2 on the public port.
 
 #![allow(

@@ -1,4 +1,4 @@
-//! What comes back, through the real binary (chp.md §5.3, §8): streamed bodies,
+//! What comes back, through the real binary: streamed bodies,
 //! keep-alive, `Location` rewriting, and the error answers (built-in pages,
 //! `--error-target`, `--error-path`, malformed bodies, timeouts).
 
