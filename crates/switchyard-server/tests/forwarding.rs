@@ -354,6 +354,10 @@ fn absolute_form_authority_wins_over_host() {
         with_host(p.port, "http://u@a.test/x", Some("a.test")).0,
         400
     );
+    // HTTP/1.0 needs no Host; the target's authority is sent as one.
+    let answer = common::raw(p.port, b"GET http://a.test:8000/y HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert_eq!(b.next().header("host"), Some("a.test:8000"));
 
     let h = Proxy::start(&["--host-routing"]);
     h.add("/", &format!("{}/default", b.url()));

@@ -86,7 +86,11 @@ pub(crate) fn check(parts: &mut request::Parts, from_wire: bool) -> Result<(), P
     if host.is_some_and(|v| !is_valid_host(v.as_bytes())) {
         return Err(ProxyError::BadRequest("invalid Host"));
     }
-    if let Some(target) = parts.uri.authority() {
+    // A request an application built with a URI and no `Host` is left as it
+    // is: the target's `Host` goes upstream.
+    if let Some(target) = parts.uri.authority()
+        && (from_wire || host.is_some())
+    {
         // RFC 9112 §3.2.2: with an absolute-form target the server ignores
         // `Host` and uses the target's authority. Setting `Host` from it makes
         // what routes the request and what goes upstream the same name. An
@@ -97,7 +101,7 @@ pub(crate) fn check(parts: &mut request::Parts, from_wire: bool) -> Result<(), P
                 "invalid authority in the request target",
             ));
         }
-        if host.is_some_and(|v| v.as_bytes() != authority.as_bytes()) {
+        if host.is_none_or(|v| v.as_bytes() != authority.as_bytes()) {
             let value = HeaderValue::from_str(authority)
                 .map_err(|_| ProxyError::BadRequest("invalid authority in the request target"))?;
             parts.headers.insert(header::HOST, value);
@@ -400,10 +404,18 @@ mod tests {
             ))
             .is_err()
         );
-        // HTTP/1.0 without Host: the target names the host.
+        // HTTP/1.0 without Host: the target names the host, upstream too.
         let mut parts = head(Version::HTTP_10, "http://a.test/x", &[]);
         assert!(check(&mut parts).is_ok());
-        assert!(!parts.headers.contains_key(header::HOST));
+        assert_eq!(parts.headers[header::HOST], "a.test");
+        // Built by an application, without Host: left as it is.
+        let mut built = Request::get("http://a.test/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(check(&mut built).is_ok());
+        assert!(!built.headers.contains_key(header::HOST));
     }
 
     /// 414 for the URI before 431 for the head.
