@@ -58,6 +58,35 @@ fn proxy_on_path(dir: &Path) {
         .expect("make the script executable");
 }
 
+/// Ends the processes a test module left running (`test_proxy` leaves a mock single-user
+/// server behind, with configurable-http-proxy too): those whose `PATH` holds this run's
+/// directory, which the Hub passes on to what it spawns.
+fn end_leftovers(dir: &Path) {
+    let ours = dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let on_our_path = environ
+            .split(|&b| b == 0)
+            .filter_map(|var| var.strip_prefix(b"PATH="))
+            .any(|path| path.split(|&b| b == b':').any(|entry| entry == ours));
+        if on_our_path {
+            let _ = Command::new("kill").args(["-TERM", pid]).status();
+        }
+    }
+}
+
 /// JupyterHub's `jupyterhub.tests.<module>` for each of `modules`, with pytest; returns
 /// pytest's summary line after asserting that nothing failed and at least `min_passed`
 /// tests passed.
@@ -89,6 +118,7 @@ fn pytest(modules: &[&str], min_passed: u32) -> String {
         .env("PATH", path)
         .current_dir(&dir);
     let out = cmd.output().expect("run pytest");
+    end_leftovers(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = stdout
