@@ -6,7 +6,6 @@
 mod api;
 mod cli;
 mod error_pages;
-mod listen;
 mod logging;
 mod metrics;
 mod path;
@@ -15,6 +14,7 @@ mod store;
 mod time;
 mod tls;
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +22,6 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Map, Value};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::api::ApiState;
 
@@ -37,12 +33,13 @@ use crate::api::ApiState;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::cli::{Cli, Env, StorageBackend};
 use crate::error_pages::ErrorPages;
-use crate::listen::{Listener, ServeOptions};
 use crate::metrics::Metrics;
 use crate::public::{ForwardOptions, PublicState};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisConfig, RedisStore};
 use crate::store::{RouteStore, Target};
+use switchyard::TlsConfig;
+use switchyard::server::{ListenOptions, Listener, LocalAddr, Server, serve};
 
 /// Exit code for invalid usage and start-up failures (CHP uses 1 for both).
 const EXIT_FAILURE: u8 = 1;
@@ -199,13 +196,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     // Bind everything; any failure exits non-zero (CHP kept running half up).
     let public_listener = match &cli.socket {
         Some(path) => Listener::bind_unix(path).await,
-        None => Listener::bind_tcp(cli.public_ip(), cli.public_port()).await,
+        None => bind_tcp(cli.public_ip(), cli.public_port()).await,
     }
     .map_err(|e| format!("cannot listen on the public address: {e}"))?;
     let api_listener = match &cli.api_socket {
         Some(path) => Listener::bind_unix(path).await,
         None => {
-            Listener::bind_tcp(
+            bind_tcp(
                 Some(&cli.api_ip)
                     .filter(|ip| !ip.is_empty())
                     .map(String::as_str),
@@ -218,7 +215,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let metrics_listener = match (&cli.metrics_socket, cli.metrics_port) {
         (Some(path), _) => Some(Listener::bind_unix(path).await),
         (None, Some(port)) => Some(
-            Listener::bind_tcp(
+            bind_tcp(
                 Some(&cli.metrics_ip)
                     .filter(|ip| !ip.is_empty())
                     .map(String::as_str),
@@ -233,7 +230,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let https_port = cli.redirect_to.unwrap_or(cli.public_port());
     let redirect_listener = match cli.redirect_port {
         Some(port) if cli.socket.is_none() && cli.public_port() != 80 => Some(
-            Listener::bind_tcp(None, port)
+            bind_tcp(None, port)
                 .await
                 .map_err(|e| format!("cannot listen on the redirect port: {e}"))?,
         ),
@@ -254,50 +251,38 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     tracing::info!(
         "Proxying {} to {}",
-        public_listener.url(public_tls.is_some()),
+        public_listener.local_addr().url(public_tls.is_some()),
         default_target
             .as_ref()
             .map_or("(no default)", Target::as_str)
     );
     tracing::info!(
         "Proxy API at {}/api/routes",
-        api_listener.url(api_tls.is_some())
+        api_listener.local_addr().url(api_tls.is_some())
     );
     if let Some(l) = &metrics_listener {
-        tracing::info!("Serve metrics at {}/metrics", l.url(false));
+        tracing::info!("Serve metrics at {}/metrics", l.local_addr().url(false));
     }
 
-    let shutdown = CancellationToken::new();
-    let mut servers = JoinSet::new();
+    let mut servers: Vec<Server<LocalAddr>> = Vec::new();
     let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-    let head_limits = switchyard::HeadLimits {
-        max_uri_length: to_usize(cli.max_uri_length),
-        max_header_size: to_usize(cli.max_header_size),
-    };
-    let max_headers = to_usize(cli.max_headers);
-    let api_options = ServeOptions {
-        tls: api_tls.map(TlsAcceptor::from),
-        head_limits,
-        max_headers,
-        header_read_timeout: Duration::from_secs(5),
-        http2: false,
-        shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
-    };
+    let limits = ListenOptions::default()
+        .max_header_size(to_usize(cli.max_header_size))
+        .max_uri_length(to_usize(cli.max_uri_length))
+        .max_headers(to_usize(cli.max_headers))
+        .shutdown_timeout(Duration::from_millis(cli.shutdown_timeout));
+    // The API, metrics and redirect servers speak HTTP/1.1 only, with Node's 5 s
+    // keep-alive timeout (CHP sets it on the public server alone).
+    let api_options = limits
+        .clone()
+        .http2(false)
+        .keep_alive_timeout(Duration::from_secs(5))
+        .request_head_timeout(Duration::from_secs(5));
     // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
     // knowledge in clear text. WebSockets stay on HTTP/1.1.
-    let public_tls = public_tls.map(|config| {
-        let mut config = Arc::unwrap_or_clone(config);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(config)
-    });
-    let public_options = ServeOptions {
-        tls: public_tls.map(TlsAcceptor::from),
-        head_limits,
-        max_headers,
-        header_read_timeout: cli.keep_alive_timeout(),
-        http2: true,
-        shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
-    };
+    let public_options = limits
+        .keep_alive_timeout(cli.keep_alive_timeout())
+        .request_head_timeout(cli.keep_alive_timeout());
 
     let forward_options = ForwardOptions {
         x_forward: cli.x_forward,
@@ -325,11 +310,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         metrics: metrics.clone(),
         engine,
     });
-    servers.spawn(listen::serve(
+    servers.push(serve(
         public_listener,
-        public_options.clone(),
-        move |req, conn| public::handle(public_state.clone(), req, conn),
-        shutdown.clone(),
+        move |conn| {
+            let state = public_state.clone();
+            tower::service_fn(move |req| public::handle(state.clone(), req, conn))
+        },
+        public_options.clone().tls(public_tls.map(TlsConfig::new)),
     ));
 
     let api_router = api::router(Arc::new(ApiState {
@@ -338,46 +325,40 @@ async fn run(cli: Cli) -> Result<(), String> {
         host_routing: cli.host_routing,
         metrics: metrics.clone(),
     }));
-    servers.spawn(listen::serve(
+    servers.push(serve(
         api_listener,
-        api_options.clone(),
-        move |req: http::Request<hyper::body::Incoming>, _conn| {
-            api_router.clone().oneshot(req.map(axum::body::Body::new))
-        },
-        shutdown.clone(),
+        move |_conn| api_router.clone(),
+        api_options.clone().tls(api_tls.map(TlsConfig::new)),
     ));
 
     if let Some(listener) = metrics_listener {
         let metrics = metrics.clone();
-        let options = ServeOptions {
-            tls: None,
-            ..api_options.clone()
-        };
-        servers.spawn(listen::serve(
+        servers.push(serve(
             listener,
-            options,
-            move |req, _conn| {
+            move |_conn| {
                 let metrics = metrics.clone();
-                async move { Ok(metrics_response(&metrics, &req)) }
+                tower::service_fn(move |req| {
+                    let response = metrics_response(&metrics, &req);
+                    async move { Ok::<_, Infallible>(response) }
+                })
             },
-            shutdown.clone(),
+            api_options,
         ));
     }
     if let Some(listener) = redirect_listener {
         tracing::info!(
             "Added HTTP to HTTPS redirection from {} to {https_port}",
-            listener.url(false)
+            listener.local_addr().url(false)
         );
-        let options = ServeOptions {
-            tls: None,
-            http2: false,
-            ..public_options
-        };
-        servers.spawn(listen::serve(
+        servers.push(serve(
             listener,
-            options,
-            move |req, _conn| async move { Ok(public::redirect(&req, https_port)) },
-            shutdown.clone(),
+            move |_conn| {
+                tower::service_fn(move |req| {
+                    let response = public::redirect(&req, https_port);
+                    async move { Ok::<_, Infallible>(response) }
+                })
+            },
+            public_options.http2(false),
         ));
     }
 
@@ -396,8 +377,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let stop = wait_for_signal(term, int).await;
     tracing::warn!("{stop}");
-    shutdown.cancel();
-    while servers.join_next().await.is_some() {}
+    futures_util::future::join_all(servers.into_iter().map(Server::shutdown)).await;
     if let Err(e) = store.close().await {
         tracing::warn!("route store: {e}");
     }
@@ -434,4 +414,22 @@ fn metrics_response<B>(
         http::HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     response
+}
+
+/// Binds `host:port`; no host means all interfaces (IPv6 dual-stack, else IPv4), and
+/// `localhost` prefers 127.0.0.1, as Node resolved it for CHP.
+async fn bind_tcp(host: Option<&str>, port: u16) -> std::io::Result<Listener> {
+    let candidates: Vec<std::net::SocketAddr> = match host {
+        None => vec![
+            std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+        ],
+        Some(h) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            let mut addrs: Vec<_> = tokio::net::lookup_host((h, port)).await?.collect();
+            addrs.sort_by_key(|a| !a.is_ipv4());
+            addrs
+        }
+    };
+    Listener::bind(&candidates[..]).await
 }

@@ -120,10 +120,10 @@ pub(crate) fn server_config(
     } else {
         builder.with_no_client_auth()
     };
-    let mut config = builder
+    // No ALPN list: the listener offers `h2` where it serves HTTP/2, and `http/1.1`.
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError(format!("{}-key/{}-cert: {e}", flags.flag, flags.flag)))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
 

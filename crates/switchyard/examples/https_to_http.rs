@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 
-use switchyard::{ListenOptions, Pem, Proxy, ServerTls};
+use switchyard::{ListenOptions, Proxy, TlsConfig};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -47,13 +47,10 @@ pub async fn start(
     let server = proxy
         .listen_with(
             proxy_addr,
-            ListenOptions {
-                tls: Some(ServerTls {
-                    cert: Pem::from(pki.cert_pem.as_str()),
-                    key: Pem::from(pki.key_pem.as_str()),
-                }),
-                ..ListenOptions::default()
-            },
+            ListenOptions::default().tls(TlsConfig::from_pem(
+                pki.cert_pem.as_str(),
+                pki.key_pem.as_str(),
+            )?),
         )
         .await?;
     Ok(Running {

@@ -24,7 +24,7 @@ const CLOSED: u8 = 2;
 
 /// The stop signal of a listener's connections. Clones share it.
 #[derive(Debug, Clone, Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     shared: Arc<Shared>,
 }
 
@@ -45,21 +45,22 @@ struct Conns {
 
 impl Drain {
     /// A drain with nothing watched yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Wraps a connection: served as it is until [`Drain::shutdown`], then
     /// told once to shut down gracefully; ended (dropped, closing its socket)
     /// at [`Drain::close`].
-    pub fn watch<C: GracefulConnection>(&self, conn: C) -> Drained<C> {
+    #[cfg(test)]
+    pub(crate) fn watch<C: GracefulConnection>(&self, conn: C) -> Drained<C> {
         self.register().watch(conn)
     }
 
     /// Counts a connection from now on, before it can be watched (while its
     /// TLS handshake runs, say): [`Drain::shutdown`] waits for it too. Take
     /// it where the connection is accepted, not in the task that serves it.
-    pub fn register(&self) -> Registration {
+    pub(crate) fn register(&self) -> Registration {
         let id = {
             let mut conns = self.shared.lock();
             let id = conns.next_id;
@@ -76,7 +77,7 @@ impl Drain {
 
     /// Tells every watched connection to finish, and waits until all have
     /// ended. Bound it with a timeout, then [`Drain::close`].
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.shared.enter(DRAINING);
         loop {
             let gone = self.shared.gone.notified();
@@ -93,13 +94,18 @@ impl Drain {
     /// Ends every connection still registered: each is dropped at its next
     /// poll (a handshake in [`Registration::unless_closed`] too), which this
     /// causes.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.shared.enter(CLOSED);
     }
 
-    /// How many watched connections are alive.
-    pub fn connections(&self) -> usize {
+    /// How many connections are registered (watched, or in their TLS handshake).
+    pub(crate) fn connections(&self) -> usize {
         self.shared.lock().wakers.len()
+    }
+
+    /// Still serving: no shutdown has started.
+    pub(crate) fn serving(&self) -> bool {
+        self.shared.phase.load(Ordering::Relaxed) == SERVING
     }
 }
 
@@ -122,7 +128,7 @@ impl Shared {
 /// A connection counted by a [`Drain`] (see [`Drain::register`]); dropping it
 /// ends the count.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     shared: Arc<Shared>,
     id: u64,
     /// The waker registered last, to compare without the lock.
@@ -131,7 +137,7 @@ pub struct Registration {
 
 impl Registration {
     /// Serves `conn` under the drain (as [`Drain::watch`]).
-    pub fn watch<C: GracefulConnection>(self, conn: C) -> Drained<C> {
+    pub(crate) fn watch<C: GracefulConnection>(self, conn: C) -> Drained<C> {
         Drained {
             conn,
             told: false,
@@ -141,7 +147,7 @@ impl Registration {
 
     /// Runs `work` (a TLS handshake, say) unless the drain closes first:
     /// `None` then, and `work` is dropped.
-    pub async fn unless_closed<F: Future>(&mut self, work: F) -> Option<F::Output> {
+    pub(crate) async fn unless_closed<F: Future>(&mut self, work: F) -> Option<F::Output> {
         let mut work = std::pin::pin!(work);
         std::future::poll_fn(|cx| {
             if self.phase(cx) == CLOSED {
@@ -185,7 +191,7 @@ impl Drop for Registration {
 pin_project_lite::pin_project! {
     /// A connection watched by a [`Drain`] (see [`Drain::watch`]).
     #[derive(Debug)]
-    pub struct Drained<C> {
+    pub(crate) struct Drained<C> {
         #[pin]
         conn: C,
         told: bool,

@@ -1,42 +1,176 @@
-//! hyper's HTTP/1 header read timeout (our keep-alive timeout) without a tokio timer per
-//! request.
+//! The time limits on reading request heads, without a tokio timer per request: the
+//! keep-alive (idle) timeout and the request-head timeout with its `408`.
 //!
-//! hyper asks its `Timer` for a new sleep each time it starts reading a request head and
-//! drops it once the head is in: a timer allocated, registered and cancelled for every
-//! request, 4 % of the proxy's user-space instructions (callgrind), for deadlines that
-//! almost never pass. Here the sleep hyper gets ([`HeadSleep`]) only writes its deadline
-//! into its connection's [`Deadline`]. The connection's task ([`Watched`]) keeps one tokio sleep for it, moved only when it would
-//! fire too late: a busy connection re-arms once per timeout period, not once per request.
-//! When that sleep fires, the task polls the connection again, and hyper finds its head
-//! sleep due (or a later deadline, which the task then arms).
+//! Two deadlines apply while an HTTP/1 connection waits for a request head:
 //!
-//! The connection is found through a thread-local set while [`Watched`] polls it: hyper
-//! creates its head sleep inside that poll. A sleep created anywhere else is a plain tokio
-//! one, so a builder given [`HeadTimer`] works without [`Watched`], only not cheaper.
+//! * **idle** (the keep-alive timeout): no byte of the next head has arrived. When it
+//!   passes, the connection is closed without an answer;
+//! * **head** (the request-head timeout): counted from the first byte of a head, the
+//!   whole head must arrive in time. When it passes, `408 Request Timeout` is written and
+//!   the connection closed (a slowloris client cannot hold it for longer, whatever the
+//!   keep-alive timeout).
 //!
-//! [`Proxy::listen`](crate::Proxy::listen) uses both; a server of your own on hyper can
-//! too: `http1().timer(HeadTimer).header_read_timeout(..)` on the builder, and each
-//! connection future wrapped in [`Watched::new`].
+//! Three parts share one [`Clock`] per connection:
+//!
+//! * hyper's header read timer ([`HeadTimer`]): hyper asks it for a sleep each time it
+//!   starts reading a head and drops the sleep once the head is in. The sleep it gets
+//!   ([`HeadSleep`]) marks the clock "waiting for a head" and is due only when the idle
+//!   deadline has passed with no byte read. A timer allocated, registered and cancelled
+//!   for every request would cost 4 % of the proxy's user-space instructions (callgrind)
+//!   for deadlines that almost never pass;
+//! * the connection's IO ([`HeadIo`]): notes the first byte of a head, and past the head
+//!   deadline writes the `408` itself (hyper has no such answer) before it reads as closed;
+//! * the connection's task ([`Watched`]): keeps one tokio sleep for whichever deadline is
+//!   current, moved only when it would fire too late (a busy connection re-arms once per
+//!   timeout period, not once per request), and marks the clock expired when it fires.
+//!
+//! The common case (a head that arrives in one read) reads no clock and arms no timer
+//! beyond hyper's own call: the head deadline is computed only when a poll of the
+//! connection ends with a head half read.
+//!
+//! The clock is found through a thread-local set while [`Watched`] polls the connection:
+//! hyper creates its head sleep inside that poll. A sleep created anywhere else is a plain
+//! tokio one.
+//!
+//! A head whose first bytes hyper already holds when it starts waiting (pipelined after a
+//! body) is timed as idle until more of it arrives: the IO cannot see hyper's buffer.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 thread_local! {
-    /// The deadline of the connection being polled by a [`Watched`] on this thread.
-    static CURRENT: Cell<Option<Arc<Deadline>>> = const { Cell::new(None) };
+    /// The clock of the connection being polled by a [`Watched`] on this thread.
+    static CURRENT: Cell<Option<Arc<Clock>>> = const { Cell::new(None) };
+}
+
+/// hyper's timeout for waiting while keep-alive is off but the head timeout is on: hyper
+/// only tells the clock it waits for a head when it has a header read timeout.
+pub(crate) const NO_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Where a connection is, as far as its head deadlines go.
+const FRESH: u8 = 0;
+/// A byte arrived before hyper waited for a head (HTTP/1 version sniffing, or HTTP/2).
+const STARTED: u8 = 1;
+/// hyper waits for a head; no byte of it yet.
+const IDLE: u8 = 2;
+/// hyper waits for the rest of a head.
+const HEAD: u8 = 3;
+/// hyper is not reading a head (a request is in flight, or the connection upgraded).
+const BUSY: u8 = 4;
+
+/// The head deadlines of one connection. Every access comes from the connection's own
+/// task, so relaxed atomics do (they only make the clock `Sync` for hyper's `Sleep`).
+#[derive(Debug)]
+pub(crate) struct Clock {
+    phase: AtomicU8,
+    /// The idle deadline (encoded, 0: none), for `FRESH` and `IDLE`.
+    idle_at: AtomicU64,
+    /// The head deadline (encoded, 0: not computed yet), for `HEAD`.
+    head_at: AtomicU64,
+    /// The current deadline has passed (set by [`Watched`]).
+    expired: AtomicBool,
+    keep_alive: Option<Duration>,
+    head_timeout: Option<Duration>,
 }
 
 /// hyper's timer for an HTTP/1 server's header read timeout: cheap sleeps for
 /// connections polled through [`Watched`], tokio's elsewhere.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HeadTimer;
+pub(crate) struct HeadTimer;
+
+// === impl Clock ===
+
+impl Clock {
+    /// A connection just accepted: idle until its first byte.
+    pub(crate) fn new(keep_alive: Option<Duration>, head_timeout: Option<Duration>) -> Self {
+        Self {
+            phase: AtomicU8::new(FRESH),
+            idle_at: AtomicU64::new(keep_alive.map_or(0, |limit| encode(now() + limit))),
+            head_at: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
+            keep_alive,
+            head_timeout,
+        }
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+        self.expired.store(false, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// hyper starts waiting for a head, until `deadline` (its header read timeout).
+    fn arm(&self, deadline: Instant) {
+        let next = match self.phase() {
+            STARTED | HEAD => HEAD,
+            _ => IDLE,
+        };
+        if next == IDLE {
+            let at = if self.keep_alive.is_some() {
+                encode(deadline)
+            } else {
+                0
+            };
+            self.idle_at.store(at, Ordering::Relaxed);
+        }
+        self.enter(next);
+    }
+
+    /// hyper has the head (or gave up waiting).
+    fn disarm(&self) {
+        self.idle_at.store(0, Ordering::Relaxed);
+        self.head_at.store(0, Ordering::Relaxed);
+        self.enter(BUSY);
+    }
+
+    /// Bytes arrived from the client.
+    fn received(&self) {
+        match self.phase() {
+            FRESH => self.enter(STARTED),
+            IDLE => self.enter(HEAD),
+            _ => {}
+        }
+    }
+
+    /// The deadline that applies now, if any. The head deadline is fixed the first time
+    /// it is asked for: at the end of the poll in which the head's first bytes came.
+    fn deadline(&self) -> Option<Instant> {
+        let encoded = match self.phase() {
+            FRESH | IDLE => self.idle_at.load(Ordering::Relaxed),
+            HEAD => {
+                let limit = self.head_timeout?;
+                match self.head_at.load(Ordering::Relaxed) {
+                    0 => {
+                        let at = encode(now() + limit);
+                        self.head_at.store(at, Ordering::Relaxed);
+                        at
+                    }
+                    at => at,
+                }
+            }
+            _ => 0,
+        };
+        decode(encoded)
+    }
+}
+
+// === impl HeadTimer ===
 
 impl Timer for HeadTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
@@ -49,9 +183,9 @@ impl Timer for HeadTimer {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
         match current() {
-            Some(conn) => {
-                conn.arm(deadline);
-                Box::pin(HeadSleep { deadline, conn })
+            Some(clock) => {
+                clock.arm(deadline);
+                Box::pin(HeadSleep { clock })
             }
             None => Box::pin(TokioSleep {
                 inner: Box::pin(tokio::time::sleep_until(deadline.into())),
@@ -60,7 +194,7 @@ impl Timer for HeadTimer {
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
-        // The old one goes first: its drop disarms its deadline, which may be the new one.
+        // The old one goes first: its drop disarms the clock, which the new one arms.
         *sleep = Box::pin(Unarmed);
         *sleep = self.sleep_until(new_deadline);
     }
@@ -79,12 +213,12 @@ impl Future for Unarmed {
 
 impl Sleep for Unarmed {}
 
-/// The deadline of the connection a [`Watched`] is polling on this thread, if any.
-fn current() -> Option<Arc<Deadline>> {
+/// The clock of the connection a [`Watched`] is polling on this thread, if any.
+fn current() -> Option<Arc<Clock>> {
     CURRENT.with(|current| {
-        let conn = current.take();
-        let copy = conn.clone();
-        current.set(conn);
+        let clock = current.take();
+        let copy = clock.clone();
+        current.set(clock);
         copy
     })
 }
@@ -95,55 +229,36 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// The head deadline of one connection: nanoseconds after [`epoch`], plus one; zero when
-/// no head is being read.
-#[derive(Debug, Default)]
-struct Deadline {
-    at: AtomicU64,
-}
-
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-impl Deadline {
-    fn encode(at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(epoch()).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
-    }
+/// An instant as nanoseconds after [`epoch`], plus one (zero means none).
+fn encode(at: Instant) -> u64 {
+    let nanos = at.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+}
 
-    fn arm(&self, at: Instant) {
-        self.at.store(Self::encode(at), Ordering::Relaxed);
-    }
-
-    fn disarm(&self, at: Instant) {
-        // Only its own: a newer sleep may have armed since.
-        let _ = self
-            .at
-            .compare_exchange(Self::encode(at), 0, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> Option<Instant> {
-        match self.at.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(epoch() + Duration::from_nanos(n - 1)),
-        }
+fn decode(encoded: u64) -> Option<Instant> {
+    match encoded {
+        0 => None,
+        n => Some(epoch() + Duration::from_nanos(n - 1)),
     }
 }
 
-/// The sleep hyper gets inside a [`Watched`] connection: due when its deadline has passed,
-/// which it tells whenever hyper asks; [`Watched`] sees that hyper asks in time.
+/// The sleep hyper gets inside a [`Watched`] connection: due once the idle deadline has
+/// passed with no byte of the head read. While a head is half read it never is: the
+/// head deadline ends the connection through [`HeadIo`], with a `408`.
 struct HeadSleep {
-    deadline: Instant,
-    conn: Arc<Deadline>,
+    clock: Arc<Clock>,
 }
 
 impl Future for HeadSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if now() >= self.deadline {
+        if self.clock.phase() == IDLE && self.clock.expired() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -155,7 +270,7 @@ impl Sleep for HeadSleep {}
 
 impl Drop for HeadSleep {
     fn drop(&mut self) {
-        self.conn.disarm(self.deadline);
+        self.clock.disarm();
     }
 }
 
@@ -175,18 +290,15 @@ impl Future for TokioSleep {
 impl Sleep for TokioSleep {}
 
 pin_project_lite::pin_project! {
-    /// A connection future whose [`HeadTimer`] sleeps are woken by one tokio sleep.
-    pub struct Watched<F> {
+    /// A connection future whose [`Clock`] deadlines are woken by one tokio sleep.
+    pub(crate) struct Watched<F> {
         #[pin]
         conn: F,
-        deadline: Option<Arc<Deadline>>,
+        clock: Option<Arc<Clock>>,
         #[pin]
         timer: tokio::time::Sleep,
         // The deadline `timer` is set for, while it is.
         set_for: Option<Instant>,
-        // A head deadline the timer fired for, after which the connection was polled
-        // again: not armed again (hyper was not reading a head, or it would have ended).
-        fired_for: Option<Instant>,
     }
 }
 
@@ -194,21 +306,20 @@ impl<F> std::fmt::Debug for Watched<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watched")
             .field("set_for", &self.set_for)
-            .field("fired_for", &self.fired_for)
             .finish_non_exhaustive()
     }
 }
 
 impl<F> Watched<F> {
-    /// Wraps a connection future (hyper's, from a builder given [`HeadTimer`]).
-    /// Needs the Tokio runtime (it holds a tokio sleep).
-    pub fn new(conn: F) -> Self {
+    /// Wraps a connection future (hyper's, from a builder given [`HeadTimer`]) served
+    /// over a [`HeadIo`] with the same clock. Needs the Tokio runtime (it holds a tokio
+    /// sleep).
+    pub(crate) fn new(conn: F, clock: Arc<Clock>) -> Self {
         Self {
             conn,
-            deadline: Some(Arc::default()),
+            clock: Some(clock),
             timer: tokio::time::sleep(Duration::ZERO),
             set_for: None,
-            fired_for: None,
         }
     }
 }
@@ -220,18 +331,19 @@ impl<F: Future> Future for Watched<F> {
         let mut this = self.project();
         loop {
             let polled = {
-                let _current = Current::set(this.deadline);
+                let _current = Current::set(this.clock);
                 this.conn.as_mut().poll(cx)
             };
             if polled.is_ready() {
                 return polled;
             }
-            let Some(at) = this.deadline.as_ref().and_then(|d| d.get()) else {
+            let Some(clock) = this.clock.as_ref() else {
                 return Poll::Pending;
             };
-            if *this.fired_for == Some(at) {
+            // Nothing to time; or the connection was told and acts on it when next read.
+            let Some(at) = clock.deadline().filter(|_| !clock.expired()) else {
                 return Poll::Pending;
-            }
+            };
             if this.set_for.is_none_or(|set| set > at) {
                 this.timer.as_mut().reset(at.into());
                 *this.set_for = Some(at);
@@ -241,21 +353,23 @@ impl<F: Future> Future for Watched<F> {
             }
             *this.set_for = None;
             if at <= now() {
-                *this.fired_for = Some(at);
+                clock.expired.store(true, Ordering::Relaxed);
             }
+            // Poll the connection again: it sees the expiry, or the timer is re-armed
+            // for the deadline that moved on.
         }
     }
 }
 
-/// While it lives, the connection's deadline is [`CURRENT`]; its drop (a panic in the
+/// While it lives, the connection's clock is [`CURRENT`]; its drop (a panic in the
 /// connection's poll included) puts both back.
 struct Current<'a> {
-    slot: &'a mut Option<Arc<Deadline>>,
-    previous: Option<Arc<Deadline>>,
+    slot: &'a mut Option<Arc<Clock>>,
+    previous: Option<Arc<Clock>>,
 }
 
 impl<'a> Current<'a> {
-    fn set(slot: &'a mut Option<Arc<Deadline>>) -> Self {
+    fn set(slot: &'a mut Option<Arc<Clock>>) -> Self {
         let previous = CURRENT.replace(slot.take());
         Self { slot, previous }
     }
@@ -267,89 +381,131 @@ impl Drop for Current<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_round_trips_and_disarms_only_its_own() {
-        let d = Deadline::default();
-        assert_eq!(d.get(), None);
-        let a = Instant::now() + Duration::from_secs(5);
-        d.arm(a);
-        let got = d.get().unwrap();
-        assert!(
-            got.max(a) - got.min(a) < Duration::from_micros(1),
-            "{got:?} vs {a:?}"
-        );
-        let b = a + Duration::from_millis(1);
-        d.arm(b);
-        d.disarm(a);
-        assert!(d.get().is_some(), "a newer deadline stays");
-        d.disarm(b);
-        assert_eq!(d.get(), None);
-    }
-
-    /// A reset to the same instant keeps the connection's deadline armed.
-    #[test]
-    fn reset_to_the_same_deadline_stays_armed() {
-        let conn = Arc::new(Deadline::default());
-        let previous = CURRENT.replace(Some(conn.clone()));
-        let at = Instant::now() + Duration::from_secs(5);
-        let mut sleep = HeadTimer.sleep_until(at);
-        HeadTimer.reset(&mut sleep, at);
-        CURRENT.set(previous);
-        assert!(conn.get().is_some(), "disarmed by the replaced sleep");
-        drop(sleep);
-        assert_eq!(conn.get(), None);
-    }
-
-    /// Outside a `Watched` poll, the timer's sleeps are tokio's: they end on their own.
-    #[tokio::test]
-    async fn outside_a_watched_connection_sleeps_are_tokio_sleeps() {
-        let started = Instant::now();
-        HeadTimer.sleep(Duration::from_millis(20)).await;
-        assert!(started.elapsed() >= Duration::from_millis(20));
-    }
-
-    /// A "connection" that, like hyper, holds one head sleep at a time, creates, polls
-    /// and drops it inside its own poll, and ends at the second one's deadline.
-    fn two_heads() -> impl Future<Output = usize> {
-        let mut sleep: Option<Pin<Box<dyn Sleep>>> = None;
-        let mut due = 0;
-        std::future::poll_fn(move |cx| {
-            assert!(current().is_some(), "polled without its deadline");
-            loop {
-                let head = sleep.get_or_insert_with(|| HeadTimer.sleep(Duration::from_millis(30)));
-                if head.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                sleep = None;
-                due += 1;
-                if due == 2 {
-                    return Poll::Ready(due);
-                }
-            }
-        })
-    }
-
-    /// Inside, the connection's timer wakes the task when the head deadline passes, and
-    /// a later deadline (the next request's) moves it.
-    #[tokio::test]
-    async fn a_watched_connection_wakes_at_its_head_deadline() {
-        let started = Instant::now();
-        let ended = tokio::time::timeout(Duration::from_secs(10), Watched::new(two_heads())).await;
-        assert_eq!(ended.expect("never woken"), 2);
-        assert!(started.elapsed() >= Duration::from_millis(60));
-    }
-
-    /// With tokio's clock paused (and jumping ahead of the system's), the same: deadlines
-    /// and their checks read tokio's clock, so nothing spins or waits forever.
-    #[tokio::test(start_paused = true)]
-    async fn a_watched_connection_follows_a_paused_clock() {
-        let started = tokio::time::Instant::now();
-        let ended = tokio::time::timeout(Duration::from_secs(10), Watched::new(two_heads())).await;
-        assert_eq!(ended.expect("never woken"), 2);
-        assert!(started.elapsed() >= Duration::from_millis(60));
+pin_project_lite::pin_project! {
+    /// A client connection's IO, seen through its [`Clock`]: notes the first byte of each
+    /// head, and once a deadline has passed, reads as closed (after writing a `408` when
+    /// a head was half read).
+    pub(crate) struct HeadIo<T> {
+        #[pin]
+        inner: T,
+        clock: Arc<Clock>,
+        // The `408` still to write, and how much of it went out.
+        refusal: Option<(Vec<u8>, usize)>,
+        closed: bool,
     }
 }
+
+impl<T> std::fmt::Debug for HeadIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadIo")
+            .field("clock", &self.clock)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> HeadIo<T> {
+    pub(crate) fn new(inner: T, clock: Arc<Clock>) -> Self {
+        Self {
+            inner,
+            clock,
+            refusal: None,
+            closed: false,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> HeadIo<T> {
+    /// Writes the `408` (what fits at once: a client that does not read gets the close
+    /// alone), then reads as closed from now on.
+    fn poll_refuse(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        let (bytes, written) = this.refusal.get_or_insert_with(|| (request_timeout(), 0));
+        while *written < bytes.len() {
+            match this.inner.as_mut().poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => *written += n,
+                _ => break,
+            }
+        }
+        if *written == bytes.len() {
+            let _ = this.inner.as_mut().poll_flush(cx);
+        }
+        *this.refusal = None;
+        *this.closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `408 Request Timeout`, closing the connection (RFC 9110 §15.5.9).
+fn request_timeout() -> Vec<u8> {
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         connection: close\r\ncontent-length: 15\r\ndate: {date}\r\n\r\nRequest Timeout"
+    )
+    .into_bytes()
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        let phase = self.clock.phase();
+        if self.clock.expired() {
+            match phase {
+                // Idle from the start: closed without an answer.
+                FRESH => {
+                    *self.project().closed = true;
+                    return Poll::Ready(Ok(()));
+                }
+                HEAD => return self.poll_refuse(cx),
+                _ => {}
+            }
+        }
+        let this = self.project();
+        let before = buf.filled().len();
+        ready!(this.inner.poll_read(cx, buf))?;
+        if buf.filled().len() > before && matches!(phase, FRESH | IDLE) {
+            this.clock.received();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for HeadIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

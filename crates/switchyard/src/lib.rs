@@ -3,7 +3,9 @@
 //! What http-proxy-3 and @fastify/reply-from are to Node.js, for hyper,
 //! tower and axum: build a [`Proxy`] once, then hand it requests from your
 //! own server with [`Proxy::web`], or run it on its own with
-//! [`Proxy::listen`].
+//! [`Proxy::listen`]. [`server`] serves any `tower::Service` the same way (TLS,
+//! HTTP/2, head limits and timeouts, graceful shutdown), for the other
+//! listeners of a program.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -122,7 +124,7 @@ pub use proxy::hygiene::{HeadLimits, is_valid_host};
 pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};
-pub use server::{ListenOptions, Server, ServerTls};
+pub use server::{ListenOptions, Server, TlsConfig};
 pub use service::{ProxyLayer, ProxyService, ResponseFuture};
 pub use target::{Protocol, Target};
 

@@ -1,80 +1,294 @@
-//! `listen`: serve a [`Proxy`] on its own, over TCP or TLS, HTTP/1.1 and
-//! HTTP/2, with graceful shutdown.
+//! Serving HTTP: one accept loop for any `tower::Service`, on TCP or UNIX sockets, with
+//! or without TLS, HTTP/1.1 and HTTP/2, with limits on request heads and a graceful
+//! drain. [`Proxy::listen`] runs a proxy on it; a program of your own serves its other
+//! listeners (an API, metrics) the same way.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::convert::Infallible;
+//! use switchyard::server::{ListenOptions, Listener, serve};
+//!
+//! let listener = Listener::bind("127.0.0.1:0").await?;
+//! let hello = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+//!     Ok::<_, Infallible>(http::Response::new(switchyard::Body::from("hello")))
+//! });
+//! // One service per connection; `conn` tells who is connected.
+//! let server = serve(listener, move |_conn| hello.clone(), ListenOptions::default());
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each connection goes through these stages: accepted (counted by the drain from here
+//! on), TLS handshake (within [`ListenOptions::tls_handshake_timeout`]), then HTTP/1.1 or
+//! HTTP/2 (prior knowledge in clear text, ALPN over TLS). Every request head is checked
+//! against the size limits before the service sees it (`414`, `431`, the connection
+//! closed after the answer). On HTTP/1 the keep-alive timeout ends a connection idle
+//! between requests, and the request-head timeout one whose head is not complete in time
+//! after its first byte (with a `408`). [`Server::shutdown`] closes the listener, lets
+//! in-flight requests finish (keep-alive connections are closed after their response,
+//! TLS handshakes in progress are waited for) until
+//! [`ListenOptions::shutdown_timeout`], then closes what is left.
 
+mod conn;
+mod tls;
+
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::future::Either;
-use http::Request;
+use bytes::Bytes;
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls_pki_types::pem::PemObject;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tower_service::Service;
 
-pub use crate::drain::{Drain, Drained, Registration};
-pub use crate::head_timer::{HeadTimer, Watched};
+pub use self::tls::TlsConfig;
 
-use crate::error::{ConfigError, ProxyError, ServerError};
+use crate::drain::Drain;
+use crate::error::{BoxError, ServerError};
 use crate::hooks::Hooks;
-use crate::options::Pem;
 use crate::proxy::hygiene::HeadLimits;
 use crate::proxy::{ConnInfo, Proxy};
 
-/// How `listen` serves.
+/// A bound listening socket, TCP or UNIX, ready for [`serve`].
+#[derive(Debug)]
+pub struct Listener {
+    kind: Kind,
+    local_addr: LocalAddr,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Tcp(TcpListener),
+    /// With the path to remove when the server ends, when this listener created it.
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LocalAddr {
+    /// A TCP address (with the port the system chose for port 0).
+    Tcp(SocketAddr),
+    /// A UNIX socket path (empty for an unnamed socket).
+    Unix(PathBuf),
+}
+
+/// How [`serve`] and [`Proxy::listen_with`] serve. Start from
+/// [`ListenOptions::default`] and change what you need: the fields are public, and each
+/// has a setter of the same name for chaining.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ListenOptions {
-    /// Serve TLS with this certificate chain and key (PEM), as http-proxy-3's
-    /// `ssl` option; HTTP/2 is offered by ALPN.
-    pub tls: Option<ServerTls>,
-    /// Accept HTTP/2 (prior knowledge on plain TCP, ALPN on TLS). Default true.
+    /// Serve TLS with this configuration ([`TlsConfig::from_pem`], or your own
+    /// `rustls::ServerConfig`). Default none.
+    pub tls: Option<TlsConfig>,
+    /// Serve HTTP/2 too: prior knowledge in clear text, ALPN `h2` over TLS. Default true.
     pub http2: bool,
-    /// Close a connection whose request head has not arrived in this long
-    /// (slowloris). Default 30 s.
-    pub header_read_timeout: Option<Duration>,
-    /// The largest request head accepted, in bytes; larger gets 431.
-    /// Default 64 KiB.
+    /// Close an HTTP/1 connection when no byte of a next request has arrived for this
+    /// long (from accept, or from the end of the previous response): the keep-alive
+    /// timeout. Closed without an answer. Default 30 s.
+    pub keep_alive_timeout: Option<Duration>,
+    /// Answer `408 Request Timeout` and close an HTTP/1 connection whose request head is
+    /// not complete this long after its first byte (slowloris). Default 60 s.
+    pub request_head_timeout: Option<Duration>,
+    /// Close a TLS connection whose handshake takes longer. Default 10 s.
+    pub tls_handshake_timeout: Option<Duration>,
+    /// On HTTP/1.1 responses that keep the connection open, send `Keep-Alive:
+    /// timeout=<keep-alive timeout in s>`, so that a client stops reusing an idle
+    /// connection before the server closes it. Default false.
+    pub keep_alive_header: bool,
+    /// The largest request head accepted, in bytes; larger gets 431. Default 64 KiB.
+    /// See [`HeadLimits`].
     pub max_header_size: usize,
-    /// The longest request target accepted, in bytes; longer gets 414.
-    /// Default 16 KiB. See [`HeadLimits`].
+    /// The longest request target accepted, in bytes; longer gets 414. Default 16 KiB.
     pub max_uri_length: usize,
-    /// The most header fields an HTTP/1 request may have; more gets 431.
-    /// Default 100 (hyper's; a larger value costs one allocation per request).
+    /// The most header fields an HTTP/1 request may have; more gets 431. Default 100
+    /// (hyper's; any other value costs an allocation per request).
     pub max_headers: usize,
-    /// How long a graceful shutdown waits for in-flight requests; the
-    /// connections still open then are closed. Default 30 s.
+    /// How long a graceful shutdown waits for in-flight requests; the connections
+    /// still open then are closed. Default 30 s.
     pub shutdown_timeout: Duration,
 }
 
-/// A certificate chain and private key for a TLS listener.
-#[derive(Debug, Clone)]
-pub struct ServerTls {
-    /// The certificate chain, leaf first (PEM).
-    pub cert: Pem,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: Pem,
-}
-
-/// A running stand-alone proxy server. Dropping it stops accepting and
-/// drains in the background; [`Server::shutdown`] waits for the drain.
+/// A running server. [`Server::shutdown`] stops it and waits for the drain; dropping it
+/// stops accepting and drains in the background.
+///
+/// `A` is the type of its address: a `SocketAddr` from [`Proxy::listen`], which always
+/// listens on TCP, a [`LocalAddr`] (TCP or UNIX) from [`serve`].
 #[derive(Debug)]
-pub struct Server {
-    local_addr: SocketAddr,
+pub struct Server<A = SocketAddr> {
+    local_addr: A,
     cancel: CancellationToken,
+    drain: Drain,
     task: Option<JoinHandle<()>>,
 }
 
 /// hyper's own header-count limit, kept on the stack.
-const DEFAULT_MAX_HEADERS: usize = 100;
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Serves `make_service`'s services on `listener` until [`Server::shutdown`] (or the
+/// cancellation of [`Server::cancel_token`]).
+///
+/// `make_service` is called once per connection with what is known of the client (its
+/// address and whether it came over TLS; `None` on a UNIX socket) and returns the service
+/// for that connection's requests. Passing the facts once per connection, rather than in
+/// each request's extensions, saves an allocation per request.
+///
+/// Must be called inside a Tokio runtime: it spawns the accept loop and a task per
+/// connection.
+pub fn serve<M, S, B>(
+    listener: Listener,
+    make_service: M,
+    options: ListenOptions,
+) -> Server<LocalAddr>
+where
+    M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let local_addr = listener.local_addr.clone();
+    let cancel = CancellationToken::new();
+    let drain = Drain::new();
+    let task = tokio::spawn(conn::accept_loop(
+        listener,
+        make_service,
+        options,
+        cancel.clone(),
+        drain.clone(),
+    ));
+    Server {
+        local_addr,
+        cancel,
+        drain,
+        task: Some(task),
+    }
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Binds a TCP socket; each address `addr` resolves to is tried in turn (port 0: the
+    /// system picks one, see [`Listener::local_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// The error of the last address tried.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::tcp(TcpListener::bind(addr).await?)
+    }
+
+    /// Binds a UNIX socket at `path`. A socket file left there by a process that is gone
+    /// (nothing accepts on it) is replaced; the file is removed when the server ends.
+    ///
+    /// # Errors
+    ///
+    /// When the path is in use by a live socket or cannot be bound.
+    pub async fn bind_unix(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        if path.exists() && tokio::net::UnixStream::connect(path).await.is_err() {
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        Ok(Self {
+            kind: Kind::Unix(listener, Some(path.to_owned())),
+            local_addr: LocalAddr::Unix(path.to_owned()),
+        })
+    }
+
+    /// A TCP listener bound elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// When its address cannot be read.
+    pub fn tcp(listener: TcpListener) -> io::Result<Self> {
+        let local_addr = LocalAddr::Tcp(listener.local_addr()?);
+        Ok(Self {
+            kind: Kind::Tcp(listener),
+            local_addr,
+        })
+    }
+
+    /// A UNIX listener bound elsewhere; its socket file is left in place at the end.
+    ///
+    /// # Errors
+    ///
+    /// When its address cannot be read.
+    pub fn unix(listener: UnixListener) -> io::Result<Self> {
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        Ok(Self {
+            kind: Kind::Unix(listener, None),
+            local_addr: LocalAddr::Unix(path),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> &LocalAddr {
+        &self.local_addr
+    }
+}
+
+// === impl LocalAddr ===
+
+impl LocalAddr {
+    /// The TCP address, if it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(addr) => Some(*addr),
+            Self::Unix(_) => None,
+        }
+    }
+
+    /// `http://ip:port` or `http+unix://<path>` (`https` with `tls`), for logs.
+    pub fn url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        match self {
+            Self::Tcp(addr) => format!("{scheme}://{addr}"),
+            Self::Unix(path) => format!("{scheme}+unix://{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for LocalAddr {
+    /// The address (`127.0.0.1:8000`, `[::1]:8000`) or the socket path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Unix(path) => path.display().fmt(f),
+        }
+    }
+}
 
 // === impl ListenOptions ===
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            http2: true,
+            keep_alive_timeout: Some(Duration::from_secs(30)),
+            request_head_timeout: Some(Duration::from_secs(60)),
+            tls_handshake_timeout: Some(Duration::from_secs(10)),
+            keep_alive_header: false,
+            max_header_size: 64 * 1024,
+            max_uri_length: 16 * 1024,
+            max_headers: DEFAULT_MAX_HEADERS,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 impl ListenOptions {
     /// The size limits checked on every request head.
@@ -84,32 +298,90 @@ impl ListenOptions {
             max_header_size: self.max_header_size,
         }
     }
-}
 
-impl Default for ListenOptions {
-    fn default() -> Self {
-        Self {
-            tls: None,
-            http2: true,
-            header_read_timeout: Some(Duration::from_secs(30)),
-            max_header_size: 64 * 1024,
-            max_uri_length: 16 * 1024,
-            max_headers: DEFAULT_MAX_HEADERS,
-            shutdown_timeout: Duration::from_secs(30),
-        }
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn tls(mut self, tls: impl Into<Option<TlsConfig>>) -> Self {
+        self.tls = tls.into();
+        self
+    }
+
+    /// Sets [`http2`](Self::http2).
+    #[must_use]
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// Sets [`keep_alive_timeout`](Self::keep_alive_timeout).
+    #[must_use]
+    pub fn keep_alive_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive_timeout = limit.into();
+        self
+    }
+
+    /// Sets [`request_head_timeout`](Self::request_head_timeout).
+    #[must_use]
+    pub fn request_head_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.request_head_timeout = limit.into();
+        self
+    }
+
+    /// Sets [`tls_handshake_timeout`](Self::tls_handshake_timeout).
+    #[must_use]
+    pub fn tls_handshake_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.tls_handshake_timeout = limit.into();
+        self
+    }
+
+    /// Sets [`keep_alive_header`](Self::keep_alive_header).
+    #[must_use]
+    pub fn keep_alive_header(mut self, on: bool) -> Self {
+        self.keep_alive_header = on;
+        self
+    }
+
+    /// Sets [`max_header_size`](Self::max_header_size).
+    #[must_use]
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// Sets [`max_uri_length`](Self::max_uri_length).
+    #[must_use]
+    pub fn max_uri_length(mut self, bytes: usize) -> Self {
+        self.max_uri_length = bytes;
+        self
+    }
+
+    /// Sets [`max_headers`](Self::max_headers).
+    #[must_use]
+    pub fn max_headers(mut self, n: usize) -> Self {
+        self.max_headers = n;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, limit: Duration) -> Self {
+        self.shutdown_timeout = limit;
+        self
     }
 }
 
 // === impl Server ===
 
-impl Server {
-    /// The address the server listens on (useful after binding port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl<A: Clone> Server<A> {
+    /// The address the server listens on (the port the system chose, for port 0).
+    pub fn local_addr(&self) -> A {
+        self.local_addr.clone()
     }
+}
 
-    /// Stops accepting connections, lets in-flight requests finish (up to
-    /// the shutdown timeout), and returns when the server is done.
+impl<A> Server<A> {
+    /// Stops accepting connections, lets in-flight requests finish (up to the shutdown
+    /// timeout), closes what is left, and returns when that is done.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
@@ -117,15 +389,32 @@ impl Server {
         }
     }
 
-    /// A token that stops the server when cancelled.
+    /// A token that starts [`Server::shutdown`]'s drain when cancelled (from a signal
+    /// handler, say); the server then ends by itself.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
+
+    /// How many client connections are open (TLS handshakes in progress included).
+    pub fn connections(&self) -> usize {
+        self.drain.connections()
+    }
+
+    fn with_addr<B>(mut self, local_addr: B) -> Server<B> {
+        Server {
+            local_addr,
+            cancel: self.cancel.clone(),
+            drain: self.drain.clone(),
+            task: self.task.take(),
+        }
+    }
 }
 
-impl Drop for Server {
+impl<A> Drop for Server<A> {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        if self.task.is_some() {
+            self.cancel.cancel();
+        }
     }
 }
 
@@ -142,275 +431,33 @@ impl<H: Hooks> Proxy<H> {
         self.listen_with(addr, ListenOptions::default()).await
     }
 
-    /// Listens on `addr` with these options.
+    /// Listens on `addr` with these options. Each request carries the client's
+    /// [`ConnInfo`] in its extensions, for the hooks; WebSocket upgrades are tunnelled
+    /// when [`Options::ws`](crate::Options::ws) is on.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Bind`] when the address cannot be bound, and
-    /// [`ServerError::Config`] when the TLS material is unusable.
+    /// [`ServerError::Bind`] when the address cannot be bound.
     pub async fn listen_with(
         &self,
         addr: impl ToSocketAddrs,
-        opts: ListenOptions,
+        options: ListenOptions,
     ) -> Result<Server, ServerError> {
-        let tls = opts
-            .tls
-            .as_ref()
-            .map(|t| tls_acceptor(t, opts.http2))
-            .transpose()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: "requested address".to_owned(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        let bind_error = |source| ServerError::Bind {
             addr: "requested address".to_owned(),
             source,
-        })?;
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, self.clone(), opts, tls, cancel.clone()));
-        Ok(Server {
-            local_addr,
-            cancel,
-            task: Some(task),
-        })
-    }
-}
-
-/// Builds the HTTP/1.1 + HTTP/2 connection builder `listen` uses.
-pub(crate) fn http_builder(
-    opts: &ListenOptions,
-    preserve_case: bool,
-) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(HeadTimer)
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.head_limits().read_buffer())
-        .preserve_header_case(preserve_case)
-        .keep_alive(true);
-    if opts.max_headers != DEFAULT_MAX_HEADERS {
-        b.http1().max_headers(opts.max_headers);
-    }
-    b.http2().timer(TokioTimer::new());
-    if opts.http2 { b } else { b.http1_only() }
-}
-
-/// Builds a rustls acceptor from PEM material.
-///
-/// # Errors
-///
-/// [`ConfigError::Tls`] when the files cannot be read or parsed.
-pub fn tls_acceptor(tls: &ServerTls, http2: bool) -> Result<TlsAcceptor, ConfigError> {
-    let chain = CertificateDer::pem_slice_iter(&tls.cert.read()?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::Tls(format!("bad certificate PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(ConfigError::Tls(
-            "no certificate in the certificate file".into(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&tls.key.read()?).map_err(|e| {
-        ConfigError::Tls(format!(
-            "bad key PEM (encrypted keys are not supported): {e}"
-        ))
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| ConfigError::Tls(format!("certificate and key: {e}")))?;
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Logs `accept` failures (out of file descriptors and the like) without flooding the
-/// log: an accept loop that backs off and retries fails again on every retry for as long
-/// as the condition lasts. The first failure is logged, then a summary after 10, 100,
-/// 1,000… failures, and one line when an accept succeeds again.
-#[derive(Debug)]
-pub struct AcceptErrors {
-    listener: String,
-    count: u64,
-    since: Option<std::time::Instant>,
-}
-
-impl AcceptErrors {
-    /// For the listener `listener` names in the log (its address, say).
-    #[must_use]
-    pub fn new(listener: impl Into<String>) -> Self {
-        Self {
-            listener: listener.into(),
-            count: 0,
-            since: None,
-        }
-    }
-
-    /// The pause an accept loop should take after a failure: while no descriptor is
-    /// free, `accept` fails at once whatever the backlog holds, so retrying at once
-    /// would spin.
-    pub const BACKOFF: Duration = Duration::from_millis(50);
-
-    /// Records one failure, logging it if it is the first or a power of ten.
-    pub fn failed(&mut self, err: &std::io::Error) {
-        self.count += 1;
-        let since = *self.since.get_or_insert_with(std::time::Instant::now);
-        if self.count == 1 {
-            warn!(
-                "accept failed on {}: {err}; retrying every {:?}",
-                self.listener,
-                Self::BACKOFF
-            );
-        } else if self
-            .count
-            .checked_ilog10()
-            .is_some_and(|e| 10u64.pow(e) == self.count)
-        {
-            warn!(
-                "accept still failing on {}: {} failures in {:?}: {err}",
-                self.listener,
-                self.count,
-                since.elapsed()
-            );
-        }
-    }
-
-    /// Records a successful accept, logging the recovery after failures.
-    pub fn succeeded(&mut self) {
-        if let Some(since) = self.since.take() {
-            warn!(
-                "accept recovered on {} after {} failures in {:?}",
-                self.listener,
-                self.count,
-                since.elapsed()
-            );
-            self.count = 0;
-        }
-    }
-}
-
-async fn serve<H: Hooks>(
-    listener: TcpListener,
-    proxy: Proxy<H>,
-    opts: ListenOptions,
-    tls: Option<TlsAcceptor>,
-    cancel: CancellationToken,
-) {
-    let builder = http_builder(&opts, false);
-    let drain = Drain::new();
-    let ws = proxy.options().ws;
-    let limits = opts.head_limits();
-    let mut accept_errors = AcceptErrors::new(
-        listener
+        };
+        let listener = Listener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = listener
             .local_addr()
-            .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
-    );
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of file descriptors or similar: back off, then go on.
-                    accept_errors.failed(&err);
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(AcceptErrors::BACKOFF) => continue,
-                    }
-                }
-            },
-        };
-        accept_errors.succeeded();
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            remote,
-            tls: tls.is_some(),
-        };
-        let proxy = proxy.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info);
-            if !ws {
-                req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
-            }
-            if let Err(err) = limits.check(&req) {
-                crate::proxy::log_error(&err);
-                let refused = Ok::<_, ProxyError>(crate::proxy::error_response(&err));
-                return Either::Right(std::future::ready(refused));
-            }
+            .tcp()
+            .ok_or_else(|| bind_error(io::ErrorKind::Unsupported.into()))?;
+        let proxy = self.clone();
+        let make_service = move |conn| {
             let proxy = proxy.clone();
-            // Not boxed: hyper keeps a slot the size of this future in each connection
-            // and moves it in per request; at ~1.4 KiB (the request, and the engine's
-            // call, which holds the prepared head and not the request) that is cheaper
-            // than a box per request.
-            Either::Left(async move {
-                match proxy.try_web_with(req, proxy.options()).await {
-                    Ok(res) => Ok(res),
-                    Err(err) => match err.status() {
-                        Some(_) => {
-                            crate::proxy::log_error(&err);
-                            Ok(crate::proxy::error_response(&err))
-                        }
-                        // Client gone or idle: close without an answer.
-                        None => Err(err),
-                    },
-                }
-            })
-        });
-        let builder = builder.clone();
-        // Counted from now on: a shutdown waits for the TLS handshake too.
-        let mut registration = drain.register();
-        let tls = tls.clone();
-        let handshake_limit = opts.header_read_timeout;
-        tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(registration.watch(conn.into_owned())).await
-                }
-                Some(acceptor) => {
-                    let accept = acceptor.accept(stream);
-                    let accept = registration.unless_closed(async {
-                        match handshake_limit {
-                            Some(limit) => tokio::time::timeout(limit, accept).await.ok(),
-                            None => Some(accept.await),
-                        }
-                    });
-                    // Closed, or past the handshake's time limit.
-                    let Some(Some(stream)) = accept.await else {
-                        return;
-                    };
-                    let stream = match stream {
-                        Ok(s) => s,
-                        Err(err) => {
-                            debug!(error = %err, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    Watched::new(registration.watch(conn.into_owned())).await
-                }
-            };
-            if let Err(err) = result {
-                debug!(error = %err, "connection ended with an error");
-            }
-        });
+            conn::FnService(move |req| proxy.listen_call(req, conn))
+        };
+        let server = serve(listener, make_service, options);
+        Ok(server.with_addr(local_addr))
     }
-    drop(listener);
-    if tokio::time::timeout(opts.shutdown_timeout, drain.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("shutdown timeout: closing connections with requests in flight");
-    }
-    // Whatever is left (nothing, after a drain that ended in time) ends now.
-    drain.close();
 }

@@ -10,7 +10,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use switchyard::{
-    Body, ListenOptions, Options, Pem, Protocol, Proxy, ProxyError, ServerTls, Target,
+    Body, ListenOptions, Options, Pem, Protocol, Proxy, ProxyError, Target, TlsConfig,
 };
 
 async fn https_echo(pki: &Pki, alpn: &[&[u8]]) -> Backend {
@@ -88,13 +88,8 @@ async fn tls_listen(proxy: &Proxy, pki: &Pki) -> switchyard::Server {
     proxy
         .listen_with(
             "127.0.0.1:0",
-            ListenOptions {
-                tls: Some(ServerTls {
-                    cert: Pem::from(pki.cert_pem.as_str()),
-                    key: Pem::from(pki.key_pem.as_str()),
-                }),
-                ..ListenOptions::default()
-            },
+            ListenOptions::default()
+                .tls(TlsConfig::from_pem(pki.cert_pem.as_str(), pki.key_pem.as_str()).unwrap()),
         )
         .await
         .unwrap()

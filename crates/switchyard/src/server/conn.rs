@@ -1,0 +1,594 @@
+//! The accept loop and what happens to each connection: TLS, HTTP, the head checks, the
+//! keep-alive hint and the drain.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+use tracing::{debug, warn};
+
+use super::{DEFAULT_MAX_HEADERS, Kind, ListenOptions, Listener};
+use crate::body::Body;
+use crate::drain::{Drain, Registration};
+use crate::error::{BoxError, ProxyError};
+use crate::head_timer::{self, Clock, HeadIo, HeadTimer, Watched};
+use crate::hooks::Hooks;
+use crate::proxy::hygiene::HeadLimits;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// What every connection of one listener shares.
+struct Shared<M> {
+    make_service: M,
+    builder: auto::Builder<TokioExecutor>,
+    options: ListenOptions,
+    limits: HeadLimits,
+    /// `Keep-Alive: timeout=N`, when the listener sends it.
+    hint: Option<HeaderValue>,
+    drain: Drain,
+}
+
+/// The accept loop of [`serve`](super::serve): runs until `cancel`, then drains.
+pub(super) async fn accept_loop<M, S, B>(
+    listener: Listener,
+    make_service: M,
+    options: ListenOptions,
+    cancel: CancellationToken,
+    drain: Drain,
+) where
+    M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let shared = Arc::new(Shared {
+        make_service,
+        builder: http_builder(&options),
+        limits: options.head_limits(),
+        hint: options
+            .keep_alive_header
+            .then_some(options.keep_alive_timeout)
+            .flatten()
+            .map(keep_alive_hint),
+        drain,
+        options,
+    });
+    let mut accept_errors =
+        AcceptErrors::new(listener.local_addr.url(shared.options.tls.is_some()));
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, remote)) => {
+                accept_errors.succeeded();
+                let _ = stream.set_nodelay(true);
+                let conn = ConnInfo {
+                    remote,
+                    tls: shared.options.tls.is_some(),
+                };
+                spawn_connection(stream, Some(conn), &shared);
+            }
+            Ok(Accepted::Unix(stream)) => {
+                accept_errors.succeeded();
+                spawn_connection(stream, None, &shared);
+            }
+            Err(err) => {
+                // Out of file descriptors or similar: back off, then go on; the shutdown
+                // still ends the pause.
+                accept_errors.failed(&err);
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(AcceptErrors::BACKOFF) => {}
+                }
+            }
+        }
+    }
+    // Closed at once: a connection attempt from now on is refused, not left waiting.
+    match listener.kind {
+        Kind::Tcp(tcp) => drop(tcp),
+        Kind::Unix(unix, path) => {
+            drop(unix);
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    // `timeout` polls the drain once before it looks at the clock, so with a zero timeout
+    // a server without connections still ends quietly.
+    let limit = shared.options.shutdown_timeout;
+    if tokio::time::timeout(limit, shared.drain.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            "shutdown timeout ({} ms) reached; closing the remaining connections",
+            limit.as_millis()
+        );
+    }
+    // Whatever is left (nothing, after a drain that ended in time) ends now.
+    shared.drain.close();
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match &listener.kind {
+        Kind::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Kind::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 connection builder of a listener.
+fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's buffer has room for a long URI too, so that it reaches the 414 check
+    // instead of being hyper's 431 (see `HeadLimits`).
+    let read_buffer = options.head_limits().read_buffer();
+    // hyper tells the head clock that it waits for a head only when it has a header
+    // read timeout: the keep-alive timeout, or one that never ends first.
+    let head_wait = match (options.keep_alive_timeout, options.request_head_timeout) {
+        (Some(idle), _) => Some(idle),
+        (None, Some(_)) => Some(head_timer::NO_IDLE_LIMIT),
+        (None, None) => None,
+    };
+    builder
+        .http1()
+        .timer(HeadTimer)
+        .header_read_timeout(head_wait)
+        .max_buf_size(read_buffer);
+    if options.max_headers != DEFAULT_MAX_HEADERS {
+        // Off the default, hyper allocates the header array per request.
+        builder.http1().max_headers(options.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(read_buffer).unwrap_or(u32::MAX));
+    if options.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    }
+}
+
+/// Serves one connection in a task of its own.
+fn spawn_connection<IO, M, S, B>(stream: IO, conn: Option<ConnInfo>, shared: &Arc<Shared<M>>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Counted from now on: a shutdown waits for the TLS handshake too.
+    let mut registration = shared.drain.register();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let service = ConnService {
+            inner: RefCell::new((shared.make_service)(conn)),
+            limits: shared.limits,
+            hint: shared.hint.clone(),
+            drain: shared.drain.clone(),
+        };
+        let result = match &shared.options.tls {
+            None => serve_io(stream, service, &shared, registration).await,
+            Some(tls) => {
+                let acceptor = TlsAcceptor::from(tls.for_handshake(shared.options.http2));
+                let accept = acceptor.accept(stream);
+                let limit = shared.options.tls_handshake_timeout;
+                let handshake = registration.unless_closed(async {
+                    match limit {
+                        Some(limit) => tokio::time::timeout(limit, accept).await.ok(),
+                        None => Some(accept.await),
+                    }
+                });
+                // Closed by the drain, or past the handshake's time limit.
+                let Some(Some(stream)) = handshake.await else {
+                    return;
+                };
+                match stream {
+                    Ok(stream) => serve_io(stream, service, &shared, registration).await,
+                    Err(err) => {
+                        debug!(error = %err, "TLS handshake failed");
+                        return;
+                    }
+                }
+            }
+        };
+        // Ends at the drain's deadline too (`Drain::close`: the connection is dropped).
+        if let Err(err) = result {
+            debug!(error = %err, "connection ended with an error");
+        }
+    });
+}
+
+async fn serve_io<IO, M, S, B>(
+    io: IO,
+    service: ConnService<S>,
+    shared: &Shared<M>,
+    registration: Registration,
+) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let options = &shared.options;
+    let clock = Arc::new(Clock::new(
+        options.keep_alive_timeout,
+        options.request_head_timeout,
+    ));
+    let io = TokioIo::new(HeadIo::new(io, clock.clone()));
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    Watched::new(registration.watch(conn), clock).await
+}
+
+/// The service hyper calls for each request of one connection: the head checks, then the
+/// listener's service, then the keep-alive hint.
+///
+/// hyper calls with `&self`, a `tower::Service` with `&mut self`: the connection's
+/// service sits in a `RefCell` (hyper calls from the connection's task, one request at a
+/// time), so that a request does not cost a clone of it.
+struct ConnService<S> {
+    inner: RefCell<S>,
+    limits: HeadLimits,
+    hint: Option<HeaderValue>,
+    drain: Drain,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Either<B, Body>>;
+    type Error = BoxError;
+    type Future = ConnFuture<S, S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        if let Err(err) = self.limits.check(&req) {
+            return ConnFuture::Refused {
+                response: Some(refusal(&req, &err)),
+            };
+        }
+        let hint = match &self.hint {
+            Some(hint) if keeps_alive(req.version(), req.headers()) => {
+                Some((hint.clone(), self.drain.clone()))
+            }
+            _ => None,
+        };
+        let Ok(mut service) = self.inner.try_borrow_mut() else {
+            // Not reached: hyper does not call again from inside a call.
+            return ConnFuture::Waiting {
+                service: self.inner.borrow().clone(),
+                req: Some(req),
+                hint,
+            };
+        };
+        // Most services are always ready: ask once without waiting, so that the request
+        // goes to the service now instead of into this future.
+        let mut cx = Context::from_waker(Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => ConnFuture::Called {
+                future: service.call(req),
+                hint,
+            },
+            Poll::Ready(Err(err)) => ConnFuture::Failed {
+                error: Some(err.into()),
+            },
+            // Waited for in the future, on a clone of the service, ready or not.
+            Poll::Pending => ConnFuture::Waiting {
+                service: service.clone(),
+                req: Some(req),
+                hint,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to one request, from [`ConnService`].
+    #[project = ConnFutureProj]
+    enum ConnFuture<S, F> {
+        Called { #[pin] future: F, hint: Option<(HeaderValue, Drain)> },
+        Waiting { service: S, req: Option<Request<Incoming>>, hint: Option<(HeaderValue, Drain)> },
+        Refused { response: Option<Response<Body>> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S, B> Future for ConnFuture<S, S::Future>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Either<B, Body>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                ConnFutureProj::Called { future, hint } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if let Some((value, drain)) = hint.take()
+                        && drain.serving()
+                    {
+                        add_hint(&mut response, value);
+                    }
+                    return Poll::Ready(Ok(response.map(Either::Left)));
+                }
+                ConnFutureProj::Waiting { service, req, hint } => {
+                    if let Err(err) = ready!(service.poll_ready(cx)) {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let (Some(req), hint) = (req.take(), hint.take()) else {
+                        return Poll::Ready(Err("polled after completion".into()));
+                    };
+                    let future = service.call(req);
+                    self.set(ConnFuture::Called { future, hint });
+                }
+                ConnFutureProj::Refused { response } => {
+                    return Poll::Ready(
+                        response
+                            .take()
+                            .map(|r| r.map(Either::Right))
+                            .ok_or_else(|| "polled after completion".into()),
+                    );
+                }
+                ConnFutureProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "polled after completion".into())));
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a head over the limits (414 or 431, the connection closed: what follows
+/// on it was not read as intended either).
+fn refusal<B>(req: &Request<B>, err: &ProxyError) -> Response<Body> {
+    let response = crate::proxy::error_response(err);
+    warn!(
+        "{} {} refused: {err}",
+        response.status().as_u16(),
+        req.method()
+    );
+    response
+}
+
+/// An HTTP/1.1 request whose connection stays open after its answer, as far as the
+/// request goes.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11 && !has_token(headers, "close")
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Adds `Keep-Alive: timeout=N` unless the response closes or switches the connection,
+/// or names its own.
+fn add_hint<B>(response: &mut Response<B>, value: HeaderValue) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        || has_token(response.headers(), "close")
+    {
+        return;
+    }
+    response
+        .headers_mut()
+        .entry(header::HeaderName::from_static("keep-alive"))
+        .or_insert(value);
+}
+
+/// `timeout=<whole seconds>`, made once per distinct value and kept: a static header
+/// value costs nothing to copy into each response.
+fn keep_alive_hint(timeout: Duration) -> HeaderValue {
+    static MADE: Mutex<Option<HashMap<u64, &'static str>>> = Mutex::new(None);
+    let secs = timeout.as_secs();
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = *made
+        .get_or_insert_with(HashMap::new)
+        .entry(secs)
+        .or_insert_with(|| Box::leak(format!("timeout={secs}").into_boxed_str()));
+    HeaderValue::from_static(text)
+}
+
+/// Logs `accept` failures (out of file descriptors and the like) without flooding the
+/// log: an accept loop that backs off and retries fails again on every retry for as long
+/// as the condition lasts. The first failure is logged, then a summary after 10, 100,
+/// 1,000… failures, and one line when an accept succeeds again.
+#[derive(Debug)]
+struct AcceptErrors {
+    listener: String,
+    count: u64,
+    since: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    /// The pause after a failure: while no descriptor is free, `accept` fails at once
+    /// whatever the backlog holds, so retrying at once would spin.
+    const BACKOFF: Duration = Duration::from_millis(50);
+
+    fn new(listener: String) -> Self {
+        Self {
+            listener,
+            count: 0,
+            since: None,
+        }
+    }
+
+    /// Records one failure, logging it if it is the first or a power of ten.
+    fn failed(&mut self, err: &std::io::Error) {
+        self.count += 1;
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if self.count == 1 {
+            warn!(
+                "accept failed on {}: {err}; retrying every {:?}",
+                self.listener,
+                Self::BACKOFF
+            );
+        } else if self
+            .count
+            .checked_ilog10()
+            .is_some_and(|e| 10u64.pow(e) == self.count)
+        {
+            warn!(
+                "accept still failing on {}: {} failures in {:?}: {err}",
+                self.listener,
+                self.count,
+                since.elapsed()
+            );
+        }
+    }
+
+    /// Records a successful accept, logging the recovery after failures.
+    fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            warn!(
+                "accept recovered on {} after {} failures in {:?}",
+                self.listener,
+                self.count,
+                since.elapsed()
+            );
+            self.count = 0;
+        }
+    }
+}
+
+// === Proxy::listen's service ===
+
+/// A `tower::Service` made of a closure (as `tower::service_fn`), always ready: its
+/// future is the closure's, without a box.
+#[derive(Clone)]
+pub(crate) struct FnService<F>(pub(crate) F);
+
+impl<F, Fut, T, E> Service<Request<Incoming>> for FnService<F>
+where
+    F: FnMut(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Response = T;
+    type Error = E;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Fut {
+        (self.0)(req)
+    }
+}
+
+impl<H: Hooks> Proxy<H> {
+    /// One request of [`Proxy::listen`](crate::Proxy::listen): the client's [`ConnInfo`]
+    /// goes into the request's extensions (hooks may look for it), upgrades are
+    /// tunnelled only with `ws`, and errors become their default answer.
+    pub(crate) fn listen_call(
+        &self,
+        mut req: Request<Incoming>,
+        conn: Option<ConnInfo>,
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send + use<H> {
+        if let Some(conn) = conn {
+            req.extensions_mut().insert(conn);
+        }
+        if !self.options().ws {
+            req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+        }
+        let proxy = self.clone();
+        // Not boxed: hyper keeps a slot the size of this future in each connection and
+        // moves it in per request; at ~1.4 KiB (the request, and the engine's call, which
+        // holds the prepared head and not the request) that is cheaper than a box per
+        // request.
+        async move {
+            match proxy.try_web_with(req, proxy.options()).await {
+                Ok(res) => Ok(res),
+                Err(err) => match err.status() {
+                    Some(_) => {
+                        crate::proxy::log_error(&err);
+                        Ok(crate::proxy::error_response(&err))
+                    }
+                    // Client gone or idle: close without an answer.
+                    None => Err(err),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_hint_is_whole_seconds_and_made_once() {
+        let a = keep_alive_hint(Duration::from_millis(5_999));
+        assert_eq!(a, "timeout=5");
+        let b = keep_alive_hint(Duration::from_secs(5));
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+        assert_eq!(keep_alive_hint(Duration::from_millis(300)), "timeout=0");
+    }
+
+    #[test]
+    fn the_hint_goes_only_where_the_connection_stays() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(keeps_alive(Version::HTTP_11, &HeaderMap::new()));
+        assert!(keeps_alive(Version::HTTP_11, &headers("keep-alive")));
+        assert!(!keeps_alive(Version::HTTP_11, &headers("Upgrade, Close")));
+        assert!(!keeps_alive(Version::HTTP_10, &HeaderMap::new()));
+        assert!(!keeps_alive(Version::HTTP_2, &HeaderMap::new()));
+
+        let hint = HeaderValue::from_static("timeout=5");
+        let mut ok = Response::new(());
+        add_hint(&mut ok, hint.clone());
+        assert_eq!(ok.headers()["keep-alive"], "timeout=5");
+        let mut closing = Response::new(());
+        closing
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        add_hint(&mut closing, hint.clone());
+        assert!(!closing.headers().contains_key("keep-alive"));
+        let mut switching = Response::new(());
+        *switching.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        add_hint(&mut switching, hint);
+        assert!(!switching.headers().contains_key("keep-alive"));
+    }
+}
