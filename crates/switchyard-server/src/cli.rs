@@ -33,7 +33,8 @@ Environment:
                                       putting it in the URL (where ps shows it)
   RUST_LOG                            overrides --log-level with a tracing filter";
 
-/// A drop-in replacement for configurable-http-proxy.
+/// The command line: CHP's flags and their defaults, parsed by clap. Build one with
+/// [`Parser::parse`] (the process's arguments) or [`Parser::try_parse_from`].
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -41,11 +42,12 @@ Environment:
     about = "A configurable-http-proxy compatible reverse proxy",
     after_help = AFTER_HELP
 )]
-pub(crate) struct Cli {
+pub struct Cli {
     /// Public-facing IP of the proxy ('' or '*' = all interfaces)
     #[arg(long, value_name = "ip-address", conflicts_with = "socket")]
     pub(crate) ip: Option<String>,
-    /// Public-facing port of the proxy (0 means the default, as in CHP)
+    /// Public-facing port of the proxy (0: a free port the system picks, logged in the
+    /// 'Proxying' line)
     #[arg(
         long,
         value_name = "n",
@@ -93,7 +95,8 @@ pub(crate) struct Cli {
         conflicts_with = "api_socket"
     )]
     pub(crate) api_ip: String,
-    /// Inward-facing port for API requests (defaults to --port + 1)
+    /// Inward-facing port for API requests (defaults to --port + 1; 0, or --port 0: a free
+    /// port the system picks, logged in the 'Proxy API at' line)
     #[arg(long, value_name = "n", conflicts_with = "api_socket")]
     pub(crate) api_port: Option<u16>,
     /// Path to a UNIX domain socket for the API (conflicts with --api-ip/--api-port)
@@ -178,7 +181,7 @@ pub(crate) struct Cli {
     pub(crate) protocol_rewrite: Option<String>,
     /// Custom header to add to proxied requests ('key: value'; repeatable)
     #[arg(long, value_name = "header", value_parser = parse_custom_header)]
-    pub(crate) custom_header: Vec<(String, String)>,
+    pub(crate) custom_header: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Skip checking target certificates
     #[arg(long)]
     pub(crate) insecure: bool,
@@ -194,7 +197,8 @@ pub(crate) struct Cli {
         conflicts_with = "metrics_socket"
     )]
     pub(crate) metrics_ip: String,
-    /// Port of the metrics server (no metrics server unless set)
+    /// Port of the metrics server (no metrics server unless set; 0: a free port the system
+    /// picks)
     #[arg(long, value_name = "n", conflicts_with = "metrics_socket")]
     pub(crate) metrics_port: Option<u16>,
     /// Path to a UNIX domain socket for the metrics server
@@ -284,8 +288,10 @@ pub(crate) enum StorageBackend {
     Redis(String),
 }
 
-/// The environment variables read at start-up. `Debug` never shows the secrets.
-pub(crate) struct Env {
+/// The environment variables read at start-up (the API token, key passphrases, the
+/// Redis password): secrets never go on the command line. `Debug` never shows them.
+#[derive(Default)]
+pub struct Env {
     pub(crate) auth_token: Option<String>,
     pub(crate) ssl_key_passphrase: Option<String>,
     pub(crate) api_ssl_key_passphrase: Option<String>,
@@ -295,8 +301,12 @@ pub(crate) struct Env {
 // === impl Cli ===
 
 impl Cli {
-    /// Cross-flag checks that clap cannot express. Returns the message to print.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Cross-flag checks that clap cannot express.
+    ///
+    /// # Errors
+    ///
+    /// The message to print, naming the flags.
+    pub fn validate(&self) -> Result<(), String> {
         if self.redirect_port.is_some() && self.ssl_key.is_none() && self.ssl_cert.is_none() {
             return Err("HTTPS redirection specified but certificates not provided.".to_owned());
         }
@@ -313,10 +323,10 @@ impl Cli {
         if self.redis_key_prefix.is_empty() {
             return Err("--redis-key-prefix must not be empty".to_owned());
         }
-        if self.api_port.is_none_or(|p| p == 0)
-            && self.socket.is_none()
-            && self.public_port() == u16::MAX
-        {
+        if self.client_ssl_key.is_some() != self.client_ssl_cert.is_some() {
+            return Err("--client-ssl-key and --client-ssl-cert must be given together".to_owned());
+        }
+        if self.api_port.is_none() && self.socket.is_none() && self.port == u16::MAX {
             return Err(
                 "--port 65535 leaves no port for the API (--port + 1): give --api-port".to_owned(),
             );
@@ -334,9 +344,9 @@ impl Cli {
         })
     }
 
-    /// The public listen address (`None` host: all interfaces).
+    /// The public port (0: the system picks one).
     pub(crate) fn public_port(&self) -> u16 {
-        if self.port == 0 { 8000 } else { self.port }
+        self.port
     }
 
     /// The public host to bind; '' and '*' mean all interfaces.
@@ -347,13 +357,15 @@ impl Cli {
         }
     }
 
-    /// The API port: `--api-port`, else public port + 1 (8001 with --socket).
+    /// The API port: `--api-port`, else public port + 1 (8001 with --socket). With
+    /// `--port 0` the system picks both: a port + 1 would be port 1.
     pub(crate) fn api_port(&self) -> u16 {
         match self.api_port {
-            Some(p) if p != 0 => p,
-            _ if self.socket.is_some() => 8001,
+            Some(p) => p,
+            None if self.socket.is_some() => 8001,
+            None if self.port == 0 => 0,
             // `validate` refuses port 65535 here.
-            _ => self.public_port().saturating_add(1),
+            None => self.port.saturating_add(1),
         }
     }
 }
@@ -391,7 +403,8 @@ impl LogLevel {
 // === impl Env ===
 
 impl Env {
-    pub(crate) fn from_process() -> Self {
+    /// Reads the variables of this process (empty counts as unset).
+    pub fn from_process() -> Self {
         let non_empty = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
         Self {
             auth_token: non_empty(AUTH_TOKEN_ENV),
@@ -426,16 +439,14 @@ fn parse_public_host(value: &str) -> Result<String, String> {
     }
 }
 
-fn parse_custom_header(value: &str) -> Result<(String, String), String> {
+fn parse_custom_header(value: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
     match value.find(':') {
         Some(i) if i > 0 => {
-            let name = value[..i].trim();
-            let val = value[i + 1..].trim();
-            http::HeaderName::from_bytes(name.as_bytes())
+            let name = http::HeaderName::from_bytes(value[..i].trim().as_bytes())
                 .map_err(|_| format!("Invalid header name in custom header: {value}"))?;
-            http::HeaderValue::from_str(val)
+            let val = http::HeaderValue::from_str(value[i + 1..].trim())
                 .map_err(|_| format!("Invalid header value in custom header: {value}"))?;
-            Ok((name.to_owned(), val.to_owned()))
+            Ok((name, val))
         }
         _ => Err(format!("A colon was expected in custom header: {value}")),
     }
@@ -511,10 +522,19 @@ mod tests {
         );
     }
 
+    /// Port 0 is a port the system picks, for each listener; the API's port + 1 follows
+    /// only a port that was given.
     #[test]
-    fn port_zero_means_default_and_api_follows_port() {
-        assert_eq!(parse(&["--port", "0"]).unwrap().public_port(), 8000);
+    fn port_zero_is_picked_by_the_system_and_api_follows_port() {
+        let zero = parse(&["--port", "0"]).unwrap();
+        assert_eq!((zero.public_port(), zero.api_port()), (0, 0));
         assert_eq!(parse(&["--port", "9000"]).unwrap().api_port(), 9001);
+        assert_eq!(
+            parse(&["--port", "9000", "--api-port", "0"])
+                .unwrap()
+                .api_port(),
+            0
+        );
         assert_eq!(parse(&["--socket", "/tmp/s"]).unwrap().api_port(), 8001);
     }
 
@@ -550,10 +570,12 @@ mod tests {
             "a:b",
         ])
         .unwrap();
-        assert_eq!(
-            cli.custom_header,
-            [("k2".into(), "host:123".into()), ("a".into(), "b".into())]
-        );
+        let pairs: Vec<(&str, &str)> = cli
+            .custom_header
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("k2", "host:123"), ("a", "b")]);
         let err = parse(&["--custom-header", "nocolon"])
             .err()
             .unwrap()
@@ -593,6 +615,8 @@ mod tests {
         assert!(both.validate().is_err());
         let redirect = parse(&["--redirect-port", "80"]).unwrap();
         assert!(redirect.validate().is_err());
+        let half = parse(&["--client-ssl-key", "/k.pem"]).unwrap();
+        assert!(half.validate().unwrap_err().contains("--client-ssl-cert"));
         assert!(parse(&["--log-level", "DEBUG"]).is_ok());
         assert!(parse(&["--log-level", "loud"]).is_err());
         assert!(parse(&["--max-header-size", "10"]).is_err());

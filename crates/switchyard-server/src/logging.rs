@@ -8,13 +8,14 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::cli::LogLevel;
+use crate::cli::Cli;
 use crate::time;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `--log-level`.
-pub(crate) fn init(level: LogLevel) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_filter()));
+/// Installs the global subscriber, logging to stdout in CHP's shape at `--log-level`.
+/// `RUST_LOG`, when set, overrides `--log-level`. A second call changes nothing.
+pub fn init(cli: &Cli) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cli.log_level.as_filter()));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)

@@ -11,6 +11,7 @@ use axum::body::Body;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::cli::Cli;
 use crate::error_pages::ErrorPages;
 use crate::metrics::Metrics;
 use crate::path;
@@ -20,52 +21,53 @@ use crate::store::{Route, RouteStore};
 /// WebSocket traffic.
 pub(crate) type Engine = switchyard::Proxy<ActivityHooks>;
 
-/// Builds the engine from the command-line proxy options.
-pub(crate) fn engine(
-    opts: &ForwardOptions,
-    metrics: Arc<Metrics>,
-) -> Result<Engine, switchyard::ConfigError> {
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &opts.custom_headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            switchyard::ConfigError::Option {
-                name: "--custom-header",
-                reason: format!("{name:?} is not a header name"),
-            }
-        })?;
-        let value = HeaderValue::from_str(value).map_err(|_| switchyard::ConfigError::Option {
-            name: "--custom-header",
-            reason: format!("{value:?} is not a header value"),
-        })?;
-        headers.append(name, value);
-    }
+/// Builds the engine straight from the flags: its request options, and its upstream
+/// connections, whose TLS configuration (`--client-ssl-*`, `--insecure`) the engine
+/// builds once. The message names the flags at fault.
+pub(crate) fn engine(cli: &Cli, metrics: Arc<Metrics>) -> Result<Engine, String> {
+    let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
     switchyard::Proxy::builder()
         .configure(|o| {
-            o.xfwd = opts.x_forward;
-            o.prepend_path = opts.prepend_path;
-            o.change_origin = opts.change_origin;
-            o.auto_rewrite = opts.auto_rewrite;
-            o.public_hosts.clone_from(&opts.public_hosts);
-            o.protocol_rewrite.clone_from(&opts.protocol_rewrite);
-            o.headers = headers;
-            o.timeout = opts.timeout;
-            o.proxy_timeout = opts.proxy_timeout;
-            o.body_timeout = opts.body_idle_timeout;
-            o.request_body_timeout = opts.body_idle_timeout;
+            o.xfwd = cli.x_forward;
+            o.prepend_path = cli.prepend_path;
+            o.change_origin = cli.change_origin;
+            o.auto_rewrite = cli.auto_rewrite;
+            o.public_hosts.clone_from(&cli.public_host);
+            o.protocol_rewrite.clone_from(&cli.protocol_rewrite);
+            for (name, value) in &cli.custom_header {
+                o.headers.append(name.clone(), value.clone());
+            }
+            o.timeout = unless_zero(cli.timeout);
+            o.proxy_timeout = unless_zero(cli.proxy_timeout);
+            o.body_timeout = unless_zero(Some(cli.body_idle_timeout));
+            o.request_body_timeout = o.body_timeout;
             o.ws = true;
         })
         .configure_client(|c| {
-            c.secure = !opts.insecure;
-            c.ca = opts.client_ca.clone().map(switchyard::Pem::File);
-            c.client_cert = opts
-                .client_cert
+            c.secure = !cli.insecure;
+            c.ca = cli.client_ssl_ca.clone().map(switchyard::Pem::File);
+            c.client_cert = cli
+                .client_ssl_cert
                 .clone()
+                .zip(cli.client_ssl_key.clone())
                 .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
-            c.max_response_header_size = opts.max_response_header_size;
-            c.max_response_headers = opts.max_response_headers;
+            c.max_response_header_size = to_usize(cli.max_response_header_size);
+            c.max_response_headers = to_usize(cli.max_response_headers);
         })
         .hooks(ActivityHooks { metrics })
         .build()
+        .map_err(|e| match e {
+            switchyard::ConfigError::Tls(_) => {
+                format!("https targets (--client-ssl-ca, --client-ssl-cert, --client-ssl-key): {e}")
+            }
+            _ => e.to_string(),
+        })
+}
+
+/// A timeout flag in milliseconds, where 0 means none, as when the flag is absent (CHP
+/// tests `--timeout` and `--proxy-timeout` for truth).
+fn unless_zero(ms: Option<u64>) -> Option<Duration> {
+    ms.filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
 /// Records WebSocket activity on the route the request was routed to.
@@ -106,56 +108,6 @@ impl switchyard::Hooks for ActivityHooks {
     fn on_tunnel_data(&self, ctx: &Self::Ctx, from_client: bool, _n: usize) {
         if from_client && let Some(route) = ctx {
             touch(route, &self.metrics);
-        }
-    }
-}
-
-/// Proxy options from the command line.
-#[derive(Debug, Clone)]
-pub(crate) struct ForwardOptions {
-    pub(crate) x_forward: bool,
-    pub(crate) prepend_path: bool,
-    pub(crate) change_origin: bool,
-    pub(crate) auto_rewrite: bool,
-    /// `--public-host`: the `Host` values `--auto-rewrite` may put into a `Location`.
-    pub(crate) public_hosts: Vec<String>,
-    pub(crate) protocol_rewrite: Option<String>,
-    pub(crate) custom_headers: Vec<(String, String)>,
-    pub(crate) insecure: bool,
-    /// `--client-ssl-ca`: extra CA for https targets.
-    pub(crate) client_ca: Option<std::path::PathBuf>,
-    /// `--client-ssl-cert` and `--client-ssl-key`.
-    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    /// `--timeout`: idle timeout of the client socket during a web request.
-    pub(crate) timeout: Option<Duration>,
-    /// `--proxy-timeout`: idle timeout on the upstream (fires → 503).
-    pub(crate) proxy_timeout: Option<Duration>,
-    /// `--body-idle-timeout`: the longest gap in a request or response body.
-    pub(crate) body_idle_timeout: Option<Duration>,
-    /// `--max-response-header-size`: the largest upstream response head (502 beyond).
-    pub(crate) max_response_header_size: usize,
-    /// `--max-response-headers`: the most header fields in an upstream response (502 beyond).
-    pub(crate) max_response_headers: usize,
-}
-
-impl Default for ForwardOptions {
-    fn default() -> Self {
-        Self {
-            x_forward: false,
-            prepend_path: false,
-            change_origin: false,
-            auto_rewrite: false,
-            public_hosts: Vec::new(),
-            protocol_rewrite: None,
-            custom_headers: Vec::new(),
-            insecure: false,
-            client_ca: None,
-            client_cert: None,
-            timeout: None,
-            proxy_timeout: None,
-            body_idle_timeout: None,
-            max_response_header_size: switchyard::ClientOptions::default().max_response_header_size,
-            max_response_headers: switchyard::ClientOptions::default().max_response_headers,
         }
     }
 }

@@ -85,19 +85,18 @@ impl PartialEq for Target {
 
 impl Eq for Target {}
 
-/// Why a target was refused.
+/// Why a target was refused: the server's own rules first, then the engine's parser,
+/// whose reason is given as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TargetError {
     #[error("target must be an absolute URL with scheme http, https, http+unix or unix+http")]
     Scheme,
-    #[error("target must have a host (or a socket path for http+unix)")]
-    NoHost,
     #[error("target must not contain credentials (user:password@)")]
     UserInfo,
     #[error("target must not contain a fragment (#)")]
     Fragment,
-    #[error("target is not a valid URL")]
-    Invalid,
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// One route: key, target, client data, last activity.
@@ -120,45 +119,29 @@ pub(crate) struct Route {
 // === impl Target ===
 
 impl Target {
-    /// Validates a target URL: CHP stores any string and fails on every request to it
-    /// (`""`, `file:`, `gopher:`). Credentials are refused too: every `GET /api/routes`
-    /// would show them.
+    /// Parses a route target with the engine's parser, under the rules of CHP's routes:
+    /// one of its four schemes, no credentials (every `GET /api/routes` would show them),
+    /// no fragment (never sent). CHP stores any string and fails on every request to it
+    /// (`""`, `file:`, `gopher:`).
     pub(crate) fn parse(raw: &str) -> Result<Self, TargetError> {
         let (scheme, rest) = raw.split_once("://").ok_or(TargetError::Scheme)?;
-        let scheme = scheme.to_ascii_lowercase();
-        let unix = match scheme.as_str() {
-            "http" | "https" => false,
-            "http+unix" | "unix+http" => true,
-            _ => return Err(TargetError::Scheme),
-        };
+        if !["http", "https", "http+unix", "unix+http"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s))
+        {
+            return Err(TargetError::Scheme);
+        }
         if rest.contains('#') {
             return Err(TargetError::Fragment);
         }
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..end];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
         if authority.contains('@') {
             return Err(TargetError::UserInfo);
         }
-        if authority.is_empty() {
-            return Err(TargetError::NoHost);
-        }
-        if raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
-            return Err(TargetError::Invalid);
-        }
-        if unix {
-            let path = percent_encoding::percent_decode_str(authority)
-                .decode_utf8()
-                .map_err(|_| TargetError::Invalid)?;
-            if path.is_empty() {
-                return Err(TargetError::NoHost);
-            }
-        } else {
-            let uri: http::Uri = raw.parse().map_err(|_| TargetError::Invalid)?;
-            if uri.host().is_none_or(str::is_empty) {
-                return Err(TargetError::NoHost);
-            }
-        }
-        let engine = switchyard::Target::parse(raw).map_err(|_| TargetError::Invalid)?;
+        let engine = switchyard::Target::parse(raw).map_err(|e| match e {
+            switchyard::ConfigError::Target { reason, .. } => TargetError::Invalid(reason),
+            _ => TargetError::Invalid("not a valid target"),
+        })?;
         Ok(Self {
             raw: raw.to_owned(),
             engine,
@@ -347,10 +330,25 @@ mod tests {
         );
         assert_eq!(Target::parse("127.0.0.1:80"), Err(TargetError::Scheme));
         assert_eq!(Target::parse("http://u:p@host"), Err(TargetError::UserInfo));
-        assert_eq!(Target::parse("http:///x"), Err(TargetError::NoHost));
+        assert_eq!(Target::parse("ws://h"), Err(TargetError::Scheme));
         assert_eq!(Target::parse("http://h/#frag"), Err(TargetError::Fragment));
-        assert_eq!(Target::parse("http+unix://"), Err(TargetError::NoHost));
-        assert_eq!(Target::parse("http://h/a b"), Err(TargetError::Invalid));
+        // The engine's reasons, as it gives them.
+        assert_eq!(
+            Target::parse("http:///x"),
+            Err(TargetError::Invalid("no host"))
+        );
+        assert_eq!(
+            Target::parse("http+unix://"),
+            Err(TargetError::Invalid("no host"))
+        );
+        assert_eq!(
+            Target::parse("http://h:99999"),
+            Err(TargetError::Invalid("invalid port"))
+        );
+        for bad in ["http://h/a b", "http+unix://%2Ftmp%2Fa b", "http://h/\x01"] {
+            let err = Target::parse(bad).unwrap_err();
+            assert!(matches!(err, TargetError::Invalid(_)), "{bad}: {err:?}");
+        }
     }
 
     /// Keys and values that need escaping survive the pre-serialised form, and a route

@@ -1,5 +1,7 @@
-//! rustls configuration from CHP's `--ssl-*`, `--api-ssl-*` and `--client-ssl-*` flags
-//! with the `ring` provider and PEM files read by `rustls-pki-types`.
+//! rustls configuration of the listeners from CHP's `--ssl-*` and `--api-ssl-*` flags,
+//! with the `ring` provider and PEM files read by `rustls-pki-types`. The `--client-ssl-*`
+//! flags go to the engine, which builds the one configuration for https targets
+//! (`public::engine`).
 //!
 //! Differences from Node/OpenSSL, reported at start-up:
 //! * `--ssl-ciphers`, `--ssl-allow-rc4`, `--ssl-dhparam` are accepted and ignored: rustls
@@ -11,21 +13,25 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SupportedProtocolVersion,
-};
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Env};
 
 /// A TLS set-up that cannot be built; the message names the flag and the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct TlsError(String);
+
+/// The TLS configurations of the public and the API listeners (none: plain HTTP).
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    pub(crate) public: Option<Arc<ServerConfig>>,
+    pub(crate) api: Option<Arc<ServerConfig>>,
+}
 
 /// The server-side flags of one listener (public or API).
 #[derive(Debug)]
@@ -41,6 +47,42 @@ pub(crate) struct ServerTls<'a> {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Both listeners' configurations from the flags; `--ssl-protocol` is checked even
+    /// when neither serves TLS.
+    pub(crate) fn from_cli(cli: &Cli, env: &Env) -> Result<Self, TlsError> {
+        let protocol = cli.ssl_protocol.as_deref();
+        protocol_versions(protocol)?;
+        let public = server_config(
+            &ServerTls {
+                flag: "--ssl",
+                key: cli.ssl_key.as_deref(),
+                cert: cli.ssl_cert.as_deref(),
+                ca: cli.ssl_ca.as_deref(),
+                request_cert: cli.ssl_request_cert,
+                reject_unauthorized: cli.ssl_reject_unauthorized,
+                passphrase: env.ssl_key_passphrase.is_some(),
+            },
+            protocol,
+        )?;
+        let api = server_config(
+            &ServerTls {
+                flag: "--api-ssl",
+                key: cli.api_ssl_key.as_deref(),
+                cert: cli.api_ssl_cert.as_deref(),
+                ca: cli.api_ssl_ca.as_deref(),
+                request_cert: cli.api_ssl_request_cert,
+                reject_unauthorized: cli.api_ssl_reject_unauthorized,
+                passphrase: env.api_ssl_key_passphrase.is_some(),
+            },
+            protocol,
+        )?;
+        Ok(Self { public, api })
+    }
 }
 
 /// Protocol versions from `--ssl-protocol`.
@@ -127,38 +169,6 @@ pub(crate) fn server_config(
     Ok(Some(Arc::new(config)))
 }
 
-/// The client config for https targets and an https error target.
-pub(crate) fn client_config(cli: &Cli) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(protocol_versions(cli.ssl_protocol.as_deref())?)
-        .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
-    let roots = match &cli.client_ssl_ca {
-        Some(ca) => root_store(ca, "--client-ssl-ca")?,
-        None => webpki_root_store(),
-    };
-    let builder = builder.with_root_certificates(roots);
-    let mut config = match (&cli.client_ssl_key, &cli.client_ssl_cert) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(key), Some(cert)) => builder
-            .with_client_auth_cert(
-                read_certs(cert, "--client-ssl-cert")?,
-                read_key(key, "--client-ssl-key", false)?,
-            )
-            .map_err(|e| TlsError(format!("--client-ssl-key/--client-ssl-cert: {e}")))?,
-        _ => {
-            return Err(TlsError(
-                "--client-ssl-key and --client-ssl-cert must be given together".to_owned(),
-            ));
-        }
-    };
-    if cli.insecure {
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(NoVerification(provider())));
-    }
-    Ok(Arc::new(config))
-}
-
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
@@ -206,55 +216,6 @@ fn root_store(path: &Path, flag: &str) -> Result<RootCertStore, TlsError> {
 fn webpki_root_store() -> RootCertStore {
     RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
-}
-
-/// `--insecure`: accept any target certificate (signatures are still checked).
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

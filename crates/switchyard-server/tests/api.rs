@@ -365,13 +365,8 @@ fn host_routing_on_public_port() {
 /// `/_chp_healthz` (exact URL) and the metrics server with CHP's names.
 #[test]
 fn health_check_and_metrics() {
-    let metrics_port = common::free_port();
-    let p = Proxy::start(&[
-        "--metrics-ip",
-        "127.0.0.1",
-        "--metrics-port",
-        &metrics_port.to_string(),
-    ]);
+    let mut p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", "0"]);
+    let metrics_port = p.metrics_port();
     let r = p.public("GET", "/_chp_healthz", &[]);
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"OK"}"#));
     assert_eq!(r.header("content-type"), Some("application/json"));

@@ -158,8 +158,7 @@ fn bad_flags_exit_1() {
 fn bind_failure_exits_non_zero() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let api = free_port().to_string();
-    let out = run_to_exit(&["--ip", "127.0.0.1", "--port", &port, "--api-port", &api]);
+    let out = run_to_exit(&["--ip", "127.0.0.1", "--port", &port, "--api-port", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot listen on the public address"));
 }
@@ -398,18 +397,17 @@ fn redirect_port() {
     let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
     std::fs::write(&c, cert.cert.pem()).unwrap();
     std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-    let redirect = free_port();
     let mut p = Proxy::start(&[
         "--ssl-key",
         k.to_str().unwrap(),
         "--ssl-cert",
         c.to_str().unwrap(),
         "--redirect-port",
-        &redirect.to_string(),
+        "0",
         "--redirect-to",
         "443",
     ]);
-    p.wait_for_line("Added HTTP to HTTPS redirection");
+    let redirect = common::port_in(&p.wait_for_line("Added HTTP to HTTPS redirection"));
     let r = common::request(redirect, "GET", "/a?b=1", &[], None);
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://127.0.0.1/a?b=1"));
@@ -420,18 +418,18 @@ fn redirect_port() {
 #[test]
 fn worker_threads() {
     for (flag, expected) in [("1", 1), ("3", 3)] {
-        let metrics = common::free_port().to_string();
-        let p = Proxy::start(&[
+        let mut p = Proxy::start(&[
             "--worker-threads",
             flag,
             "--metrics-ip",
             "127.0.0.1",
             "--metrics-port",
-            &metrics,
+            "0",
         ]);
+        let metrics = p.metrics_port();
         assert_eq!(p.public("GET", "/_chp_healthz", &[]).status, 200);
         assert_eq!(p.api("GET", "/api/routes", None).status, 200);
-        let m = common::request(metrics.parse().unwrap(), "GET", "/metrics", &[], None);
+        let m = common::request(metrics, "GET", "/metrics", &[], None);
         let line = m
             .body
             .lines()

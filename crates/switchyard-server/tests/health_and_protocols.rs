@@ -10,7 +10,7 @@ mod backends;
 mod common;
 
 use backends::*;
-use common::{IO_TIMEOUT, Proxy, free_port, request};
+use common::{IO_TIMEOUT, Proxy, request};
 use tokio_tungstenite::tungstenite::Message;
 
 // ============================================================================================
@@ -47,9 +47,8 @@ fn metric(body: &str, name: &str) -> f64 {
 fn metrics_count_proxied_requests() {
     let b = Backend::echo_target();
     let (ws_port, _h) = ws_backend(None);
-    let metrics_port = free_port().to_string();
-    let p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", &metrics_port]);
-    let metrics_port: u16 = metrics_port.parse().unwrap();
+    let mut p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", "0"]);
+    let metrics_port = p.metrics_port();
     let scrape = || request(metrics_port, "GET", "/metrics", &[], None).body;
     let m0 = scrape();
     p.add("/", &b.url());

@@ -305,17 +305,16 @@ fn abort_scenarios_leak_nothing() {
         .unwrap_or(300);
     let (tx, ready) = mpsc::channel();
     let up = upstream(tx);
-    let metrics_port = common::free_port();
     let target = format!("http://127.0.0.1:{up}");
-    let mp = metrics_port.to_string();
-    let p = Proxy::start(&[
+    let mut p = Proxy::start(&[
         "--default-target",
         &target,
         "--metrics-ip",
         "127.0.0.1",
         "--metrics-port",
-        &mp,
+        "0",
     ]);
+    let metrics_port = p.metrics_port();
     p.add("/dead", "http://127.0.0.1:1");
     let pid = p.child.id();
 

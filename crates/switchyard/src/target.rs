@@ -131,6 +131,11 @@ impl Target {
         }
         let query = query.filter(|q| !q.is_empty()).map(str::to_owned);
         if unix {
+            if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(err(
+                    "invalid characters in the socket path (percent-encode them)",
+                ));
+            }
             let decoded = percent_encoding::percent_decode_str(authority)
                 .decode_utf8()
                 .map_err(|_| err("the socket path is not UTF-8"))?;
@@ -467,6 +472,7 @@ mod tests {
             "http://host:/",
             "unix:relative.sock",
             "unix+http://relative.sock",
+            "unix+http://%2Ftmp%2Fa b.sock",
             "file:///etc/passwd",
             "",
         ] {

@@ -27,7 +27,7 @@ async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> Publi
         include_prefix,
         error_pages: ErrorPages::builtin(),
         metrics: metrics.clone(),
-        engine: engine(&ForwardOptions::default(), metrics).unwrap(),
+        engine: engine(&clap::Parser::parse_from(["switchyard"]), metrics).unwrap(),
     }
 }
 

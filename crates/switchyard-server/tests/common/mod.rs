@@ -1,7 +1,9 @@
 //! Shared helpers: start the real `switchyard` binary, talk HTTP/1.1 over raw TCP.
 //!
-//! Readiness is a log line (the binary logs `Proxy API at` only after every listener is
-//! bound), never a sleep. Every blocking read has a timeout.
+//! The binary binds port 0 and its ports are read from its start-up lines (`Proxying
+//! http://127.0.0.1:<port>`, `Proxy API at http://127.0.0.1:<port>/api/routes`), which it
+//! logs once every listener is bound: readiness is a log line, never a sleep, and no test
+//! races another for a port. Every blocking read has a timeout.
 
 #![allow(
     dead_code,
@@ -31,7 +33,8 @@ pub struct Proxy {
     pub log: Vec<String>,
 }
 
-/// A port that was free a moment ago. It is chosen below the kernel's ephemeral range
+/// A port that was free a moment ago, for peers that cannot report the port they bound
+/// (`redis-server`). It is chosen below the kernel's ephemeral range
 /// (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing connection can take it before
 /// the binary binds it; each test process walks its own sequence (seeded by its pid), so
 /// parallel tests and test binaries do not pick the same port.
@@ -85,37 +88,36 @@ impl Proxy {
         Self::start_with(extra, Some(TOKEN))
     }
 
-    /// Like [`Proxy::start`]; retries with fresh ports if a port was taken meanwhile.
+    /// Like [`Proxy::start`], with the API token `token` (none: unauthenticated).
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Self {
         Self::start_under(&[], extra, token)
     }
 
     /// Like [`Proxy::start_with`], the binary run through `wrapper` (see [`command_under`]).
     pub fn start_under(wrapper: &[&str], extra: &[&str], token: Option<&str>) -> Self {
-        for _ in 0..4 {
-            if let Some(proxy) = Self::try_start(wrapper, extra, token) {
-                return proxy;
-            }
-        }
-        panic!("the proxy could not bind its ports in four attempts");
-    }
-
-    /// `None` when the binary exited because an address was in use.
-    fn try_start(wrapper: &[&str], extra: &[&str], token: Option<&str>) -> Option<Self> {
-        let (port, api_port) = (free_port(), free_port());
-        let (p, a) = (port.to_string(), api_port.to_string());
         let mut args = vec![
             "--ip",
             "127.0.0.1",
             "--port",
-            &p,
+            "0",
             "--api-ip",
             "127.0.0.1",
             "--api-port",
-            &a,
+            "0",
         ];
         args.extend_from_slice(extra);
-        let mut child = command_under(wrapper, &args, token).spawn().unwrap();
+        let mut cmd = command_under(wrapper, &args, token);
+        let quiet = extra
+            .windows(2)
+            .find(|w| w[0] == "--log-level" && matches!(w[1], "error" | "warn" | "warning"));
+        if let Some(level) = quiet {
+            // The start-up lines are info: keep them, and the level asked for elsewhere.
+            cmd.env(
+                "RUST_LOG",
+                format!("{},switchyard_server::listeners=info", level[1]),
+            );
+        }
+        let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -128,37 +130,19 @@ impl Proxy {
         });
         let mut proxy = Self {
             child,
-            port,
-            api_port,
+            port: 0,
+            api_port: 0,
             lines: rx,
             log: Vec::new(),
         };
-        if extra
-            .windows(2)
-            .any(|w| w[0] == "--log-level" && w[1] != "info" && w[1] != "debug")
-        {
-            // The start-up lines are not logged: poll TCP connect on both ports instead.
-            let deadline = std::time::Instant::now() + IO_TIMEOUT;
-            for port in [port, api_port] {
-                while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    if proxy.child.try_wait().unwrap().is_some() {
-                        return None;
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "proxy not listening on {port}"
-                    );
-                    std::thread::yield_now();
-                }
-            }
-        } else {
-            let in_use = "Address already in use";
-            let line = proxy.wait_for_either("Proxy API at", in_use);
-            if line.contains(in_use) {
-                return None;
-            }
-        }
-        Some(proxy)
+        proxy.port = port_in(&proxy.wait_for_line("Proxying "));
+        proxy.api_port = port_in(&proxy.wait_for_line("Proxy API at "));
+        proxy
+    }
+
+    /// The metrics server's port (started with `--metrics-port 0`), from its start-up line.
+    pub fn metrics_port(&mut self) -> u16 {
+        port_in(&self.wait_for_line("Serve metrics at "))
     }
 
     /// Waits (bounded) for a stdout line containing `needle`; returns it.
@@ -260,6 +244,30 @@ impl Proxy {
             .unwrap()
             .count()
     }
+}
+
+/// The port of the first URL (`http://127.0.0.1:<port>`, `https://[::]:<port>`) in a log
+/// line.
+pub fn port_in(line: &str) -> u16 {
+    let url = &line[line
+        .find("://")
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        + 3..];
+    let after_host = if url.starts_with('[') {
+        &url[url.find(']').unwrap_or_else(|| panic!("no ] in {line:?}")) + 1..]
+    } else {
+        &url[url
+            .find(':')
+            .unwrap_or_else(|| panic!("no port in {line:?}"))..]
+    };
+    let digits: String = after_host
+        .trim_start_matches(':')
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
 
 impl Drop for Proxy {

@@ -1,0 +1,287 @@
+//! The `switchyard` server: a drop-in replacement for configurable-http-proxy (CHP) 5.3.0
+//! on the `switchyard` engine, as a library. The binary parses its flags into a [`Cli`]
+//! and calls [`run`]; a test or a program of its own calls [`start`] and gets the bound
+//! addresses back.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use clap::Parser;
+//! use switchyard_server::{Cli, Env};
+//!
+//! let cli = Cli::try_parse_from(["switchyard", "--port", "0", "--api-port", "0"])?;
+//! let running = switchyard_server::start(cli, Env::default()).await?;
+//! println!("proxying on {}", running.public_addr());
+//! running.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The pieces: [`cli`](Cli) (the flags), the listeners (four servers on the engine's
+//! serving API: the public proxy, the REST API, metrics and the HTTP→HTTPS redirect),
+//! the public handler (routing, prefixes, `last_activity`, error pages), the REST API
+//! (an axum router), the route stores (memory, Redis) and the metrics.
+#![warn(missing_docs)]
+
+mod api;
+mod cli;
+mod error_pages;
+mod listeners;
+mod logging;
+mod metrics;
+mod path;
+mod public;
+mod store;
+mod time;
+mod tls;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use switchyard::server::{LocalAddr, Server};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub use crate::cli::{Cli, Env};
+pub use crate::logging::init as init_logging;
+
+use crate::cli::StorageBackend;
+use crate::error_pages::ErrorPages;
+use crate::metrics::Metrics;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisConfig, RedisStore};
+use crate::store::{RouteStore, Target};
+
+/// Why the server could not start: the message names the flag or the address at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+/// A started server: every listener bound and serving, the default route added.
+#[derive(Debug)]
+pub struct Running {
+    public: Server<LocalAddr>,
+    api: Server<LocalAddr>,
+    metrics: Option<Server<LocalAddr>>,
+    redirect: Option<Server<LocalAddr>>,
+    store: Arc<dyn RouteStore>,
+    pid_file: Option<std::path::PathBuf>,
+}
+
+/// Runs the server until SIGTERM or SIGINT, then stops it gracefully.
+///
+/// # Errors
+///
+/// [`StartError`] when it cannot start (nothing is served then).
+pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
+    // Installed first: a SIGTERM right after start-up must stop us gracefully.
+    let term = signal(SignalKind::terminate())
+        .map_err(|e| StartError(format!("cannot handle SIGTERM: {e}")))?;
+    let int = signal(SignalKind::interrupt())
+        .map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
+    let running = start(cli, env).await?;
+    let stop = wait_for_signal(term, int).await;
+    tracing::warn!("{stop}");
+    running.stop().await;
+    Ok(())
+}
+
+/// Starts the server: validates the TLS material, loads the routes, binds every listener
+/// (port 0: one the system picks, see [`Running::public_addr`]) and serves them. Any
+/// failure stops it before a request is served.
+///
+/// # Errors
+///
+/// [`StartError`] naming what could not be used or bound.
+pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
+    warn_at_start(&cli, &env);
+    // TLS first: a bad certificate must stop us before any port is bound.
+    let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = public::engine(&cli, metrics.clone()).map_err(StartError)?;
+    let default_target = parse_flag_target("--default-target", cli.default_target.as_deref())?;
+    let error_pages = error_pages(&cli)?;
+    // The store is ready (every route loaded) before any port is bound or served.
+    let store = open_store(&cli, &env).await?;
+    // Bind everything; any failure exits non-zero (CHP kept running half up).
+    let bound = listeners::Bound::bind(&cli).await.map_err(StartError)?;
+    if let Some(target) = &default_target {
+        tracing::info!("Adding route / -> {target}");
+        let mut data = Map::new();
+        data.insert(
+            "target".to_owned(),
+            Value::String(target.as_str().to_owned()),
+        );
+        store
+            .add("/", target.clone(), data)
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+    }
+    bound.log(&cli, &tls, default_target.as_ref());
+    let served = bound.serve(
+        &cli,
+        listeners::Shared {
+            store: store.clone(),
+            metrics,
+            engine,
+            error_pages,
+            auth_token: env.auth_token,
+            tls,
+        },
+    );
+    if let Some(pid_file) = &cli.pid_file {
+        tracing::info!(
+            "Writing pid {} to {}",
+            std::process::id(),
+            pid_file.display()
+        );
+        std::fs::write(pid_file, std::process::id().to_string()).map_err(|e| {
+            StartError(format!("cannot write pid file {}: {e}", pid_file.display()))
+        })?;
+    }
+    if let Some(target) = &default_target {
+        tracing::info!("Route added / -> {target}");
+    }
+    Ok(Running {
+        public: served.public,
+        api: served.api,
+        metrics: served.metrics,
+        redirect: served.redirect,
+        store,
+        pid_file: cli.pid_file,
+    })
+}
+
+/// The tokio runtime for `--worker-threads`: one thread per core by default; with one
+/// worker thread a current-thread runtime, which serves everything on the main thread
+/// with no work-stealing between threads.
+///
+/// # Errors
+///
+/// When the runtime cannot be built.
+pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match cli.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Where the public proxy listens (the port the system chose, for `--port 0`).
+    pub fn public_addr(&self) -> LocalAddr {
+        self.public.local_addr()
+    }
+
+    /// Where the REST API listens.
+    pub fn api_addr(&self) -> LocalAddr {
+        self.api.local_addr()
+    }
+
+    /// Where the metrics server listens, if there is one.
+    pub fn metrics_addr(&self) -> Option<LocalAddr> {
+        self.metrics.as_ref().map(Server::local_addr)
+    }
+
+    /// Where the HTTP→HTTPS redirect server listens, if there is one.
+    pub fn redirect_addr(&self) -> Option<LocalAddr> {
+        self.redirect.as_ref().map(Server::local_addr)
+    }
+
+    /// Stops every listener at once, lets in-flight requests finish (up to
+    /// `--shutdown-timeout`), closes what is left, writes out what the route store still
+    /// holds, and removes the pid file.
+    pub async fn stop(self) {
+        let servers = [
+            Some(self.public),
+            Some(self.api),
+            self.metrics,
+            self.redirect,
+        ];
+        futures_util::future::join_all(servers.into_iter().flatten().map(Server::shutdown)).await;
+        if let Err(e) = self.store.close().await {
+            tracing::warn!("route store: {e}");
+        }
+        if let Some(pid_file) = &self.pid_file {
+            let _ = std::fs::remove_file(pid_file);
+        }
+    }
+}
+
+/// The start-up warnings CHP gives, and the notes on what rustls ignores.
+fn warn_at_start(cli: &Cli, env: &Env) {
+    if env.auth_token.is_none() {
+        tracing::warn!("REST API is not authenticated.");
+    }
+    if cli.ip.as_deref() == Some("*") {
+        tracing::warn!(
+            "Interpreting ip='*' as all-interfaces. Preferred usage is 0.0.0.0 for all IPv4 or '' for all-interfaces."
+        );
+    }
+    tls::warn_ignored(cli);
+    if cli.auto_rewrite {
+        tracing::info!("AutoRewrite of Location headers enabled.");
+    } else if !cli.public_host.is_empty() {
+        tracing::warn!("--public-host has no effect without --auto-rewrite");
+    }
+    if cli.change_origin {
+        tracing::info!("Change Origin of host headers enabled.");
+    }
+    if let Some(proto) = &cli.protocol_rewrite {
+        tracing::info!("ProtocolRewrite enabled. Rewriting to {proto}");
+    }
+}
+
+fn parse_flag_target(flag: &str, value: Option<&str>) -> Result<Option<Target>, StartError> {
+    value
+        .map(|t| Target::parse(t).map_err(|e| StartError(format!("{flag} {t}: {e}"))))
+        .transpose()
+}
+
+fn error_pages(cli: &Cli) -> Result<ErrorPages, StartError> {
+    Ok(match (&cli.error_target, &cli.error_path) {
+        (Some(target), _) => {
+            let parsed = parse_flag_target("--error-target", Some(target))?
+                .ok_or_else(|| StartError("--error-target: no target".to_owned()))?;
+            ErrorPages::target(parsed.engine().clone())
+                .map_err(|e| StartError(format!("--error-target {target}: {e}")))?
+        }
+        (None, Some(dir)) => ErrorPages::dir(dir.clone()),
+        (None, None) => ErrorPages::builtin(),
+    })
+}
+
+async fn open_store(cli: &Cli, env: &Env) -> Result<Arc<dyn RouteStore>, StartError> {
+    Ok(match &cli.storage_backend {
+        Some(StorageBackend::Redis(url)) => {
+            let config = RedisConfig {
+                url: url.clone(),
+                prefix: cli.redis_key_prefix.clone(),
+                password: env.redis_password.clone(),
+            };
+            tracing::info!(
+                "Route store: Redis at {} (key prefix {:?})",
+                store::redis::redact(url),
+                config.prefix
+            );
+            Arc::new(RedisStore::connect(&config).await.map_err(StartError)?)
+        }
+        _ => match &cli.state_file {
+            Some(path) => Arc::new(MemoryStore::with_state_file(path.clone()).map_err(StartError)?),
+            None => Arc::new(MemoryStore::new()),
+        },
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; returns CHP's log word for it.
+async fn wait_for_signal(mut term: Signal, mut int: Signal) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "Terminated",
+        _ = int.recv() => "Interrupted",
+    }
+}

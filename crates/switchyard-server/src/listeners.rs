@@ -1,0 +1,281 @@
+//! The four listeners (public proxy, REST API, metrics, HTTP→HTTPS redirect): bound
+//! from the flags, logged with the addresses they got, and served on the engine's
+//! serving API.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::TlsConfig;
+use switchyard::server::{ListenOptions, Listener, LocalAddr, Server, serve};
+
+use crate::api::{self, ApiState};
+use crate::cli::Cli;
+use crate::error_pages::{self, ErrorPages};
+use crate::metrics::{self, Metrics};
+use crate::public::{self, Engine, PublicState};
+use crate::store::{RouteStore, Target};
+use crate::tls;
+
+/// The keep-alive timeout of the API, metrics and redirect servers: Node's default (CHP
+/// sets `--keep-alive-timeout` on the public server alone).
+const NODE_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Every listener, bound, before anything is served.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    public: Listener,
+    api: Listener,
+    metrics: Option<Listener>,
+    redirect: Option<Listener>,
+}
+
+/// What the servers share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn RouteStore>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) engine: Engine,
+    pub(crate) error_pages: ErrorPages,
+    pub(crate) auth_token: Option<String>,
+    pub(crate) tls: tls::Listeners,
+}
+
+/// The servers, serving.
+pub(crate) struct Served {
+    pub(crate) public: Server<LocalAddr>,
+    pub(crate) api: Server<LocalAddr>,
+    pub(crate) metrics: Option<Server<LocalAddr>>,
+    pub(crate) redirect: Option<Server<LocalAddr>>,
+}
+
+// === impl Bound ===
+
+impl Bound {
+    /// Binds every listener the flags ask for; the message names the one that failed.
+    pub(crate) async fn bind(cli: &Cli) -> Result<Self, String> {
+        let public = match &cli.socket {
+            Some(path) => Listener::bind_unix(path).await,
+            None => bind_tcp(cli.public_ip(), cli.public_port()).await,
+        }
+        .map_err(|e| format!("cannot listen on the public address: {e}"))?;
+        let api = match &cli.api_socket {
+            Some(path) => Listener::bind_unix(path).await,
+            None => bind_tcp(non_empty(&cli.api_ip), cli.api_port()).await,
+        }
+        .map_err(|e| format!("cannot listen on the API address: {e}"))?;
+        let metrics = match (&cli.metrics_socket, cli.metrics_port) {
+            (Some(path), _) => Some(Listener::bind_unix(path).await),
+            (None, Some(port)) => Some(bind_tcp(non_empty(&cli.metrics_ip), port).await),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|e| format!("cannot listen on the metrics address: {e}"))?;
+        let redirect = match cli.redirect_port {
+            Some(port) if cli.socket.is_none() && cli.public_port() != 80 => Some(
+                bind_tcp(None, port)
+                    .await
+                    .map_err(|e| format!("cannot listen on the redirect port: {e}"))?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            public,
+            api,
+            metrics,
+            redirect,
+        })
+    }
+
+    /// CHP's start-up lines, with the addresses as bound (the port the system chose for
+    /// port 0).
+    pub(crate) fn log(&self, cli: &Cli, tls: &tls::Listeners, default_target: Option<&Target>) {
+        tracing::info!(
+            "Proxying {} to {}",
+            self.public.local_addr().url(tls.public.is_some()),
+            default_target.map_or("(no default)", Target::as_str)
+        );
+        tracing::info!(
+            "Proxy API at {}/api/routes",
+            self.api.local_addr().url(tls.api.is_some())
+        );
+        if let Some(l) = &self.metrics {
+            tracing::info!("Serve metrics at {}/metrics", l.local_addr().url(false));
+        }
+        if let Some(l) = &self.redirect {
+            tracing::info!(
+                "Added HTTP to HTTPS redirection from {} to {}",
+                l.local_addr().url(false),
+                self.https_port(cli)
+            );
+        }
+    }
+
+    /// Where redirects go: `--redirect-to`, else the public port as bound.
+    fn https_port(&self, cli: &Cli) -> u16 {
+        cli.redirect_to
+            .or_else(|| self.public.local_addr().tcp().map(|a| a.port()))
+            .unwrap_or(cli.public_port())
+    }
+
+    /// Serves every listener.
+    pub(crate) fn serve(self, cli: &Cli, shared: Shared) -> Served {
+        let limits = limits(cli);
+        // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
+        // knowledge in clear text. WebSockets stay on HTTP/1.1.
+        let public_options = limits
+            .clone()
+            .keep_alive_timeout(cli.keep_alive_timeout())
+            .request_head_timeout(cli.keep_alive_timeout());
+        // The API, metrics and redirect servers speak HTTP/1.1 only, as in CHP.
+        let api_options = limits
+            .http2(false)
+            .keep_alive_timeout(NODE_KEEP_ALIVE)
+            .request_head_timeout(NODE_KEEP_ALIVE);
+        let https_port = self.https_port(cli);
+        let redirect = self.redirect.map(|listener| {
+            serve_redirect(listener, https_port, public_options.clone().http2(false))
+        });
+        let metrics = self
+            .metrics
+            .map(|listener| serve_metrics(listener, shared.metrics.clone(), api_options.clone()));
+        let api = serve_api(
+            self.api,
+            ApiState {
+                store: shared.store.clone(),
+                auth_token: shared.auth_token,
+                host_routing: cli.host_routing,
+                metrics: shared.metrics.clone(),
+            },
+            api_options.tls(shared.tls.api.map(TlsConfig::new)),
+        );
+        let public = serve_public(
+            self.public,
+            PublicState {
+                store: shared.store,
+                host_routing: cli.host_routing,
+                include_prefix: cli.include_prefix,
+                error_pages: shared.error_pages,
+                metrics: shared.metrics,
+                engine: shared.engine,
+            },
+            public_options.tls(shared.tls.public.map(TlsConfig::new)),
+        );
+        Served {
+            public,
+            api,
+            metrics,
+            redirect,
+        }
+    }
+}
+
+/// The head limits and the drain deadline every listener shares.
+fn limits(cli: &Cli) -> ListenOptions {
+    let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    ListenOptions::default()
+        .max_header_size(to_usize(cli.max_header_size))
+        .max_uri_length(to_usize(cli.max_uri_length))
+        .max_headers(to_usize(cli.max_headers))
+        .shutdown_timeout(Duration::from_millis(cli.shutdown_timeout))
+}
+
+fn serve_public(
+    listener: Listener,
+    state: PublicState,
+    options: ListenOptions,
+) -> Server<LocalAddr> {
+    let state = Arc::new(state);
+    serve(
+        listener,
+        move |conn| {
+            let state = state.clone();
+            tower::service_fn(move |req| public::handle(state.clone(), req, conn))
+        },
+        options,
+    )
+}
+
+fn serve_api(listener: Listener, state: ApiState, options: ListenOptions) -> Server<LocalAddr> {
+    let router = api::router(Arc::new(state));
+    serve(listener, move |_conn| router.clone(), options)
+}
+
+fn serve_metrics(
+    listener: Listener,
+    metrics: Arc<Metrics>,
+    options: ListenOptions,
+) -> Server<LocalAddr> {
+    serve(
+        listener,
+        move |_conn| {
+            let metrics = metrics.clone();
+            tower::service_fn(move |req| {
+                let response = metrics_response(&metrics, &req);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        },
+        options,
+    )
+}
+
+fn serve_redirect(
+    listener: Listener,
+    https_port: u16,
+    options: ListenOptions,
+) -> Server<LocalAddr> {
+    serve(
+        listener,
+        move |_conn| {
+            tower::service_fn(move |req| {
+                let response = public::redirect(&req, https_port);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        },
+        options,
+    )
+}
+
+/// `GET /metrics` exactly (a query string is 404, as in CHP); anything else 404.
+fn metrics_response<B>(
+    metrics: &Metrics,
+    req: &http::Request<B>,
+) -> http::Response<axum::body::Body> {
+    let is_metrics = req
+        .uri()
+        .path_and_query()
+        .map(http::uri::PathAndQuery::as_str)
+        == Some("/metrics");
+    if !is_metrics || (req.method() != http::Method::GET && req.method() != http::Method::HEAD) {
+        return error_pages::plain(http::StatusCode::NOT_FOUND);
+    }
+    let mut response = http::Response::new(axum::body::Body::from(metrics.render()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+fn non_empty(ip: &str) -> Option<&str> {
+    Some(ip).filter(|ip| !ip.is_empty())
+}
+
+/// Binds `host:port`; no host means all interfaces (IPv6 dual-stack, else IPv4), and
+/// `localhost` prefers 127.0.0.1, as Node resolved it for CHP. Port 0: one the system
+/// picks.
+async fn bind_tcp(host: Option<&str>, port: u16) -> std::io::Result<Listener> {
+    let candidates: Vec<SocketAddr> = match host {
+        None => vec![
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ],
+        Some(h) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            let mut addrs: Vec<_> = tokio::net::lookup_host((h, port)).await?.collect();
+            addrs.sort_by_key(|a| !a.is_ipv4());
+            addrs
+        }
+    };
+    Listener::bind(&candidates[..]).await
+}
