@@ -228,9 +228,16 @@ pub struct Cli {
     /// loaded at start), so a restarted proxy serves them at once
     #[arg(long, value_name = "path")]
     pub(crate) state_file: Option<PathBuf>,
-    /// Keep-alive timeout, in milliseconds, of the public server (0: the default, as in CHP)
+    /// Keep-alive timeout, in milliseconds, of the public server (0: the default, as in
+    /// CHP): how long a connection may wait for the first byte of its next request. HTTP/1.1
+    /// answers say it in a 'Keep-Alive: timeout=<s>' header
     #[arg(long, value_name = "ms", default_value_t = 5000)]
     pub(crate) keep_alive_timeout: u64,
+    /// The whole request head (request line and header fields) must arrive within this
+    /// many milliseconds of its first byte, else '408 Request Timeout' and the connection
+    /// is closed (0: no limit). Node, under CHP, has the same 60 s 'headersTimeout'
+    #[arg(long, value_name = "ms", default_value_t = 60_000)]
+    pub(crate) request_head_timeout: u64,
     /// Largest accepted request head (request line + headers), in bytes; larger gets 431.
     /// (Not in CHP, where NODE_OPTIONS=--max-http-header-size was the workaround.)
     #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
@@ -342,6 +349,11 @@ impl Cli {
         } else {
             self.keep_alive_timeout
         })
+    }
+
+    /// How long a request head may take from its first byte (`None`: no limit).
+    pub(crate) fn request_head_timeout(&self) -> Option<Duration> {
+        (self.request_head_timeout > 0).then(|| Duration::from_millis(self.request_head_timeout))
     }
 
     /// The public port (0: the system picks one).
@@ -512,6 +524,9 @@ mod tests {
         assert_eq!(cli.max_headers, 100);
         assert_eq!(cli.max_uri_length, 16384);
         assert_eq!(cli.body_idle_timeout, 300_000);
+        assert_eq!(cli.request_head_timeout(), Some(Duration::from_secs(60)));
+        let off = parse(&["--request-head-timeout", "0"]).unwrap();
+        assert_eq!(off.request_head_timeout(), None);
         assert_eq!(cli.max_response_header_size, 65536);
         assert_eq!(cli.shutdown_timeout, 10_000);
         assert_eq!(
@@ -630,6 +645,8 @@ mod tests {
             ["--max-response-header-size", "100"],
             ["--shutdown-timeout", "-1"],
             ["--shutdown-timeout", "10s"],
+            ["--request-head-timeout", "-1"],
+            ["--request-head-timeout", "1s"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }

@@ -123,15 +123,9 @@ impl Bound {
         let limits = limits(cli);
         // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
         // knowledge in clear text. WebSockets stay on HTTP/1.1.
-        let public_options = limits
-            .clone()
-            .keep_alive_timeout(cli.keep_alive_timeout())
-            .request_head_timeout(cli.keep_alive_timeout());
+        let public_options = limits.clone().keep_alive_timeout(cli.keep_alive_timeout());
         // The API, metrics and redirect servers speak HTTP/1.1 only, as in CHP.
-        let api_options = limits
-            .http2(false)
-            .keep_alive_timeout(NODE_KEEP_ALIVE)
-            .request_head_timeout(NODE_KEEP_ALIVE);
+        let api_options = limits.http2(false).keep_alive_timeout(NODE_KEEP_ALIVE);
         let https_port = self.https_port(cli);
         let redirect = self.redirect.map(|listener| {
             serve_redirect(listener, https_port, public_options.clone().http2(false))
@@ -170,10 +164,13 @@ impl Bound {
     }
 }
 
-/// The head limits and the drain deadline every listener shares.
+/// What every listener shares: the head limits and timeout, the `Keep-Alive` hint (as
+/// Node's servers send it), the drain deadline.
 fn limits(cli: &Cli) -> ListenOptions {
     let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
     ListenOptions::default()
+        .request_head_timeout(cli.request_head_timeout())
+        .keep_alive_header(true)
         .max_header_size(to_usize(cli.max_header_size))
         .max_uri_length(to_usize(cli.max_uri_length))
         .max_headers(to_usize(cli.max_headers))

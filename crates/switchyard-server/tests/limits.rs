@@ -1,6 +1,7 @@
 //! The request and response limits through the real binary: `--max-uri-length`,
-//! `--max-headers`, `--body-idle-timeout`, `--max-response-header-size` and
-//! `--keep-alive-timeout`, with their defaults, their `--help` text and the start-up
+//! `--max-headers`, `--body-idle-timeout`, `--max-response-header-size`,
+//! `--keep-alive-timeout` (and its `Keep-Alive` hint) and `--request-head-timeout`, with
+//! their defaults, their `--help` text and the start-up
 //! refusal of bad values.
 //!
 //! Synchronisation is by events only (a response, a closed socket, a backend report, a log
@@ -32,6 +33,7 @@ fn limit_flags_are_documented_and_validated() {
         ("--body-idle-timeout", "[default: 300000]"),
         ("--max-response-header-size", "[default: 65536]"),
         ("--max-response-headers", "[default: 100]"),
+        ("--request-head-timeout", "[default: 60000]"),
     ] {
         let at = help
             .find(flag)
@@ -49,6 +51,7 @@ fn limit_flags_are_documented_and_validated() {
         &["--body-idle-timeout", "5s"],
         &["--max-response-header-size", "1024"],
         &["--max-response-headers", "0"],
+        &["--request-head-timeout", "soon"],
     ] {
         let out = run_to_exit(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -211,6 +214,128 @@ fn max_response_headers() {
     assert_eq!(r.header("x-f149"), Some("149"));
 }
 
+/// `--request-head-timeout`: a head dripped one line every 300 ms against 1000 ms gets a
+/// `408` about a second after its first byte (the 5 s keep-alive timeout is not what ends
+/// it), and a head of 100 lines sent at once is answered.
+#[test]
+fn request_head_timeout() {
+    let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
+    let p = Proxy::start(&["--request-head-timeout", "1000", "--max-headers", "200"]);
+    p.add("/", &format!("http://127.0.0.1:{fast}"));
+
+    let c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let first_byte = Instant::now();
+    writer.write_all(b"GET /a HTTP/1.1\r\n").unwrap();
+    let dripping = std::thread::spawn(move || {
+        for i in 0..40 {
+            std::thread::sleep(Duration::from_millis(300));
+            if writer
+                .write_all(format!("x-drip-{i}: v\r\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut answer = String::new();
+    BufReader::new(c).read_to_string(&mut answer).unwrap();
+    let answered_after = first_byte.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answered_after >= Duration::from_millis(1000) && answered_after < Duration::from_secs(2),
+        "answered {answered_after:?} after the first byte"
+    );
+    dripping.join().unwrap();
+
+    let mut head = String::from("GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..100 {
+        head.push_str(&format!("x-line-{i}: {}\r\n", "v".repeat(40)));
+    }
+    head.push_str("\r\n");
+    let r = common::parse_response(common::raw(p.port, head.as_bytes()).as_bytes());
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+}
+
+/// An idle keep-alive connection lives for `--keep-alive-timeout`, however short the
+/// request-head timeout: that one only starts with a head's first byte.
+#[test]
+fn an_idle_connection_outlives_the_request_head_timeout() {
+    let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
+    let p = Proxy::start(&[
+        "--keep-alive-timeout",
+        "1500",
+        "--request-head-timeout",
+        "200",
+    ]);
+    p.add("/", &format!("http://127.0.0.1:{fast}"));
+    let c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let mut reader = BufReader::new(c);
+    writer
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut reader), Some((200, "ok".to_owned())));
+    let answered = Instant::now();
+    assert_eq!(reader.read(&mut [0; 64]).unwrap(), 0, "not closed");
+    let idle_for = answered.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(1500),
+        "closed {idle_for:?} after the answer"
+    );
+}
+
+/// CHP's `Keep-Alive: timeout=<s>` on HTTP/1.1 answers that keep the connection: on the
+/// public port from `--keep-alive-timeout` (a proxied answer and the proxy's own), on the
+/// API port Node's 5 s; not when the request closes the connection.
+#[test]
+fn keep_alive_hint_on_both_ports() {
+    let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
+    let p = Proxy::start(&["--keep-alive-timeout", "7500"]);
+    p.add("/", &format!("http://127.0.0.1:{fast}"));
+    let hint = |port: u16, request: &str| {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        c.try_clone()
+            .unwrap()
+            .write_all(request.as_bytes())
+            .unwrap();
+        let head = read_head(&mut BufReader::new(c)).unwrap();
+        assert!(head[0].starts_with("HTTP/1.1 200"), "{head:?}");
+        head.iter()
+            .find_map(|l| l.strip_prefix("keep-alive: "))
+            .map(str::to_owned)
+    };
+    let auth = format!("Authorization: token {}", common::TOKEN);
+    for (port, request, expected) in [
+        (
+            p.port,
+            "GET /a HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            "timeout=7",
+        ),
+        (
+            p.port,
+            "GET /_chp_healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            "timeout=7",
+        ),
+        (
+            p.api_port,
+            format!("GET /api/routes HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n"),
+            "timeout=5",
+        ),
+    ] {
+        assert_eq!(hint(port, &request).as_deref(), Some(expected), "{request}");
+    }
+    let closing = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(hint(p.port, closing), None);
+}
+
 // ============================================================================================
 // Backends
 // ============================================================================================
@@ -295,19 +420,25 @@ fn stalling_backend() -> (u16, mpsc::Receiver<()>) {
     (port, rx)
 }
 
-/// `--keep-alive-timeout` (CHP's `keepAliveTimeout`; hyper's header read timeout here,
-/// with a timer per connection instead of one per request): an idle keep-alive connection
-/// is closed once it passes, and so is one whose head stops midway; a connection that
-/// keeps sending requests lives on past it (each head has its own deadline), and an answer
-/// that takes longer than it is not cut (it only covers reading heads).
+/// `--keep-alive-timeout` (CHP's `keepAliveTimeout`, with a timer per connection instead
+/// of one per request): an idle keep-alive connection is closed once it passes; a
+/// connection that keeps sending requests lives on past it (each wait has its own
+/// deadline), an answer that takes longer than it is not cut (it only covers waiting for
+/// a head), and a head begun before it passes is left to `--request-head-timeout`.
 #[test]
 fn keep_alive_timeout() {
     let fast = answering_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned());
     let (held, release) = held_backend();
-    let p = Proxy::start(&["--keep-alive-timeout", "300"]);
+    let p = Proxy::start(&[
+        "--keep-alive-timeout",
+        "300",
+        "--request-head-timeout",
+        "600",
+    ]);
     p.add("/", &format!("http://127.0.0.1:{fast}"));
     p.add("/held", &format!("http://127.0.0.1:{held}"));
     let limit = Duration::from_millis(300);
+    let head_limit = Duration::from_millis(600);
     let connect = || {
         let c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
         c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -342,19 +473,18 @@ fn keep_alive_timeout() {
         (200, "held".to_owned())
     );
 
-    // A head that stops midway: closed (with a 408, or without an answer), and not before
-    // the timeout (which starts once the connection is accepted).
-    let connecting = Instant::now();
+    // A head that stops midway is the request-head timeout's (below): it outlives this.
     let (mut partial, mut partial_reader) = connect();
     partial.write_all(b"GET /a HTTP/1.1\r\nHo").unwrap();
+    let started = Instant::now();
     let mut answer = String::new();
     partial_reader.read_to_string(&mut answer).unwrap();
-    let open_for = connecting.elapsed();
-    assert!(open_for >= limit, "closed {open_for:?} after connecting");
+    let open_for = started.elapsed();
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-        "{answer}"
+        open_for >= head_limit,
+        "closed {open_for:?} after its first byte"
     );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // Busy for three timeouts on one connection: every request answered.
     let (mut busy, mut busy_reader) = connect();
