@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::body::Body;
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use switchyard::Body;
 
 /// How long an error page may take to arrive from `--error-target` before the plain
 /// default is served instead.
@@ -88,7 +88,7 @@ impl ErrorPages {
                 match fetch_error_target(engine, target, path).await {
                     Ok(upstream) => {
                         let (parts, body) = upstream.into_parts();
-                        let mut response = Response::new(Body::new(body));
+                        let mut response = Response::new(body);
                         *response.status_mut() = status;
                         for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
                             if let Some(v) = parts.headers.get(&name) {
@@ -130,8 +130,8 @@ async fn fetch_error_target(
     engine: &switchyard::Proxy,
     target: &switchyard::Target,
     path: String,
-) -> Result<Response<switchyard::Body>, Box<dyn std::error::Error + Send + Sync>> {
-    let request = Request::get(path).body(switchyard::Body::empty())?;
+) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+    let request = Request::get(path).body(Body::empty())?;
     let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, engine.try_web_to(request, target))
         .await
         .map_err(|_| "timed out")?

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::TlsConfig;
-use switchyard::server::{ListenOptions, Listener, LocalAddr, Server, serve};
+use switchyard::server::{ListenOptions, Listener, LocalAddr, Server, serve, service_fn};
 
 use crate::api::{self, ApiState};
 use crate::cli::Cli;
@@ -187,7 +187,7 @@ fn serve_public(
         listener,
         move |conn| {
             let state = state.clone();
-            tower::service_fn(move |req| public::handle(state.clone(), req, conn))
+            service_fn(move |req| public::handle(state.clone(), req, conn))
         },
         options,
     )
@@ -207,7 +207,7 @@ fn serve_metrics(
         listener,
         move |_conn| {
             let metrics = metrics.clone();
-            tower::service_fn(move |req| {
+            service_fn(move |req| {
                 let response = metrics_response(&metrics, &req);
                 async move { Ok::<_, Infallible>(response) }
             })
@@ -224,7 +224,7 @@ fn serve_redirect(
     serve(
         listener,
         move |_conn| {
-            tower::service_fn(move |req| {
+            service_fn(move |req| {
                 let response = public::redirect(&req, https_port);
                 async move { Ok::<_, Infallible>(response) }
             })
@@ -237,7 +237,7 @@ fn serve_redirect(
 fn metrics_response<B>(
     metrics: &Metrics,
     req: &http::Request<B>,
-) -> http::Response<axum::body::Body> {
+) -> http::Response<switchyard::Body> {
     let is_metrics = req
         .uri()
         .path_and_query()
@@ -246,7 +246,7 @@ fn metrics_response<B>(
     if !is_metrics || (req.method() != http::Method::GET && req.method() != http::Method::HEAD) {
         return error_pages::plain(http::StatusCode::NOT_FOUND);
     }
-    let mut response = http::Response::new(axum::body::Body::from(metrics.render()));
+    let mut response = http::Response::new(switchyard::Body::from(metrics.render()));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -7,9 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use switchyard::Body;
 
 use crate::cli::Cli;
 use crate::error_pages::ErrorPages;
@@ -204,7 +204,7 @@ enum Plan {
     },
     /// To the engine, with the path to forward in the URI.
     Forward {
-        req: Request<switchyard::Body>,
+        req: Request<Body>,
         routed: Routed,
         original_url: http::Uri,
     },
@@ -338,7 +338,7 @@ fn forward_request(
     req: Request<Incoming>,
     routed: &mut Routed,
     metrics: &Arc<Metrics>,
-) -> Option<Request<switchyard::Body>> {
+) -> Option<Request<Body>> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query =
         http::uri::PathAndQuery::try_from(std::mem::take(&mut routed.forward_path_and_query)).ok();
@@ -358,10 +358,10 @@ fn forward_request(
 /// `Err` is the status of the error page (a WebSocket gets a bare status and a close).
 fn answer(
     routed: &Routed,
-    result: Result<Response<switchyard::Body>, switchyard::ProxyError>,
+    result: Result<Response<Body>, switchyard::ProxyError>,
 ) -> Result<Response<Body>, StatusCode> {
     let err = match result {
-        Ok(res) => return Ok(res.map(Body::new)),
+        Ok(res) => return Ok(res),
         Err(err) => err,
     };
     if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
@@ -397,14 +397,14 @@ fn record_request_activity(
     req: Request<Incoming>,
     route: &Arc<Route>,
     metrics: &Arc<Metrics>,
-) -> Request<switchyard::Body> {
+) -> Request<Body> {
     use http_body::Body as _;
     if req.body().is_end_stream() {
-        return req.map(switchyard::Body::from);
+        return req.map(Body::from);
     }
     let route = route.clone();
     let metrics = metrics.clone();
-    req.map(move |body| switchyard::Body::from(body).on_data(move |_| touch(&route, &metrics)))
+    req.map(move |body| Body::from(body).on_data(move |_| touch(&route, &metrics)))
 }
 
 fn touch(route: &Route, metrics: &Metrics) {

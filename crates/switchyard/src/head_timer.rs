@@ -39,7 +39,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -66,18 +66,21 @@ const IDLE: u8 = 2;
 const HEAD: u8 = 3;
 /// hyper is not reading a head (a request is in flight, or the connection upgraded).
 const BUSY: u8 = 4;
+/// The phase's bits in [`Clock::state`].
+const PHASE: u8 = 0b0111;
+/// Set beside the phase once its deadline has passed (by [`Watched`]).
+const EXPIRED: u8 = 0b1000;
 
 /// The head deadlines of one connection. Every access comes from the connection's own
 /// task, so relaxed atomics do (they only make the clock `Sync` for hyper's `Sleep`).
 #[derive(Debug)]
 pub(crate) struct Clock {
-    phase: AtomicU8,
+    /// The phase, and [`EXPIRED`] once its deadline has passed: one load tells both.
+    state: AtomicU8,
     /// The idle deadline (encoded, 0: none), for `FRESH` and `IDLE`.
     idle_at: AtomicU64,
     /// The head deadline (encoded, 0: not computed yet), for `HEAD`.
     head_at: AtomicU64,
-    /// The current deadline has passed (set by [`Watched`]).
-    expired: AtomicBool,
     keep_alive: Option<Duration>,
     head_timeout: Option<Duration>,
 }
@@ -93,26 +96,37 @@ impl Clock {
     /// A connection just accepted: idle until its first byte.
     pub(crate) fn new(keep_alive: Option<Duration>, head_timeout: Option<Duration>) -> Self {
         Self {
-            phase: AtomicU8::new(FRESH),
+            state: AtomicU8::new(FRESH),
             idle_at: AtomicU64::new(keep_alive.map_or(0, |limit| encode(now() + limit))),
             head_at: AtomicU64::new(0),
-            expired: AtomicBool::new(false),
             keep_alive,
             head_timeout,
         }
     }
 
+    #[inline]
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    #[inline]
     fn phase(&self) -> u8 {
-        self.phase.load(Ordering::Relaxed)
+        self.state() & PHASE
     }
 
+    /// Moves to `phase`, whose deadline has not passed.
+    #[inline]
     fn enter(&self, phase: u8) {
-        self.phase.store(phase, Ordering::Relaxed);
-        self.expired.store(false, Ordering::Relaxed);
+        self.state.store(phase, Ordering::Relaxed);
     }
 
+    #[inline]
     fn expired(&self) -> bool {
-        self.expired.load(Ordering::Relaxed)
+        self.state() & EXPIRED != 0
+    }
+
+    fn expire(&self) {
+        self.state.store(self.state() | EXPIRED, Ordering::Relaxed);
     }
 
     /// hyper starts waiting for a head, until `deadline` (its header read timeout).
@@ -148,8 +162,18 @@ impl Clock {
         }
     }
 
-    /// The deadline that applies now, if any. The head deadline is fixed the first time
-    /// it is asked for: at the end of the poll in which the head's first bytes came.
+    /// The deadline that applies now, unless it has passed already. The head deadline
+    /// is fixed the first time it is asked for: at the end of the poll in which the
+    /// head's first bytes came.
+    #[inline]
+    fn pending_deadline(&self) -> Option<Instant> {
+        match self.state() {
+            BUSY | STARTED => None,
+            state if state & EXPIRED != 0 => None,
+            _ => self.deadline(),
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let encoded = match self.phase() {
             FRESH | IDLE => self.idle_at.load(Ordering::Relaxed),
@@ -182,14 +206,13 @@ impl Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        match current() {
-            Some(clock) => {
-                clock.arm(deadline);
-                Box::pin(HeadSleep { clock })
-            }
-            None => Box::pin(TokioSleep {
+        if with_current(|clock| clock.arm(deadline)).is_some() {
+            // Zero-sized: boxing it allocates nothing.
+            Box::pin(HeadSleep)
+        } else {
+            Box::pin(TokioSleep {
                 inner: Box::pin(tokio::time::sleep_until(deadline.into())),
-            }),
+            })
         }
     }
 
@@ -213,13 +236,14 @@ impl Future for Unarmed {
 
 impl Sleep for Unarmed {}
 
-/// The clock of the connection a [`Watched`] is polling on this thread, if any.
-fn current() -> Option<Arc<Clock>> {
+/// Runs `f` on the clock of the connection a [`Watched`] is polling on this thread, if
+/// any (without touching its reference count).
+fn with_current<T>(f: impl FnOnce(&Clock) -> T) -> Option<T> {
     CURRENT.with(|current| {
         let clock = current.take();
-        let copy = clock.clone();
+        let out = clock.as_deref().map(f);
         current.set(clock);
-        copy
+        out
     })
 }
 
@@ -250,15 +274,18 @@ fn decode(encoded: u64) -> Option<Instant> {
 /// The sleep hyper gets inside a [`Watched`] connection: due once the idle deadline has
 /// passed with no byte of the head read. While a head is half read it never is: the
 /// head deadline ends the connection through [`HeadIo`], with a `408`.
-struct HeadSleep {
-    clock: Arc<Clock>,
-}
+///
+/// It finds its clock as it was made, through [`CURRENT`]: hyper polls and drops it only
+/// inside the connection's poll (after the head is parsed, or when it gives up). A drop
+/// elsewhere is the connection's own drop, which takes the clock with it.
+struct HeadSleep;
 
 impl Future for HeadSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if self.clock.phase() == IDLE && self.clock.expired() {
+        let due = with_current(|clock| clock.phase() == IDLE && clock.expired());
+        if due == Some(true) {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -270,7 +297,7 @@ impl Sleep for HeadSleep {}
 
 impl Drop for HeadSleep {
     fn drop(&mut self) {
-        self.clock.disarm();
+        with_current(Clock::disarm);
     }
 }
 
@@ -341,7 +368,7 @@ impl<F: Future> Future for Watched<F> {
                 return Poll::Pending;
             };
             // Nothing to time; or the connection was told and acts on it when next read.
-            let Some(at) = clock.deadline().filter(|_| !clock.expired()) else {
+            let Some(at) = clock.pending_deadline() else {
                 return Poll::Pending;
             };
             if this.set_for.is_none_or(|set| set > at) {
@@ -353,7 +380,7 @@ impl<F: Future> Future for Watched<F> {
             }
             *this.set_for = None;
             if at <= now() {
-                clock.expired.store(true, Ordering::Relaxed);
+                clock.expire();
             }
             // Poll the connection again: it sees the expiry, or the timer is re-armed
             // for the deadline that moved on.
@@ -455,8 +482,13 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
         if self.closed {
             return Poll::Ready(Ok(()));
         }
-        let phase = self.clock.phase();
-        if self.clock.expired() {
+        let state = self.clock.state();
+        // A body or a tunnel: nothing to note.
+        if state == BUSY {
+            return self.project().inner.poll_read(cx, buf);
+        }
+        let phase = state & PHASE;
+        if state & EXPIRED != 0 {
             match phase {
                 // Idle from the start: closed without an answer.
                 FRESH => {

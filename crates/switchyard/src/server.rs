@@ -9,7 +9,7 @@
 //! use switchyard::server::{ListenOptions, Listener, serve};
 //!
 //! let listener = Listener::bind("127.0.0.1:0").await?;
-//! let hello = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+//! let hello = switchyard::server::service_fn(|_req| async {
 //!     Ok::<_, Infallible>(http::Response::new(switchyard::Body::from("hello")))
 //! });
 //! // One service per connection; `conn` tells who is connected.
@@ -129,6 +129,13 @@ pub struct Server<A = SocketAddr> {
     task: Option<JoinHandle<()>>,
 }
 
+/// A service made of a closure from a request to a future of a response: always ready,
+/// called in place (see [`service_fn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceFn<F> {
+    f: F,
+}
+
 /// hyper's own header-count limit, kept on the stack.
 pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -170,6 +177,38 @@ where
         cancel,
         drain,
         task: Some(task),
+    }
+}
+
+/// A `tower::Service` made of a closure, as `tower::service_fn`, for [`serve`]'s
+/// per-connection services: always ready, and its call inlined, so that the closure's
+/// future is built where hyper keeps it (a proxied request's future is over a kilobyte;
+/// every move of it is a copy).
+pub fn service_fn<F, Fut, T, E>(f: F) -> ServiceFn<F>
+where
+    F: FnMut(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    ServiceFn { f }
+}
+
+impl<F, Fut, T, E> Service<Request<Incoming>> for ServiceFn<F>
+where
+    F: FnMut(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Response = T;
+    type Error = E;
+    type Future = Fut;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), E>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    #[inline(always)]
+    fn call(&mut self, req: Request<Incoming>) -> Fut {
+        (self.f)(req)
     }
 }
 
@@ -455,7 +494,7 @@ impl<H: Hooks> Proxy<H> {
         let proxy = self.clone();
         let make_service = move |conn| {
             let proxy = proxy.clone();
-            conn::FnService(move |req| proxy.listen_call(req, conn))
+            service_fn(move |req| proxy.listen_call(req, conn))
         };
         let server = serve(listener, make_service, options);
         Ok(server.with_addr(local_addr))

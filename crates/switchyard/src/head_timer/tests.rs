@@ -77,7 +77,7 @@ fn hyper_like(gaps: Vec<Duration>) -> impl Future<Output = usize> {
     let mut head: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut served = 0;
     std::future::poll_fn(move |cx| {
-        let clock = current().expect("polled without its clock");
+        assert!(with_current(|_| ()).is_some(), "polled without its clock");
         loop {
             let waiting = sleep.get_or_insert_with(|| HeadTimer.sleep(IDLE_LIMIT));
             let Some(gap) = gaps.get(served) else {
@@ -95,7 +95,7 @@ fn hyper_like(gaps: Vec<Duration>) -> impl Future<Output = usize> {
                     Poll::Pending => Poll::Pending,
                 };
             }
-            clock.received();
+            with_current(Clock::received);
             head = None;
             sleep = None;
             served += 1;

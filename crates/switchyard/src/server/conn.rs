@@ -276,9 +276,7 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         if let Err(err) = self.limits.check(&req) {
-            return ConnFuture::Refused {
-                response: Some(refusal(&req, &err)),
-            };
+            return ConnFuture::other(Other::Refused(Some(refusal(&req, &err))), None);
         }
         let hint = match &self.hint {
             Some(hint) if keeps_alive(req.version(), req.headers()) => {
@@ -288,41 +286,55 @@ where
         };
         let Ok(mut service) = self.inner.try_borrow_mut() else {
             // Not reached: hyper does not call again from inside a call.
-            return ConnFuture::Waiting {
-                service: self.inner.borrow().clone(),
-                req: Some(req),
-                hint,
-            };
+            let service = self.inner.borrow().clone();
+            return ConnFuture::other(Other::Waiting(service, Some(req)), hint);
         };
         // Most services are always ready: ask once without waiting, so that the request
         // goes to the service now instead of into this future.
         let mut cx = Context::from_waker(Waker::noop());
         match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => ConnFuture::Called {
-                future: service.call(req),
+            Poll::Ready(Ok(())) => ConnFuture {
+                future: Some(service.call(req)),
+                other: None,
                 hint,
             },
-            Poll::Ready(Err(err)) => ConnFuture::Failed {
-                error: Some(err.into()),
-            },
+            Poll::Ready(Err(err)) => ConnFuture::other(Other::Failed(Some(err.into())), None),
             // Waited for in the future, on a clone of the service, ready or not.
-            Poll::Pending => ConnFuture::Waiting {
-                service: service.clone(),
-                req: Some(req),
-                hint,
-            },
+            Poll::Pending => ConnFuture::other(Other::Waiting(service.clone(), Some(req)), hint),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The answer to one request, from [`ConnService`].
-    #[project = ConnFutureProj]
-    enum ConnFuture<S, F> {
-        Called { #[pin] future: F, hint: Option<(HeaderValue, Drain)> },
-        Waiting { service: S, req: Option<Request<Incoming>>, hint: Option<(HeaderValue, Drain)> },
-        Refused { response: Option<Response<Body>> },
-        Failed { error: Option<BoxError> },
+    /// The answer to one request, from [`ConnService`]: the service's future (at once,
+    /// usually), or what else the request came to.
+    struct ConnFuture<S, F> {
+        #[pin]
+        future: Option<F>,
+        // Rare, and boxed so that the common case carries and moves only the future.
+        other: Option<Box<Other<S>>>,
+        // `Keep-Alive: timeout=N`, for a request that keeps the connection.
+        hint: Option<(HeaderValue, Drain)>,
+    }
+}
+
+/// A request that did not go to the service at once.
+enum Other<S> {
+    /// The service was not ready: waited for, then called.
+    Waiting(S, Option<Request<Incoming>>),
+    /// Over the head limits.
+    Refused(Option<Response<Body>>),
+    /// The service failed when asked whether it was ready.
+    Failed(Option<BoxError>),
+}
+
+impl<S, F> ConnFuture<S, F> {
+    fn other(other: Other<S>, hint: Option<(HeaderValue, Drain)>) -> Self {
+        Self {
+            future: None,
+            other: Some(Box::new(other)),
+            hint,
+        }
     }
 }
 
@@ -333,43 +345,43 @@ where
 {
     type Output = Result<Response<Either<B, Body>>, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project() {
-                ConnFutureProj::Called { future, hint } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if let Some((value, drain)) = hint.take()
-                        && drain.serving()
-                    {
-                        add_hint(&mut response, value);
-                    }
-                    return Poll::Ready(Ok(response.map(Either::Left)));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(other) = this.other.as_deref_mut() {
+            let req = match other {
+                Other::Refused(response) => {
+                    let done = response.take().map(|r| r.map(Either::Right));
+                    return Poll::Ready(done.ok_or_else(|| "polled after completion".into()));
                 }
-                ConnFutureProj::Waiting { service, req, hint } => {
+                Other::Failed(error) => {
+                    let error = error.take();
+                    return Poll::Ready(Err(
+                        error.unwrap_or_else(|| "polled after completion".into())
+                    ));
+                }
+                Other::Waiting(service, req) => {
                     if let Err(err) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(err.into()));
                     }
-                    let (Some(req), hint) = (req.take(), hint.take()) else {
+                    let Some(req) = req.take() else {
                         return Poll::Ready(Err("polled after completion".into()));
                     };
-                    let future = service.call(req);
-                    self.set(ConnFuture::Called { future, hint });
+                    service.call(req)
                 }
-                ConnFutureProj::Refused { response } => {
-                    return Poll::Ready(
-                        response
-                            .take()
-                            .map(|r| r.map(Either::Right))
-                            .ok_or_else(|| "polled after completion".into()),
-                    );
-                }
-                ConnFutureProj::Failed { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .unwrap_or_else(|| "polled after completion".into())));
-                }
-            }
+            };
+            this.future.set(Some(req));
+            *this.other = None;
         }
+        let Some(future) = this.future.as_pin_mut() else {
+            return Poll::Ready(Err("polled after completion".into()));
+        };
+        let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+        if let Some((value, drain)) = this.hint.take()
+            && drain.serving()
+        {
+            add_hint(&mut response, value);
+        }
+        Poll::Ready(Ok(response.map(Either::Left)))
     }
 }
 
@@ -385,13 +397,23 @@ fn refusal<B>(req: &Request<B>, err: &ProxyError) -> Response<Body> {
     response
 }
 
+/// The `Keep-Alive` header name (not one of `http`'s standard names), made at compile
+/// time.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+
 /// An HTTP/1.1 request whose connection stays open after its answer, as far as the
 /// request goes.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11 && !has_token(headers, "close")
 }
 
+/// One of the `Connection` header's tokens is `token`. Most messages have no `Connection`
+/// field: a scan of the few names present (comparing standard names is a byte compare)
+/// tells, cheaper than hashing the name for a lookup.
 fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    if !headers.keys().any(|name| *name == header::CONNECTION) {
+        return false;
+    }
     headers.get_all(header::CONNECTION).iter().any(|value| {
         value
             .as_bytes()
@@ -408,10 +430,7 @@ fn add_hint<B>(response: &mut Response<B>, value: HeaderValue) {
     {
         return;
     }
-    response
-        .headers_mut()
-        .entry(header::HeaderName::from_static("keep-alive"))
-        .or_insert(value);
+    response.headers_mut().entry(KEEP_ALIVE).or_insert(value);
 }
 
 /// `timeout=<whole seconds>`, made once per distinct value and kept: a static header
@@ -490,29 +509,6 @@ impl AcceptErrors {
 }
 
 // === Proxy::listen's service ===
-
-/// A `tower::Service` made of a closure (as `tower::service_fn`), always ready: its
-/// future is the closure's, without a box.
-#[derive(Clone)]
-pub(crate) struct FnService<F>(pub(crate) F);
-
-impl<F, Fut, T, E> Service<Request<Incoming>> for FnService<F>
-where
-    F: FnMut(Request<Incoming>) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    type Response = T;
-    type Error = E;
-    type Future = Fut;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Fut {
-        (self.0)(req)
-    }
-}
 
 impl<H: Hooks> Proxy<H> {
     /// One request of [`Proxy::listen`](crate::Proxy::listen): the client's [`ConnInfo`]
