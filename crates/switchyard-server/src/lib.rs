@@ -285,3 +285,25 @@ async fn wait_for_signal(mut term: Signal, mut int: Signal) -> &'static str {
         _ = int.recv() => "Interrupted",
     }
 }
+
+/// The handlers without sockets, for the in-process tests and the fuzz targets in
+/// `fuzz/`. Not part of the public API.
+#[doc(hidden)]
+pub mod in_process {
+    use std::sync::Arc;
+
+    use crate::api::{self, ApiState};
+    use crate::metrics::Metrics;
+    use crate::store::memory::MemoryStore;
+
+    /// The REST API's axum router, as the API port serves it, over an empty in-memory
+    /// route table (path routing), with `token` as the API token (none: open).
+    pub fn api_router(token: Option<&str>) -> axum::Router {
+        api::router(Arc::new(ApiState {
+            store: Arc::new(MemoryStore::new()),
+            auth_token: token.map(str::to_owned),
+            host_routing: false,
+            metrics: Arc::new(Metrics::new()),
+        }))
+    }
+}
