@@ -293,11 +293,7 @@ where
         // goes to the service now instead of into this future.
         let mut cx = Context::from_waker(Waker::noop());
         match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => ConnFuture {
-                future: Some(service.call(req)),
-                other: None,
-                hint,
-            },
+            Poll::Ready(Ok(())) => ConnFuture::called(&mut service, req, hint),
             Poll::Ready(Err(err)) => ConnFuture::other(Other::Failed(Some(err.into())), None),
             // Waited for in the future, on a clone of the service, ready or not.
             Poll::Pending => ConnFuture::other(Other::Waiting(service.clone(), Some(req)), hint),
@@ -328,6 +324,24 @@ enum Other<S> {
     Failed(Option<BoxError>),
 }
 
+impl<S> ConnFuture<S, S::Future>
+where
+    S: Service<Request<Incoming>>,
+{
+    /// Calls the service. The one place that does, and not inlined: the service's call
+    /// (the public handler's routing, say) is inlined here instead, and builds its
+    /// future (a kilobyte or more) where this returns it, in hyper's slot, rather than
+    /// in a temporary that would then be copied.
+    #[inline(never)]
+    fn called(service: &mut S, req: Request<Incoming>, hint: Option<(HeaderValue, Drain)>) -> Self {
+        Self {
+            future: Some(service.call(req)),
+            other: None,
+            hint,
+        }
+    }
+}
+
 impl<S, F> ConnFuture<S, F> {
     fn other(other: Other<S>, hint: Option<(HeaderValue, Drain)>) -> Self {
         Self {
@@ -345,10 +359,21 @@ where
 {
     type Output = Result<Response<Either<B, Body>>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        if let Some(Other::Waiting(service, req)) = this.other.as_deref_mut() {
+            if let Err(err) = ready!(service.poll_ready(cx)) {
+                return Poll::Ready(Err(err.into()));
+            }
+            let Some(req) = req.take() else {
+                return Poll::Ready(Err("polled after completion".into()));
+            };
+            let called = ConnFuture::called(service, req, this.hint.take());
+            self.set(called);
+        }
+        let this = self.project();
         if let Some(other) = this.other.as_deref_mut() {
-            let req = match other {
+            match other {
                 Other::Refused(response) => {
                     let done = response.take().map(|r| r.map(Either::Right));
                     return Poll::Ready(done.ok_or_else(|| "polled after completion".into()));
@@ -359,18 +384,9 @@ where
                         error.unwrap_or_else(|| "polled after completion".into())
                     ));
                 }
-                Other::Waiting(service, req) => {
-                    if let Err(err) = ready!(service.poll_ready(cx)) {
-                        return Poll::Ready(Err(err.into()));
-                    }
-                    let Some(req) = req.take() else {
-                        return Poll::Ready(Err("polled after completion".into()));
-                    };
-                    service.call(req)
-                }
-            };
-            this.future.set(Some(req));
-            *this.other = None;
+                // Called above.
+                Other::Waiting(..) => {}
+            }
         }
         let Some(future) = this.future.as_pin_mut() else {
             return Poll::Ready(Err("polled after completion".into()));
