@@ -36,6 +36,10 @@ Environment:
 /// The command line: CHP's flags and their defaults, parsed by clap. Build one with
 /// [`Parser::parse`] (the process's arguments) or [`Parser::try_parse_from`].
 #[derive(Parser)]
+#[allow(
+    rustdoc::invalid_html_tags,
+    reason = "the field comments are the --help text, where <code> and <s> are placeholders"
+)]
 #[command(
     name = "switchyard",
     version = concat!(env!("CARGO_PKG_VERSION"), " (configurable-http-proxy 5.3.0 compatible)"),
