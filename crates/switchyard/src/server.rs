@@ -145,7 +145,9 @@ pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 /// `make_service` is called once per connection with what is known of the client (its
 /// address and whether it came over TLS; `None` on a UNIX socket) and returns the service
 /// for that connection's requests. Passing the facts once per connection, rather than in
-/// each request's extensions, saves an allocation per request.
+/// each request's extensions, saves an allocation per request. The response body's
+/// `Default` (an empty body) is the body of the `414` and `431` refusals, which the
+/// service never sees.
 ///
 /// Must be called inside a Tokio runtime: it spawns the accept loop and a task per
 /// connection.
@@ -159,7 +161,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let local_addr = listener.local_addr.clone();

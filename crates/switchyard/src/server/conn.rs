@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, Version};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -54,7 +53,7 @@ pub(super) async fn accept_loop<M, S, B>(
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let shared = Arc::new(Shared {
@@ -180,7 +179,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
     // Counted from now on: a shutdown waits for the TLS handshake too.
@@ -236,7 +235,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let options = &shared.options;
@@ -269,10 +268,11 @@ impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
+    B: Default,
 {
-    type Response = Response<Either<B, Body>>;
+    type Response = Response<B>;
     type Error = BoxError;
-    type Future = ConnFuture<S, S::Future>;
+    type Future = ConnFuture<S, S::Future, B>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         if let Err(err) = self.limits.check(&req) {
@@ -304,27 +304,27 @@ where
 pin_project_lite::pin_project! {
     /// The answer to one request, from [`ConnService`]: the service's future (at once,
     /// usually), or what else the request came to.
-    struct ConnFuture<S, F> {
+    struct ConnFuture<S, F, B> {
         #[pin]
         future: Option<F>,
         // Rare, and boxed so that the common case carries and moves only the future.
-        other: Option<Box<Other<S>>>,
+        other: Option<Box<Other<S, B>>>,
         // `Keep-Alive: timeout=N`, for a request that keeps the connection.
         hint: Option<(HeaderValue, Drain)>,
     }
 }
 
 /// A request that did not go to the service at once.
-enum Other<S> {
+enum Other<S, B> {
     /// The service was not ready: waited for, then called.
     Waiting(S, Option<Request<Incoming>>),
     /// Over the head limits.
-    Refused(Option<Response<Body>>),
+    Refused(Option<Response<B>>),
     /// The service failed when asked whether it was ready.
     Failed(Option<BoxError>),
 }
 
-impl<S> ConnFuture<S, S::Future>
+impl<S, B> ConnFuture<S, S::Future, B>
 where
     S: Service<Request<Incoming>>,
 {
@@ -342,8 +342,8 @@ where
     }
 }
 
-impl<S, F> ConnFuture<S, F> {
-    fn other(other: Other<S>, hint: Option<(HeaderValue, Drain)>) -> Self {
+impl<S, F, B> ConnFuture<S, F, B> {
+    fn other(other: Other<S, B>, hint: Option<(HeaderValue, Drain)>) -> Self {
         Self {
             future: None,
             other: Some(Box::new(other)),
@@ -352,12 +352,12 @@ impl<S, F> ConnFuture<S, F> {
     }
 }
 
-impl<S, B> Future for ConnFuture<S, S::Future>
+impl<S, B> Future for ConnFuture<S, S::Future, B>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<Either<B, Body>>, BoxError>;
+    type Output = Result<Response<B>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
@@ -375,7 +375,7 @@ where
         if let Some(other) = this.other.as_deref_mut() {
             match other {
                 Other::Refused(response) => {
-                    let done = response.take().map(|r| r.map(Either::Right));
+                    let done = response.take();
                     return Poll::Ready(done.ok_or_else(|| "polled after completion".into()));
                 }
                 Other::Failed(error) => {
@@ -397,19 +397,21 @@ where
         {
             add_hint(&mut response, value);
         }
-        Poll::Ready(Ok(response.map(Either::Left)))
+        Poll::Ready(Ok(response))
     }
 }
 
-/// The answer to a head over the limits (414 or 431, the connection closed: what follows
-/// on it was not read as intended either).
-fn refusal<B>(req: &Request<B>, err: &ProxyError) -> Response<Body> {
-    let response = crate::proxy::error_response(err);
-    warn!(
-        "{} {} refused: {err}",
-        response.status().as_u16(),
-        req.method()
-    );
+/// The answer to a head over the limits: 414 or 431 with an empty body (the service's
+/// body type's default), as hyper answers a head too large for its buffer, and the
+/// connection closed: what follows on it was not read as intended either (RFC 9112 §6.3).
+fn refusal<B: Default>(req: &Request<Incoming>, err: &ProxyError) -> Response<B> {
+    let status = err.status().unwrap_or(http::StatusCode::BAD_REQUEST);
+    warn!("{} {} refused: {err}", status.as_u16(), req.method());
+    let mut response = Response::new(B::default());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
