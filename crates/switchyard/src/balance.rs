@@ -298,7 +298,7 @@ async fn probe(upstream: &Upstream, target: &Target, path: &str, limit: Duration
     match tokio::time::timeout(limit, upstream.request(target, req)).await {
         Ok(Ok(res)) => {
             let ok = res.status().is_success() || res.status().is_redirection();
-            let _ = tokio::time::timeout(limit, crate::retry::drain(res.into_body())).await;
+            let _ = tokio::time::timeout(limit, crate::upstream::drain(res.into_body())).await;
             ok
         }
         _ => false,

@@ -1,6 +1,7 @@
 //! The body type the proxy reads and returns: streaming, never collected.
 
 use std::fmt;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -11,8 +12,7 @@ use hyper::body::Incoming;
 use std::future::Future as _;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::BoxError;
-use crate::upstream::ClientBodyError;
+use crate::error::{BoxError, ProxyError};
 
 /// A streaming HTTP body: what [`Proxy::web`](crate::Proxy::web) takes and returns.
 ///
@@ -80,6 +80,41 @@ struct Idle {
 #[derive(Debug, thiserror::Error)]
 #[error("body idle for more than {0:?}")]
 pub struct BodyIdleTimeout(pub Duration);
+
+/// The error an incoming body yields when the client stalls or goes away, so
+/// that it can be told apart from an upstream failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    #[error("client idle for more than {0:?}")]
+    Timeout(Duration),
+    #[error("client request body failed")]
+    Failed(#[source] BoxError),
+}
+
+impl ClientBodyError {
+    /// A body the client framed wrongly (a bad chunk size line, say) is a 400;
+    /// one cut short or reset means the client went away.
+    pub(crate) fn to_proxy_error(&self) -> ProxyError {
+        match self {
+            Self::Timeout(d) => ProxyError::ClientTimeout(*d),
+            Self::Failed(e) if malformed(&**e) => ProxyError::BadRequest("malformed request body"),
+            Self::Failed(_) => ProxyError::ClientGone,
+        }
+    }
+}
+
+/// hyper reports a body it cannot decode as an I/O error of kind
+/// `InvalidData` or `InvalidInput`, and one cut short as `UnexpectedEof`.
+fn malformed(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            )
+        })
+}
 
 // === impl Body ===
 

@@ -14,13 +14,13 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::{Lease, Picked, Upstreams};
-use crate::body::{Body, BodyIdleTimeout};
+use crate::body::{Body, BodyIdleTimeout, ClientBodyError};
 use crate::error::{ConfigError, ProxyError};
 use crate::hooks::{Aborted, Flow, FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
 use crate::retry::{self, Retry};
 use crate::target::{Protocol, Target};
-use crate::upstream::{self, ClientBodyError, Upstream};
+use crate::upstream::{self, Upstream};
 
 pub(crate) mod forward;
 pub(crate) mod headers;

@@ -35,16 +35,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::Picked;
-use crate::body::Body;
+use crate::body::{Body, ClientBodyError};
 use crate::error::ProxyError;
 use crate::hooks::Hooks;
 use crate::options::Options;
 use crate::proxy::{Activity, Proxy, clone_head};
-use crate::upstream::ClientBodyError;
-
-/// How much of a discarded response body is read so that its connection
-/// can be reused; a longer one is dropped with its connection.
-const DRAIN_LIMIT: u64 = 64 * 1024;
 
 type DelayFn = dyn Fn(&RetryContext<'_>) -> Option<Duration> + Send + Sync;
 
@@ -284,20 +279,6 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Reads a discarded body to its end (up to [`DRAIN_LIMIT`]) so that its
-/// connection goes back to the pool; a longer or failing one is dropped.
-pub(crate) async fn drain(mut body: Incoming) {
-    let mut read = 0u64;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(d) = frame.data_ref() {
-            read += d.len() as u64;
-            if read > DRAIN_LIMIT {
-                return;
-            }
-        }
-    }
-}
-
 /// Reads a body to be sent again, within the call's total deadline.
 async fn keep(body: Body, deadline: Option<(Instant, Duration)>) -> Result<Bytes, ProxyError> {
     let read = async {
@@ -389,7 +370,8 @@ pub(crate) fn exchange<'a, H: Hooks>(
             debug!(?delay, attempt = counts.all, "retrying");
             if let Ok(res) = result {
                 // Drained while the delay runs; whatever is left is dropped.
-                let _ = tokio::time::timeout_at(wake, drain(res.into_body())).await;
+                let _ =
+                    tokio::time::timeout_at(wake, crate::upstream::drain(res.into_body())).await;
             }
             tokio::time::sleep_until(wake).await;
             picked.next_attempt(&mut head);

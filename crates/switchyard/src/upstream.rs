@@ -1,39 +1,45 @@
-//! The upstream client: an HTTP/1 connection pool of our own for the main path
-//! ([`h1`]), pooled hyper-util clients for targets that may speak HTTP/2 (one per
-//! target, so that `:authority` can carry the forwarded `Host` while the
-//! connection goes to the target), all on one connector that speaks TCP, unix
-//! sockets and TLS (rustls).
+//! The upstream side: where a prepared request is sent and its response head
+//! comes from.
+//!
+//! * [`h1`]: an HTTP/1 connection pool of our own, the main path;
+//! * pooled hyper-util clients for targets that may speak HTTP/2 (one per
+//!   target, kept in a [`recent`] map, so that `:authority` can carry the
+//!   forwarded `Host` while the connection goes to the target);
+//! * [`connect`]: the one connector under both, for TCP, unix sockets and TLS
+//!   ([`tls`]: rustls);
+//! * [`classify`]: what a failure means, as a [`ProxyError`] kind.
+//!
+//! This module knows nothing of the proxy above it: it takes a request whose
+//! URI names the target and answers a response head or an error.
 
+mod classify;
+mod connect;
 mod h1;
+mod recent;
+mod tls;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, header};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream, UnixStream};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub(crate) use classify::classify;
+use connect::Connector;
+use recent::Recent;
 
 use crate::body::Body;
-use crate::error::{BoxError, ConfigError, ProxyError};
+use crate::error::{ConfigError, ProxyError};
 use crate::options::ClientOptions;
-use crate::target::{Address, Protocol, Target};
+use crate::target::{Protocol, Target};
 
-pub(crate) type HttpClient = Client<Connector, Body>;
+type HttpClient = Client<Connector, Body>;
 
 /// Builds a pooled client for `Auto` (false) or `Http2` (true); with a
 /// destination, its connector connects there whatever the request URI names.
@@ -46,6 +52,10 @@ const TARGET_CLIENTS: usize = 1024;
 /// hyper's own limit on response header fields, kept on the stack; setting any
 /// value, even this one, makes it allocate a table per response.
 const HYPER_MAX_HEADERS: usize = 100;
+
+/// How much of a discarded response body is read so that its connection
+/// can be reused; a longer one is dropped with its connection.
+const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// The HTTP/1 pool, the two pooled clients for the other [`Protocol`]s, and the
 /// per-target clients.
@@ -70,49 +80,26 @@ pub(crate) struct HeadTooLarge {
     limit: usize,
 }
 
-/// Connects to the address a pool URI names, with TLS when it says so; or, when
-/// it has a destination, to that address whatever the URI.
-#[derive(Clone)]
-pub(crate) struct Connector {
-    inner: Arc<ConnectorInner>,
-    destination: Option<Uri>,
-}
-
-struct ConnectorInner {
-    tls: TlsConnector,
-    local_address: Option<IpAddr>,
-    connect_timeout: Option<Duration>,
-}
-
-/// Why a connection could not be made.
+/// Why an upstream exchange failed: from the HTTP/1 pool or a hyper-util client.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectError {
-    #[error("connect timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("name resolution failed")]
-    Resolve(#[source] io::Error),
-    #[error("connection failed")]
-    Connect(#[source] io::Error),
-    #[error("TLS handshake failed")]
-    Tls(#[source] io::Error),
-    #[error("not an upstream address")]
-    Address,
+pub(crate) enum SendError {
+    #[error(transparent)]
+    H1(#[from] h1::H1Error),
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
 }
 
-/// A connection to an upstream.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    TcpTls(Box<TlsStream<TcpStream>>),
-    UnixTls(Box<TlsStream<UnixStream>>),
+/// The response head from [`Upstream::request`].
+pub(crate) enum ResponseFuture {
+    H1(Pin<Box<dyn Future<Output = Result<Response<Incoming>, h1::H1Error>> + Send>>),
+    Client(hyper_util::client::legacy::ResponseFuture),
 }
 
 // === impl Upstream ===
 
 impl Upstream {
     pub(crate) fn new(opts: &ClientOptions) -> Result<Self, ConfigError> {
-        let base = tls_config(opts)?;
+        let base = tls::config(opts)?;
         // Only a limit other than hyper's own is set: setting one costs an
         // allocation per response.
         let max_headers =
@@ -120,11 +107,7 @@ impl Upstream {
         let connectors = [&[&b"http/1.1"[..]][..], &[b"h2", b"http/1.1"], &[b"h2"]].map(|alpn| {
             let mut tls = base.clone();
             tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            Arc::new(ConnectorInner {
-                tls: TlsConnector::from(Arc::new(tls)),
-                local_address: opts.local_address,
-                connect_timeout: opts.connect_timeout,
-            })
+            Connector::new(Arc::new(tls), opts, None)
         });
         let http1 = {
             let mut b = hyper::client::conn::http1::Builder::new();
@@ -133,12 +116,8 @@ impl Upstream {
             if let Some(n) = max_headers {
                 b.max_headers(n);
             }
-            let connector = Connector {
-                inner: connectors[0].clone(),
-                destination: None,
-            };
             h1::Pool::new(
-                connector,
+                connectors[0].clone(),
                 b,
                 opts.pool_idle_timeout,
                 opts.pool_max_idle_per_host,
@@ -146,10 +125,7 @@ impl Upstream {
         };
         let opts = opts.clone();
         let make = move |h2_only: bool, destination: Option<Uri>| {
-            let connector = Connector {
-                inner: connectors[1 + usize::from(h2_only)].clone(),
-                destination,
-            };
+            let connector = connectors[1 + usize::from(h2_only)].to(destination);
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
@@ -242,142 +218,6 @@ impl Upstream {
     }
 }
 
-/// Why an upstream exchange failed: from the HTTP/1 pool or a hyper-util client.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SendError {
-    #[error(transparent)]
-    H1(#[from] h1::H1Error),
-    #[error(transparent)]
-    Client(#[from] hyper_util::client::legacy::Error),
-}
-
-/// The response head from [`Upstream::request`].
-pub(crate) enum ResponseFuture {
-    H1(Pin<Box<dyn Future<Output = Result<Response<Incoming>, h1::H1Error>> + Send>>),
-    Client(hyper_util::client::legacy::ResponseFuture),
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, SendError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Self::H1(f) => f.as_mut().poll(cx).map_err(SendError::H1),
-            Self::Client(f) => Pin::new(f).poll(cx).map_err(SendError::Client),
-        }
-    }
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ResponseFuture")
-    }
-}
-
-fn tls_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, ConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::Tls(e.to_string()))?;
-    let builder = if opts.secure {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &opts.ca {
-            let pem = ca.read()?;
-            let mut n = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| ConfigError::Tls(format!("bad CA PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ConfigError::Tls(format!("bad CA certificate: {e}")))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(ConfigError::Tls("the CA file holds no certificate".into()));
-            }
-        }
-        builder.with_root_certificates(roots)
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-    };
-    match &opts.client_cert {
-        None => Ok(builder.with_no_client_auth()),
-        Some((chain, key)) => {
-            let chain = chain.read()?;
-            let chain = CertificateDer::pem_slice_iter(&chain)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ConfigError::Tls(format!("bad client certificate PEM: {e}")))?;
-            let key = PrivateKeyDer::from_pem_slice(&key.read()?)
-                .map_err(|e| ConfigError::Tls(format!("bad client key PEM: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| ConfigError::Tls(format!("client certificate: {e}")))
-        }
-    }
-}
-
-/// `secure: false`: accept any certificate, but still check the handshake
-/// signatures, so the session is at least bound to the key presented.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-// === impl Connector ===
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("local_address", &self.inner.local_address)
-            .finish()
-    }
-}
-
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
@@ -385,49 +225,6 @@ impl std::fmt::Debug for Upstream {
             .field("auto", &self.auto)
             .field("http2", &self.http2)
             .finish_non_exhaustive()
-    }
-}
-
-/// A bounded map from target URL to its client. When it is full, a new target
-/// takes the place of the one used longest ago: that client's idle connections
-/// close, requests in flight keep theirs. Finding the victim scans the map, which
-/// happens only when a target not seen recently arrives at a full map.
-struct Recent<V> {
-    capacity: usize,
-    /// Counts uses; each entry keeps the count of its last use.
-    clock: u64,
-    entries: HashMap<String, (V, u64)>,
-}
-
-impl<V: Clone> Recent<V> {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            clock: 0,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn get_or_insert(&mut self, key: &str, make: impl FnOnce() -> V) -> V {
-        self.clock += 1;
-        if let Some((value, used)) = self.entries.get_mut(key) {
-            *used = self.clock;
-            return value.clone();
-        }
-        if self.entries.len() >= self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
-            }
-        }
-        let value = make();
-        self.entries
-            .insert(key.to_owned(), (value.clone(), self.clock));
-        value
     }
 }
 
@@ -452,297 +249,35 @@ fn authority_from_host(req: &Request<Body>, target: &Target) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+// === impl ResponseFuture ===
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, SendError>;
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let inner = self.inner.clone();
-        let uri = self.destination.clone().unwrap_or(uri);
-        Box::pin(async move {
-            let (address, tls) = Address::from_uri(&uri).ok_or(ConnectError::Address)?;
-            let connect = inner.connect(address, tls);
-            match inner.connect_timeout {
-                Some(limit) => tokio::time::timeout(limit, connect)
-                    .await
-                    .map_err(|_| ConnectError::Timeout(limit))?,
-                None => connect.await,
-            }
-            .map(TokioIo::new)
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::H1(f) => f.as_mut().poll(cx).map_err(SendError::H1),
+            Self::Client(f) => Pin::new(f).poll(cx).map_err(SendError::Client),
+        }
     }
 }
 
-impl ConnectorInner {
-    async fn connect(&self, address: Address, tls: bool) -> Result<Stream, ConnectError> {
-        match address {
-            Address::Unix(path) => {
-                let stream = UnixStream::connect(&path)
-                    .await
-                    .map_err(ConnectError::Connect)?;
-                if tls {
-                    let name =
-                        ServerName::try_from("localhost").map_err(|_| ConnectError::Address)?;
-                    let s = self
-                        .tls
-                        .connect(name, stream)
-                        .await
-                        .map_err(ConnectError::Tls)?;
-                    Ok(Stream::UnixTls(Box::new(s)))
-                } else {
-                    Ok(Stream::Unix(stream))
-                }
-            }
-            Address::Tcp { host, port } => {
-                let stream = self.tcp(&host, port).await?;
-                if tls {
-                    let name = ServerName::try_from(host.as_str())
-                        .map_err(|_| ConnectError::Address)?
-                        .to_owned();
-                    let s = self
-                        .tls
-                        .connect(name, stream)
-                        .await
-                        .map_err(ConnectError::Tls)?;
-                    Ok(Stream::TcpTls(Box::new(s)))
-                } else {
-                    Ok(Stream::Tcp(stream))
-                }
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+/// Reads a discarded response body to its end (up to [`DRAIN_LIMIT`]) so that
+/// its connection goes back to the pool; a longer or failing one is dropped.
+pub(crate) async fn drain(mut body: Incoming) {
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            read += d.len() as u64;
+            if read > DRAIN_LIMIT {
+                return;
             }
         }
-    }
-
-    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(ConnectError::Resolve)?
-                .collect(),
-        };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in addrs {
-            if let Some(local) = self.local_address
-                && local.is_ipv4() != addr.is_ipv4()
-            {
-                continue;
-            }
-            match self.tcp_one(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(ConnectError::Connect(last))
-    }
-
-    async fn tcp_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(local) = self.local_address {
-            socket.bind(SocketAddr::new(local, 0))?;
-        }
-        socket.set_nodelay(true)?;
-        socket.connect(addr).await
-    }
-}
-
-// === impl Stream ===
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        let alpn_h2 = |alpn: Option<&[u8]>| alpn == Some(b"h2");
-        match self {
-            Self::Tcp(_) | Self::Unix(_) => Connected::new(),
-            Self::TcpTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
-                Connected::new().negotiated_h2()
-            }
-            Self::UnixTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
-                Connected::new().negotiated_h2()
-            }
-            Self::TcpTls(_) | Self::UnixTls(_) => Connected::new(),
-        }
-    }
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($s) => $e,
-            Stream::Unix($s) => $e,
-            Stream::TcpTls($s) => $e,
-            Stream::UnixTls($s) => $e,
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(s) => s.is_write_vectored(),
-            Self::Unix(s) => s.is_write_vectored(),
-            Self::TcpTls(s) => s.is_write_vectored(),
-            Self::UnixTls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
-/// Maps a client error to one [`ProxyError`] kind.
-pub(crate) fn classify(err: SendError, target: &str) -> ProxyError {
-    match err {
-        SendError::Client(err) => classify_client(err, target),
-        SendError::H1(h1::H1Error::Connect(ConnectError::Timeout(d))) => {
-            ProxyError::ConnectTimeout(d)
-        }
-        SendError::H1(err @ (h1::H1Error::Connect(_) | h1::H1Error::Uri)) => {
-            ProxyError::UpstreamConnect {
-                target: target.to_owned(),
-                source: Box::new(err),
-            }
-        }
-        SendError::H1(err) => classify_exchange(Box::new(err)),
-    }
-}
-
-fn classify_client(err: hyper_util::client::legacy::Error, target: &str) -> ProxyError {
-    if err.is_connect() {
-        let source = std::error::Error::source(&err);
-        if let Some(ConnectError::Timeout(d)) =
-            source.and_then(|s| s.downcast_ref::<ConnectError>())
-        {
-            return ProxyError::ConnectTimeout(*d);
-        }
-        return ProxyError::UpstreamConnect {
-            target: target.to_owned(),
-            source: Box::new(err),
-        };
-    }
-    classify_exchange(Box::new(err))
-}
-
-/// Sorts a failure after the connection was made: the client's request body,
-/// an oversized or malformed response head, or else a reset.
-fn classify_exchange(err: BoxError) -> ProxyError {
-    // A failure of the request body is the client's doing.
-    let chain = || {
-        std::iter::successors(Some(&*err as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-    };
-    if let Some(c) = chain().find_map(|e| e.downcast_ref::<ClientBodyError>()) {
-        return c.to_proxy_error();
-    }
-    for h in chain().filter_map(|e| e.downcast_ref::<hyper::Error>()) {
-        if h.is_parse_too_large() {
-            return ProxyError::UpstreamHeadTooLarge(err);
-        }
-        if h.is_parse() || h.is_parse_status() {
-            return ProxyError::UpstreamMalformed(err);
-        }
-    }
-    ProxyError::UpstreamReset(err)
-}
-
-/// The error an incoming body yields when the client stalls or goes away, so
-/// that it can be told apart from an upstream failure.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientBodyError {
-    #[error("client idle for more than {0:?}")]
-    Timeout(Duration),
-    #[error("client request body failed")]
-    Failed(#[source] BoxError),
-}
-
-impl ClientBodyError {
-    /// A body the client framed wrongly (a bad chunk size line, say) is a 400;
-    /// one cut short or reset means the client went away.
-    pub(crate) fn to_proxy_error(&self) -> ProxyError {
-        match self {
-            Self::Timeout(d) => ProxyError::ClientTimeout(*d),
-            Self::Failed(e) if malformed(&**e) => ProxyError::BadRequest("malformed request body"),
-            Self::Failed(_) => ProxyError::ClientGone,
-        }
-    }
-}
-
-/// hyper reports a body it cannot decode as an I/O error of kind
-/// `InvalidData` or `InvalidInput`, and one cut short as `UnexpectedEof`.
-fn malformed(err: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(err), |e| e.source())
-        .filter_map(|e| e.downcast_ref::<io::Error>())
-        .any(|e| {
-            matches!(
-                e.kind(),
-                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-            )
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Recent;
-
-    #[test]
-    fn a_full_map_drops_the_client_used_longest_ago() {
-        let mut made = Vec::new();
-        let mut recent = Recent::new(2);
-        let mut get = |recent: &mut Recent<String>, key: &str| {
-            recent.get_or_insert(key, || {
-                made.push(key.to_owned());
-                format!("client of {key}")
-            })
-        };
-        assert_eq!(get(&mut recent, "a"), "client of a");
-        get(&mut recent, "b");
-        // `a` is used again, so `b` is now the one used longest ago.
-        assert_eq!(get(&mut recent, "a"), "client of a");
-        get(&mut recent, "c");
-        // `a` kept its client; `b` lost its own and gets a new one.
-        get(&mut recent, "a");
-        get(&mut recent, "b");
-        assert_eq!(made, ["a", "b", "c", "b"]);
-        assert_eq!(recent.entries.len(), 2);
-        assert!(recent.entries.contains_key("a") && recent.entries.contains_key("b"));
     }
 }

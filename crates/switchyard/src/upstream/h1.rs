@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tower_service::Service as _;
 use tracing::debug;
 
-use super::{ConnectError, Connector};
+use super::connect::{ConnectError, Connector};
 use crate::body::Body;
 
 /// Why an HTTP/1 exchange failed.
