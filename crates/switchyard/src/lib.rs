@@ -98,6 +98,19 @@
 //! address or words.
 #![warn(missing_docs)]
 
+// The modules in layers, lowest first. A module uses only modules of lower
+// layers (`tests/layering.rs` checks it), so there is no import cycle and each
+// can be read knowing only what is below it:
+//
+// 1. `error`, `routing`, `drain`, `head_timer`: stand on their own;
+// 2. `target`: where a request goes;
+// 3. `options`, `body`: what a call is given and streams;
+// 4. `hooks` (user code), `upstream` (the pools, TLS and the connector);
+// 5. `balance`: several upstreams, health-checked through `upstream`;
+// 6. `retry`: the policy of when to try again;
+// 7. `proxy`: the per-call pipeline, prepare → send → answer;
+// 8. `reply`, `service`, `server`: the front ends (`Forward`, tower, the
+//    accept loop) over `proxy`.
 mod balance;
 mod body;
 mod drain;
@@ -155,21 +168,13 @@ pub mod fuzzing {
         target
             .uri_for(&path)
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        crate::proxy::headers::request_headers(
-            &mut parts.headers,
-            &parts.method,
-            parts.version,
-            parts.uri.authority(),
+        let down = crate::proxy::headers::Downstream {
+            remote_ip: None,
+            tls: false,
+            upgrade: false,
             body_len,
-            target,
-            opts,
-            crate::proxy::headers::Downstream {
-                remote_ip: None,
-                tls: false,
-                upgrade: false,
-                h2_upstream: false,
-            },
-        );
+        };
+        crate::proxy::headers::request_headers(parts, target, opts, down);
         Ok(path)
     }
 

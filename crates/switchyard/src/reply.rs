@@ -369,18 +369,13 @@ impl<H: Hooks> Forward<H> {
         (result, on_error)
     }
 
-    /// Applies the method and body options, picks the base and computes the
-    /// outgoing path and query into `call`.
-    fn prepare(
+    /// The `body` and `no_body` options: the request body replaced, with its
+    /// framing and content type.
+    fn replace_body(
         &mut self,
-        opts: &Options,
-        call: &mut Call,
-    ) -> Result<(Request<Body>, Option<Target>), ProxyError> {
-        let req = std::mem::take(&mut self.req);
-        let (mut parts, mut body) = req.into_parts();
-        if let Some(m) = self.method.take() {
-            parts.method = m;
-        }
+        parts: &mut http::request::Parts,
+        body: &mut Body,
+    ) -> Result<(), ProxyError> {
         match self.body.take() {
             Some(Replacement::Bytes(bytes)) => {
                 if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -395,17 +390,33 @@ impl<H: Hooks> Forward<H> {
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                body = Body::full(bytes);
+                *body = Body::full(bytes);
             }
             Some(Replacement::Null) => {
                 parts.headers.remove(header::CONTENT_TYPE);
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-                body = Body::empty();
+                *body = Body::empty();
             }
             None => {}
         }
+        Ok(())
+    }
+
+    /// Applies the method and body options, picks the base and computes the
+    /// outgoing path and query into `call`.
+    fn prepare(
+        &mut self,
+        opts: &Options,
+        call: &mut Call,
+    ) -> Result<(Request<Body>, Option<Target>), ProxyError> {
+        let req = std::mem::take(&mut self.req);
+        let (mut parts, mut body) = req.into_parts();
+        if let Some(m) = self.method.take() {
+            parts.method = m;
+        }
+        self.replace_body(&mut parts, &mut body)?;
         let mut base = self.base.take();
         if let Some(f) = self.get_upstream.take() {
             let fallback = base.as_ref().or(opts.target.as_ref());

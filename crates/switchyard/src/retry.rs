@@ -19,27 +19,20 @@
 //!
 //! With several upstreams, a refused connection is also tried on the other
 //! members first (nothing was sent, so any method is safe), without delay.
+//!
+//! This module is the policy; the proxy's send stage runs the attempts.
 
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, StatusCode, request};
-use http_body_util::BodyExt;
+use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::time::Instant;
-use tracing::debug;
 
 use crate::balance::Picked;
-use crate::body::{Body, ClientBodyError};
+use crate::body::Body;
 use crate::error::ProxyError;
-use crate::hooks::Hooks;
-use crate::options::Options;
-use crate::proxy::{Activity, Proxy, clone_head};
 
 type DelayFn = dyn Fn(&RetryContext<'_>) -> Option<Duration> + Send + Sync;
 
@@ -76,8 +69,8 @@ pub struct RetryContext<'a> {
 
 /// Counts of one request's retries.
 #[derive(Debug, Default)]
-struct Attempts {
-    all: u32,
+pub(crate) struct Attempts {
+    pub(crate) all: u32,
     errors: u32,
     on_503: u32,
 }
@@ -184,12 +177,12 @@ impl Retry {
     }
 
     /// True when this policy can ever retry a request with this method.
-    fn may_retry(&self, method: &Method) -> bool {
+    pub(crate) fn may_retry(&self, method: &Method) -> bool {
         self.delay.is_some() || self.methods.contains(method)
     }
 
     /// The delay before the next attempt, or `None` to keep `result`.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         method: &Method,
         result: &Result<Response<Incoming>, ProxyError>,
@@ -219,7 +212,7 @@ impl Retry {
             None => default,
             Some(f) => {
                 let failed = match (error, status) {
-                    (Some(e), _) => e.side() == crate::ErrorSide::Upstream,
+                    (Some(e), _) => e.side() == crate::error::ErrorSide::Upstream,
                     (None, Some(s)) => s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS,
                     (None, None) => false,
                 };
@@ -279,22 +272,6 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Reads a body to be sent again, within the call's total deadline.
-async fn keep(body: Body, deadline: Option<(Instant, Duration)>) -> Result<Bytes, ProxyError> {
-    let read = async {
-        body.collect().await.map(|c| c.to_bytes()).map_err(|e| {
-            e.downcast_ref::<ClientBodyError>()
-                .map_or(ProxyError::ClientGone, ClientBodyError::to_proxy_error)
-        })
-    };
-    match deadline {
-        Some((at, limit)) => tokio::time::timeout_at(at, read)
-            .await
-            .map_err(|_| ProxyError::TotalTimeout(limit))?,
-        None => read.await,
-    }
-}
-
 /// Whether a prepared request may get more than one attempt: `None` when it gets
 /// one (no policy retries its method and there is no other member to fail over
 /// to, or its body cannot be sent again: it has one, and the policy does not keep
@@ -311,72 +288,6 @@ pub(crate) fn repeatable(
         !replayable && policy.is_some_and(|p| p.buffers(http_body::Body::size_hint(body).exact()));
     let once = !(replayable || keep_body) || (policy.is_none() && !picked.can_fail_over());
     (!once).then_some(keep_body)
-}
-
-/// Sends a prepared request that [`repeatable`] says may need more than one
-/// attempt: failover when a member refuses the connection, and the policy's
-/// retries, with the body kept to send again when `keep_body`.
-///
-/// Boxed: the loop's future is three times a single send's, and most calls
-/// never take it.
-#[allow(clippy::too_many_arguments)] // the state of one exchange
-pub(crate) fn exchange<'a, H: Hooks>(
-    proxy: &'a Proxy<H>,
-    mut head: request::Parts,
-    body: Body,
-    keep_body: bool,
-    picked: &'a mut Picked,
-    opts: &'a Options,
-    activity: Option<&'a Activity>,
-    deadline: Option<(Instant, Duration)>,
-    policy: Option<&'a Retry>,
-) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'a>> {
-    let policy = policy.filter(|p| p.may_retry(&head.method));
-    Box::pin(async move {
-        let kept = if keep_body {
-            keep(body, deadline).await?
-        } else {
-            Bytes::new()
-        };
-        let mut counts = Attempts::default();
-        loop {
-            let body = if kept.is_empty() {
-                Body::empty()
-            } else {
-                Body::from(kept.clone())
-            };
-            let req = Request::from_parts(clone_head(&head), body);
-            let result = proxy
-                .send(req, &picked.target, opts, activity, deadline)
-                .await;
-            picked.report(&result);
-            if let Err(e) = &result
-                && e.is_connect()
-                && picked.fail_over(&mut head)
-            {
-                debug!(upstream = %picked.target, "failing over after a refused connection");
-                continue;
-            }
-            let Some(policy) = policy else {
-                return result;
-            };
-            let Some(delay) = policy.decide(&head.method, &result, &mut counts) else {
-                return result;
-            };
-            let wake = Instant::now() + delay;
-            if deadline.is_some_and(|(at, _)| wake >= at) {
-                return result;
-            }
-            debug!(?delay, attempt = counts.all, "retrying");
-            if let Ok(res) = result {
-                // Drained while the delay runs; whatever is left is dropped.
-                let _ =
-                    tokio::time::timeout_at(wake, crate::upstream::drain(res.into_body())).await;
-            }
-            tokio::time::sleep_until(wake).await;
-            picked.next_attempt(&mut head);
-        }
-    })
 }
 
 #[cfg(test)]

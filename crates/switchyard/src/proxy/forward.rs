@@ -16,7 +16,8 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{Inner, clone_head, headers, path};
+use super::headers::{self, Downstream, clone_head};
+use super::{ConnInfo, Inner, path};
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::hooks::Hooks;
@@ -37,7 +38,7 @@ pub(crate) fn send<H: Hooks>(
     req: Request<Body>,
     fwd: &Target,
     opts: &Options,
-    conn: Option<super::ConnInfo>,
+    conn: Option<ConnInfo>,
 ) {
     let (mut parts, body) = req.into_parts();
     let body_len = if body.is_end_stream() {
@@ -45,25 +46,17 @@ pub(crate) fn send<H: Hooks>(
     } else {
         body.size_hint().exact()
     };
-    let conn = conn.or_else(|| parts.extensions.get::<super::ConnInfo>().copied());
+    let conn = conn.or_else(|| parts.extensions.get::<ConnInfo>().copied());
     let Ok(uri) = fwd.uri_for(path::outgoing_path(fwd, &parts.uri, opts)) else {
         return;
     };
-    headers::request_headers(
-        &mut parts.headers,
-        &parts.method,
-        parts.version,
-        parts.uri.authority(),
+    let down = Downstream {
+        remote_ip: conn.map(|c| c.remote.ip()),
+        tls: conn.is_some_and(|c| c.tls),
+        upgrade: false,
         body_len,
-        fwd,
-        opts,
-        headers::Downstream {
-            remote_ip: conn.map(|c| c.remote.ip()),
-            tls: conn.is_some_and(|c| c.tls),
-            upgrade: false,
-            h2_upstream: fwd.protocol() == Protocol::Http2,
-        },
-    );
+    };
+    headers::request_headers(&mut parts, fwd, opts, down);
     let mut head = clone_head(&parts);
     head.uri = uri;
     spawn(inner, head, body, fwd);

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::thread::LocalKey;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Version};
+use http::{Method, Request, Version, request};
 
 use crate::options::{Options, XfwdMode};
-use crate::target::Target;
+use crate::target::{Protocol, Target};
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the proxy credentials
 /// (RFC 9110 §11.7: meant for this proxy, not the next hop). `upgrade` is
@@ -29,13 +29,15 @@ pub(crate) static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forw
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// What the request pass needs to know about the client connection.
+/// What the request pass needs to know about the client's request beyond its
+/// head: its connection, whether it is an upgrade, and its body's length.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Downstream {
     pub(crate) remote_ip: Option<IpAddr>,
     pub(crate) tls: bool,
     pub(crate) upgrade: bool,
-    pub(crate) h2_upstream: bool,
+    /// The body's exact length, `Some(0)` for none; `None` when unknown.
+    pub(crate) body_len: Option<u64>,
 }
 
 /// What one look at a head's names found, before anything is removed.
@@ -140,31 +142,35 @@ pub(crate) fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool
 
 /// The request pass: everything between the client's head and the head sent
 /// upstream, in http-proxy-3's order (framing, X-Forwarded-*, Host, auth,
-/// extra headers), with hop-by-hop fields stripped first.
-#[allow(clippy::too_many_arguments)] // one pure pass over the head's parts
+/// extra headers), with hop-by-hop fields stripped first. Only the head's
+/// fields change: its method, version and URI (still the client's) are read.
 pub(crate) fn request_headers(
-    headers: &mut HeaderMap,
-    method: &Method,
-    version: Version,
-    authority: Option<&http::uri::Authority>,
-    body_len: Option<u64>,
+    parts: &mut request::Parts,
     target: &Target,
     opts: &Options,
     down: Downstream,
 ) {
+    let request::Parts {
+        method,
+        version,
+        uri,
+        headers,
+        ..
+    } = parts;
     let seen = Seen::scan(headers);
     strip_seen(headers, seen, down.upgrade);
     let mut has_host = seen.host;
     // HTTP/2 clients name the host in `:authority` (RFC 9113 §8.3.1); an
     // HTTP/1 upstream needs it as `Host`.
-    if version == Version::HTTP_2
-        && let Some(a) = authority
+    if *version == Version::HTTP_2
+        && let Some(a) = uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         headers.insert(header::HOST, v);
         has_host = true;
     }
-    frame_request(headers, method, body_len, seen, down.h2_upstream);
+    let h2_upstream = target.protocol() == Protocol::Http2;
+    frame_request(headers, method, down.body_len, seen, h2_upstream);
     if opts.xfwd {
         forwarded_headers(headers, down, opts.xfwd_mode);
     }
@@ -382,6 +388,16 @@ pub(crate) fn host_port(host: &str) -> Option<u16> {
     port.parse().ok()
 }
 
+/// A copy of a request head without its extensions, to send again.
+pub(crate) fn clone_head(parts: &request::Parts) -> request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
 /// The response pass for hop-by-hop fields. `Upgrade` survives on a 101.
 pub(crate) fn response_headers(headers: &mut HeaderMap, switching: bool) {
     strip_hop_by_hop(headers, switching);
@@ -398,18 +414,20 @@ mod tests {
         f: impl FnOnce(&mut Options),
         down: Downstream,
     ) -> HeaderMap {
-        let mut h = HeaderMap::new();
+        let mut req = Request::builder().method(method);
         for (k, v) in raw {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            req = req.header(*k, *v);
         }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
         let t = Target::parse("http://upstream.test:8080/").unwrap();
         let mut o = Options::default();
         f(&mut o);
-        request_headers(&mut h, &method, Version::HTTP_11, None, body, &t, &o, down);
-        h
+        let down = Downstream {
+            body_len: body,
+            ..down
+        };
+        request_headers(&mut parts, &t, &o, down);
+        parts.headers
     }
 
     #[test]
@@ -472,7 +490,7 @@ mod tests {
         remote_ip: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         tls: false,
         upgrade: false,
-        h2_upstream: false,
+        body_len: None,
     };
 
     /// RFC 9110 §7.6.1: hop-by-hop fields and Connection-listed fields are

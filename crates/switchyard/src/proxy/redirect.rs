@@ -5,63 +5,57 @@
 //! cannot be sent again); 303, and 301/302 after a POST, continue as GET.
 //! `Authorization` and `Cookie` are dropped when the redirect leaves the
 //! host, so credentials never reach a third party.
+//!
+//! This module decides each hop; the send stage sends it.
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, request};
-use hyper::body::Incoming;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode, request};
 
-use super::{Proxy, clone_head};
-use crate::body::Body;
 use crate::error::ProxyError;
-use crate::hooks::Hooks;
-use crate::options::Options;
 use crate::target::Target;
 
-pub(crate) async fn follow<H: Hooks>(
-    proxy: &Proxy<H>,
-    mut res: Response<Incoming>,
-    mut head: request::Parts,
-    target: &Target,
-    opts: &Options,
-    max: u32,
-    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
-) -> Result<Response<Incoming>, ProxyError> {
-    let mut current = target.clone();
-    for _ in 0..max {
-        let status = res.status().as_u16();
-        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-            break;
-        }
-        let Some(location) = res
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            break;
-        };
-        let current_path = head.uri.path().to_owned();
-        let Some((next, path)) = resolve(&current, &current_path, location) else {
-            break;
-        };
-        if status == 303 || (matches!(status, 301 | 302) && head.method == Method::POST) {
-            head.method = Method::GET;
-            head.headers.remove(header::CONTENT_LENGTH);
-            head.headers.remove(header::CONTENT_TYPE);
-        }
-        if next.host_header() != current.host_header() || next.is_tls() != current.is_tls() {
-            head.headers.remove(header::AUTHORIZATION);
-            head.headers.remove(header::COOKIE);
-            head.headers
-                .insert(header::HOST, next.host_header().clone());
-        }
-        head.uri = next
-            .uri_for(&path)
-            .map_err(|_| ProxyError::UpstreamMalformed("bad redirect location".into()))?;
-        let req = Request::from_parts(clone_head(&head), Body::empty());
-        res = proxy.send(req, &next, opts, None, deadline).await?;
-        current = next;
+/// `follow_redirects`' limit, and a copy of the request head to send again.
+pub(crate) struct Redirect {
+    pub(crate) max: u32,
+    pub(crate) head: request::Parts,
+}
+
+/// Where an answer sent to `current` redirects: the next target, with `head`
+/// rewritten for it (its URI; GET after a 303, or a 301/302 to a POST; no
+/// credentials when the redirect leaves the host). `None` when the answer is
+/// not a redirect that can be followed: it goes to the client as it is.
+pub(crate) fn next_hop(
+    status: StatusCode,
+    headers: &HeaderMap,
+    head: &mut request::Parts,
+    current: &Target,
+) -> Option<Result<Target, ProxyError>> {
+    let status = status.as_u16();
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return None;
     }
-    Ok(res)
+    let location = headers.get(header::LOCATION)?.to_str().ok()?;
+    let (next, path) = resolve(current, head.uri.path(), location)?;
+    if status == 303 || (matches!(status, 301 | 302) && head.method == Method::POST) {
+        head.method = Method::GET;
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.remove(header::CONTENT_TYPE);
+    }
+    if next.host_header() != current.host_header() || next.is_tls() != current.is_tls() {
+        head.headers.remove(header::AUTHORIZATION);
+        head.headers.remove(header::COOKIE);
+        head.headers
+            .insert(header::HOST, next.host_header().clone());
+    }
+    Some(match next.uri_for(&path) {
+        Ok(uri) => {
+            head.uri = uri;
+            Ok(next)
+        }
+        Err(_) => Err(ProxyError::UpstreamMalformed(
+            "bad redirect location".into(),
+        )),
+    })
 }
 
 /// Resolves a `Location` against the current target and path: the next
