@@ -1,50 +1,15 @@
-//! Request framing under random mutation (RFC 9112 §6 and §7; request smuggling):
-//! a property test that sends raw bytes to a real proxy in front of a recording upstream.
-//!
-//! Each case is a request whose framing is built from random parts: duplicate,
-//! conflicting, listed, signed or short `Content-Length`; `Transfer-Encoding` variants
-//! (`chunked, identity`, ` chunked`, `xchunked`, two lines, a space before the colon,
-//! obs-fold); chunk-size garbage, extensions, bare LF; bare-LF heads; HTTP/1.0 with
-//! chunked; both length and chunked. A reference model says whether the framing is valid
-//! (the request must be proxied), doubtful (proxied or refused) or invalid (refused).
-//!
-//! The property: EITHER the client gets a 4xx (or 501) and the connection closes, or it
-//! is closed without an answer, and the upstream received no complete request; OR the
-//! client gets the upstream's 200 and the upstream received exactly one well-framed
-//! request whose body is the one the client meant. Never a second request, never
-//! `GET /smuggled`, never a byte after the one request.
-//!
-//! The upstream parses strictly and reports each connection's bytes when it closes.
-//! Completion is an event: after the case, the proxy is shut down and dropped (its
-//! pooled connections close), then a sentinel connection is made; once the sentinel is
-//! reported every earlier connection has been accepted, and the test waits for each.
-#![allow(clippy::unwrap_used)] // tests may unwrap
+//! The generated request: its framing from random parts, the reference model
+//! that says whether it must be proxied, and the encoder of its bytes.
 
-mod common;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use common::{contains, listen, within};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use switchyard::Proxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
-const SENTINEL: &[u8] = b"SENTINEL";
-const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+use super::upstream::parse;
 
-// ============================================================================================
-// The generated request
-// ============================================================================================
+pub(crate) const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
 
 /// What the reference model says of a framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// RFC 9112 framing, unambiguous: must be proxied.
     Valid,
     /// Allowed either way (a server MAY accept it): proxied as meant, or refused.
@@ -54,7 +19,7 @@ enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Length {
+pub(crate) enum Length {
     Exact,
     /// Whitespace around the value (OWS, allowed).
     Padded,
@@ -73,7 +38,7 @@ enum Length {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Coding {
+pub(crate) enum Coding {
     Chunked,
     Upper,
     LeadingSpace,
@@ -91,7 +56,7 @@ enum Coding {
 
 /// How the first chunk-size line is written.
 #[derive(Debug, Clone, Copy)]
-enum SizeLine {
+pub(crate) enum SizeLine {
     Lower,
     Upper,
     LeadingZeros,
@@ -105,7 +70,7 @@ enum SizeLine {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Extra {
+pub(crate) enum Extra {
     None,
     ObsFold,
     Nul,
@@ -113,25 +78,25 @@ enum Extra {
 }
 
 #[derive(Debug, Clone)]
-struct Case {
-    method: &'static str,
-    http10: bool,
+pub(crate) struct Case {
+    pub(crate) method: &'static str,
+    pub(crate) http10: bool,
     /// `Connection: close` and the smuggled request line after the body; without it, the
     /// request ends exactly where the model says, and a refusal must close by itself.
-    close: bool,
-    body: Vec<u8>,
-    length: Option<Length>,
-    coding: Option<Coding>,
-    chunks: Vec<usize>,
-    size_line: SizeLine,
-    bare_lf_chunks: bool,
-    bare_lf_head: bool,
-    extra: Extra,
+    pub(crate) close: bool,
+    pub(crate) body: Vec<u8>,
+    pub(crate) length: Option<Length>,
+    pub(crate) coding: Option<Coding>,
+    pub(crate) chunks: Vec<usize>,
+    pub(crate) size_line: SizeLine,
+    pub(crate) bare_lf_chunks: bool,
+    pub(crate) bare_lf_head: bool,
+    pub(crate) extra: Extra,
 }
 
 impl Case {
     /// The verdict, and the body the client means if the request is proxied.
-    fn model(&self) -> (Verdict, Vec<u8>) {
+    pub(crate) fn model(&self) -> (Verdict, Vec<u8>) {
         let mut verdict = Verdict::Valid;
         let mut body = self.body.clone();
         let worst = |v: &mut Verdict, w: Verdict| *v = (*v).max(w);
@@ -191,7 +156,7 @@ impl Case {
         (verdict, body)
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let eol = if self.bare_lf_head { "\n" } else { "\r\n" };
         let version = if self.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
         let mut head = vec![
@@ -265,7 +230,7 @@ impl Case {
 
     /// The body in chunks of the generated sizes (the rest in one last chunk), the first
     /// size line written as `size_line` says.
-    fn chunked_body(&self) -> Vec<u8> {
+    pub(crate) fn chunked_body(&self) -> Vec<u8> {
         let eol: &[u8] = if self.bare_lf_chunks { b"\n" } else { b"\r\n" };
         let mut pieces: Vec<&[u8]> = Vec::new();
         let mut rest = &self.body[..];
@@ -313,7 +278,7 @@ impl Case {
     }
 }
 
-fn case() -> impl Strategy<Value = Case> {
+pub(crate) fn case() -> impl Strategy<Value = Case> {
     use Coding as C;
     use Length as L;
     use SizeLine as S;
@@ -426,258 +391,6 @@ fn case() -> impl Strategy<Value = Case> {
                 case
             },
         )
-}
-
-// ============================================================================================
-// The recording upstream
-// ============================================================================================
-
-/// One request as the upstream parsed it.
-#[derive(Debug)]
-struct Parsed {
-    target: String,
-    body: Vec<u8>,
-}
-
-struct Upstream {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    closed: mpsc::UnboundedReceiver<Vec<u8>>,
-}
-
-/// Answers each complete request `200 ok` (keep-alive) and reports every connection's
-/// bytes when the peer closes it.
-async fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (tx, closed) = mpsc::unbounded_channel();
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut log = Vec::new();
-                let mut answered = 0;
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => log.extend_from_slice(&buf[..n]),
-                    }
-                    let complete = parse(&log).0.len();
-                    while answered < complete {
-                        answered += 1;
-                        let _ = s.write_all(ANSWER).await;
-                    }
-                }
-                let _ = tx.send(log);
-            });
-        }
-    });
-    Upstream {
-        addr,
-        accepted,
-        closed,
-    }
-}
-
-impl Upstream {
-    /// Every connection's bytes, once the proxy is gone.
-    async fn connections(mut self) -> Vec<Vec<u8>> {
-        let mut s = within(TcpStream::connect(self.addr)).await.unwrap();
-        s.write_all(SENTINEL).await.unwrap();
-        drop(s);
-        let mut logs = Vec::new();
-        let mut sentinel = false;
-        while !sentinel || logs.len() + 1 < self.accepted.load(Ordering::SeqCst) {
-            let log = within(self.closed.recv()).await.unwrap();
-            if log == SENTINEL {
-                sentinel = true;
-            } else {
-                logs.push(log);
-            }
-        }
-        logs
-    }
-}
-
-/// Strictly parses a connection's bytes into complete requests; returns them and the
-/// number of bytes after the last one.
-fn parse(mut bytes: &[u8]) -> (Vec<Parsed>, usize) {
-    let mut out = Vec::new();
-    while let Some((req, used)) = parse_one(bytes) {
-        out.push(req);
-        bytes = &bytes[used..];
-    }
-    (out, bytes.len())
-}
-
-fn parse_one(bytes: &[u8]) -> Option<(Parsed, usize)> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&bytes[..end - 4]).ok()?;
-    let mut lines = head.split("\r\n");
-    let target = lines.next()?.split(' ').nth(1)?.to_owned();
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let (k, v) = line.split_once(':')?;
-        if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.trim().parse::<usize>().ok()?);
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            // What the proxy sends must be plain `chunked`.
-            (v.trim() == "chunked").then_some(())?;
-            chunked = true;
-        }
-    }
-    let rest = &bytes[end..];
-    if chunked {
-        (length.is_none()).then_some(())?;
-        let mut body = Vec::new();
-        let mut at = 0;
-        loop {
-            let line_end = at + rest[at..].windows(2).position(|w| w == b"\r\n")?;
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&rest[at..line_end]).ok()?, 16).ok()?;
-            at = line_end + 2;
-            if size == 0 {
-                (rest.get(at..at + 2)? == b"\r\n").then_some(())?;
-                return Some((Parsed { target, body }, end + at + 2));
-            }
-            body.extend_from_slice(rest.get(at..at + size)?);
-            at += size;
-            (rest.get(at..at + 2)? == b"\r\n").then_some(())?;
-            at += 2;
-        }
-    }
-    let n = length.unwrap_or(0);
-    let body = rest.get(..n)?.to_vec();
-    Some((Parsed { target, body }, end + n))
-}
-
-// ============================================================================================
-// One case
-// ============================================================================================
-
-/// What the client saw.
-#[derive(Debug)]
-enum Seen {
-    /// A response with this status.
-    Status(u16),
-    /// The connection closed with nothing written.
-    Closed,
-}
-
-/// Sends the request and reads the answer: with `Connection: close`, to EOF; otherwise
-/// one whole response if it is a 200, and to EOF after anything else (a refusal must
-/// close the connection by itself).
-async fn exchange(addr: SocketAddr, bytes: &[u8], close: bool) -> Seen {
-    let mut s = within(TcpStream::connect(addr)).await.unwrap();
-    // The proxy may refuse and close before everything is written.
-    let _ = s.write_all(bytes).await;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match within(s.read(&mut buf)).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        if !close && out.starts_with(b"HTTP/1.1 200") && contains(&out, b"\r\n\r\nok") {
-            break;
-        }
-    }
-    let status = out
-        .split(|b| *b == b'\n')
-        .next()
-        .and_then(|l| std::str::from_utf8(l).ok())
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok());
-    match status {
-        Some(code) => Seen::Status(code),
-        None if out.is_empty() => Seen::Closed,
-        None => Seen::Status(0),
-    }
-}
-
-async fn check(case: &Case) -> Result<(), String> {
-    let up = upstream().await;
-    let proxy = Proxy::to(&format!("http://{}", up.addr)).unwrap();
-    let server = listen(&proxy).await;
-    let seen = exchange(server.local_addr(), &case.bytes(), case.close).await;
-    server.shutdown().await;
-    drop(proxy);
-    let logs = up.connections().await;
-
-    let (verdict, meant) = case.model();
-    let parsed: Vec<(Vec<Parsed>, usize)> = logs.iter().map(|l| parse(l)).collect();
-    let requests: Vec<&Parsed> = parsed.iter().flat_map(|(r, _)| r).collect();
-    let trailing: usize = parsed
-        .iter()
-        .filter(|(r, _)| !r.is_empty())
-        .map(|(_, t)| t)
-        .sum();
-    let show = || {
-        format!(
-            "verdict {verdict:?}, client saw {seen:?}, upstream got {:?}",
-            logs.iter()
-                .map(|l| String::from_utf8_lossy(l).into_owned())
-                .collect::<Vec<_>>()
-        )
-    };
-    if requests.iter().any(|r| r.target.contains("smuggled")) || requests.len() > 1 {
-        return Err(format!("smuggled: {}", show()));
-    }
-    match seen {
-        Seen::Status(200) => {
-            if verdict == Verdict::Invalid {
-                return Err(format!("proxied an invalid request: {}", show()));
-            }
-            let [req] = requests[..] else {
-                return Err(format!("200 without one request upstream: {}", show()));
-            };
-            if req.target != "/p" || req.body != meant || trailing != 0 {
-                return Err(format!(
-                    "upstream got {:?} (body {:?}), meant {:?}: {}",
-                    req.target,
-                    String::from_utf8_lossy(&req.body),
-                    String::from_utf8_lossy(&meant),
-                    show()
-                ));
-            }
-        }
-        Seen::Status(400..=499 | 501) | Seen::Closed => {
-            if verdict == Verdict::Valid {
-                return Err(format!("refused a valid request: {}", show()));
-            }
-            if !requests.is_empty() {
-                return Err(format!("refused, yet forwarded: {}", show()));
-            }
-        }
-        Seen::Status(_) => return Err(format!("unexpected answer: {}", show())),
-    }
-    Ok(())
-}
-
-/// The property, over 64 random framings (a few seconds on two cores), on one runtime.
-#[test]
-fn mutated_framing_is_refused_or_forwarded_as_meant() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    runner
-        .run(&case(), |case| {
-            rt.block_on(check(&case))
-                .map_err(|e| TestCaseError::fail(format!("{e}\nrequest: {:?}", case.bytes())))
-        })
-        .unwrap();
 }
 
 /// The model on the known smuggling vectors it covers, so that a wrong model cannot make
