@@ -84,6 +84,69 @@ async fn secure_false_accepts_any_certificate() {
     assert_eq!(res.status(), 200);
 }
 
+/// A proxy to `https://127.0.0.1:<port>` of `b`, trusting `ca_pem` alone.
+fn proxy_trusting(b: &Backend, ca_pem: &str) -> Proxy {
+    let target = Target::parse(&format!("https://127.0.0.1:{}", b.addr.port())).unwrap();
+    Proxy::builder()
+        .target(target)
+        .configure_client(|c| c.ca = Some(Pem::from(ca_pem)))
+        .build()
+        .unwrap()
+}
+
+/// A target whose certificate is self-signed with `CA:TRUE` (what `openssl req
+/// -x509` makes) is reachable when that certificate is the `ca`, as with
+/// OpenSSL: a trust anchor presented by the server is the whole chain.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_as_ca_is_reachable() {
+    let pki = self_signed_ca(&["127.0.0.1"], false);
+    let b = https_echo(&pki, &[b"http/1.1"]).await;
+    let proxy = proxy_trusting(&b, &pki.ca_pem);
+    for path in ["/a", "/b"] {
+        let res = within(proxy.web(Request::get(path).header("host", "f").body(()).unwrap())).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let want = format!("HTTP/1.1 {path} f");
+        assert_eq!(body_bytes(res.into_body()).await, want.as_str());
+    }
+}
+
+/// Only the anchor itself, valid now and naming the target, gets through: a
+/// different self-signed certificate, an expired one and one for another name
+/// are 502s whose error (the logged chain) says which check failed.
+#[tokio::test]
+async fn other_self_signed_certificates_stay_refused() {
+    let expired = self_signed_ca(&["127.0.0.1"], true);
+    let elsewhere = self_signed_ca(&["other.test"], false);
+    let cases = [
+        (
+            self_signed_ca(&["127.0.0.1"], false),
+            self_signed_ca(&["127.0.0.1"], false).ca_pem,
+            "not one of the `ca` certificates",
+        ),
+        (expired.clone(), expired.ca_pem, "expired"),
+        (elsewhere.clone(), elsewhere.ca_pem, "not valid for name"),
+    ];
+    for (served, ca, why) in cases {
+        let b = https_echo(&served, &[b"http/1.1"]).await;
+        let proxy = proxy_trusting(&b, &ca);
+        let err = within(proxy.try_web_to(Request::get("/").body(()).unwrap(), &proxy_target(&b)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProxyError::UpstreamConnect { .. }),
+            "{why}: {err:?}"
+        );
+        let chain = switchyard::error_chain(&err);
+        assert!(chain.contains(why), "{why}: {chain}");
+        let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
+        assert_eq!(res.status(), 502, "{why}");
+    }
+}
+
+fn proxy_target(b: &Backend) -> Target {
+    Target::parse(&format!("https://127.0.0.1:{}", b.addr.port())).unwrap()
+}
+
 async fn tls_listen(proxy: &Proxy, pki: &Pki) -> switchyard::Server {
     proxy
         .listen_with(

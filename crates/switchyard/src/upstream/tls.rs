@@ -1,5 +1,8 @@
 //! TLS towards upstreams: the client configuration (roots, `ca`, a client
-//! certificate) and the verifier used when `secure` is off.
+//! certificate), the verifier that accepts a `ca` certificate presented as a
+//! target's own ([`anchor`]), and the one used when `secure` is off.
+
+mod anchor;
 
 use std::sync::Arc;
 
@@ -19,21 +22,24 @@ pub(crate) fn config(opts: &ClientOptions) -> Result<rustls::ClientConfig, Confi
     let builder = if opts.secure {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &opts.ca {
-            let pem = ca.read()?;
-            let mut n = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| ConfigError::Tls(format!("bad CA PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ConfigError::Tls(format!("bad CA certificate: {e}")))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(ConfigError::Tls("the CA file holds no certificate".into()));
-            }
+        let anchors = match &opts.ca {
+            Some(ca) => ca_certificates(&ca.read()?)?,
+            None => Vec::new(),
+        };
+        for cert in &anchors {
+            roots
+                .add(cert.clone())
+                .map_err(|e| ConfigError::Tls(format!("bad CA certificate: {e}")))?;
         }
-        builder.with_root_certificates(roots)
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(anchor::AnchorVerifier::new(
+                webpki, anchors,
+            )))
     } else {
         builder
             .dangerous()
@@ -53,6 +59,17 @@ pub(crate) fn config(opts: &ClientOptions) -> Result<rustls::ClientConfig, Confi
                 .map_err(|e| ConfigError::Tls(format!("client certificate: {e}")))
         }
     }
+}
+
+/// The certificates of a `ca` file: at least one, all parsed.
+fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Tls(format!("bad CA PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::Tls("the CA file holds no certificate".into()));
+    }
+    Ok(certs)
 }
 
 /// `secure: false`: accept any certificate, but still check the handshake

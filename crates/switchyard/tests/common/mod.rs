@@ -393,6 +393,7 @@ pub async fn holding_backend() -> (
 
 /// A test PKI made at test time: a CA, and a leaf it signed for
 /// `localhost` and `127.0.0.1`.
+#[derive(Clone)]
 pub struct Pki {
     pub ca_pem: String,
     pub cert_pem: String,
@@ -416,6 +417,32 @@ pub fn pki() -> Pki {
         ca_pem: ca.pem(),
         cert_pem: leaf.pem(),
         key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+/// A self-signed certificate as `openssl req -x509 -newkey … -subj /CN=<first
+/// name> -addext subjectAltName=<names>` makes one: its own issuer, with
+/// `basicConstraints CA:TRUE`. Its `ca_pem` is the certificate itself. The key
+/// is ECDSA P-256 rather than openssl's RSA (ring makes no RSA keys); the CA
+/// flag is what matters. `expired` makes it valid in 2000 only.
+pub fn self_signed_ca(names: &[&str], expired: bool) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0]);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2000, 12, 31);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Pki {
+        ca_pem: cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     }
 }
 
