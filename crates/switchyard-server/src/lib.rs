@@ -97,6 +97,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
     let engine = public::engine(&cli, metrics.clone()).map_err(StartError)?;
+    metrics.watch_engine(engine.stats());
     let default_target = parse_flag_target("--default-target", cli.default_target.as_deref())?;
     let error_pages = error_pages(&cli)?;
     // The store is ready (every route loaded) before any port is bound or served.

@@ -7,6 +7,7 @@
 //! rather than prom-client's 10-minute window.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub(crate) struct Metrics {
     pub(crate) requests_web: Counter,
     pub(crate) requests_proxy: StatusCounter,
     pub(crate) requests_api: StatusCounter,
+    /// The engine's own counters, once it is built.
+    engine: OnceLock<switchyard::ProxyStats>,
 }
 
 /// A monotonically increasing count.
@@ -62,7 +65,14 @@ impl Metrics {
             requests_web: Counter::default(),
             requests_proxy: StatusCounter::new(),
             requests_api: StatusCounter::new(),
+            engine: OnceLock::new(),
         }
+    }
+
+    /// Exports the engine's counters too (built after these metrics, which
+    /// its hooks use).
+    pub(crate) fn watch_engine(&self, stats: switchyard::ProxyStats) {
+        let _ = self.engine.set(stats);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -89,6 +99,16 @@ impl Metrics {
                 "switchyard_tokio_workers {}\n",
                 handle.metrics().num_workers()
             ));
+        }
+        if let Some(engine) = self.engine.get() {
+            let _ = writeln!(
+                out,
+                "# HELP switchyard_upstream_retries_total Requests sent again on a new upstream \
+                 connection because the pooled one closed before answering them.\n\
+                 # TYPE switchyard_upstream_retries_total counter\n\
+                 switchyard_upstream_retries_total {}",
+                engine.upstream_retries()
+            );
         }
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");

@@ -1,4 +1,5 @@
-//! The binary's upstream side: https targets checked against `--client-ssl-ca`.
+//! The binary's upstream side: https targets checked against `--client-ssl-ca`,
+//! and pooled connections that a target closes as a request is written on them.
 //!
 //! Real targets on 127.0.0.1 in this process, certificates made by rcgen now.
 
@@ -9,11 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::{Proxy, temp_dir};
+use common::{Proxy, free_port, request, temp_dir};
 
 /// A self-signed certificate as `openssl req -x509 -newkey … -subj /CN=<name>
 /// -addext subjectAltName=<name>` makes one (`basicConstraints CA:TRUE`, its
@@ -127,4 +130,160 @@ fn client_ssl_ca_trusts_a_self_signed_target_certificate_and_only_it() {
         assert!(line.contains(&format!("503 {prefix} ")), "{line}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ============================================================================================
+// A target that closes idle connections
+// ============================================================================================
+
+/// The target's idle timeout, and how long its close then takes.
+const IDLE: Duration = Duration::from_millis(40);
+const CLOSING: Duration = Duration::from_millis(200);
+/// The client's pause between requests: inside the closing window.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// What the target saw: every request received (`METHOD /path body`), and
+/// how many arrived while it was closing and were left unanswered.
+#[derive(Default)]
+struct Log {
+    received: Mutex<Vec<String>>,
+    unanswered: AtomicUsize,
+}
+
+/// A target with a real idle timer: `IDLE` after its last answer it decides to
+/// close and answers nothing more; the close takes `CLOSING` (a busy or
+/// distant server), and a request that arrives meanwhile is read, recorded and
+/// left unanswered, as one the target received as it closed. Returns its port.
+fn closing_target(log: Arc<Log>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                while let Ok(Some(req)) = read_request(&mut s, &mut buf, Instant::now() + IDLE) {
+                    log.received.lock().unwrap().push(req);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let until = Instant::now() + CLOSING;
+                while let Ok(Some(req)) = read_request(&mut s, &mut buf, until) {
+                    log.received.lock().unwrap().push(req);
+                    log.unanswered.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One request with a `Content-Length` body (or none) read before `deadline`:
+/// `Ok(None)` at EOF, `Err(())` at the deadline.
+fn read_request(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Option<String>, ()> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                buf.drain(..end + 4 + len);
+                let mut words = head.split(' ');
+                let (method, path) = (words.next().unwrap(), words.next().unwrap());
+                return Ok(Some(
+                    format!("{method} {path} {body}").trim_end().to_owned(),
+                ));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(());
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(());
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// GETs that meet a connection the target closes under them are sent again on
+/// a new connection: every answer is a 200 although the race happened many
+/// times, and `/metrics` counts the retries
+/// (`switchyard_upstream_retries_total`). A POST with a body in the same race
+/// is not sent twice: 503, and the target received it once.
+#[test]
+fn requests_on_a_connection_the_target_closes_under_them() {
+    let log = Arc::new(Log::default());
+    let target = format!("http://127.0.0.1:{}", closing_target(log.clone()));
+    let metrics_port = free_port().to_string();
+    let p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", &metrics_port]);
+    let metrics_port: u16 = metrics_port.parse().unwrap();
+    p.add("/", &target);
+    for i in 0..16 {
+        let r = p.public("GET", &format!("/g{i}"), &[]);
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "GET {i}");
+        std::thread::sleep(PAUSE);
+    }
+    let raced = log.unanswered.load(Ordering::SeqCst);
+    assert!(raced >= 5, "the race happened {raced} times in 15 reuses");
+    let retries = metric(
+        &request(metrics_port, "GET", "/metrics", &[], None).body,
+        "switchyard_upstream_retries_total",
+    );
+    assert!(retries >= raced as u64, "{retries} retries, {raced} races");
+
+    let before = log.unanswered.load(Ordering::SeqCst);
+    let mut failed = 0;
+    for i in 0..8 {
+        let body = format!("body {i}");
+        let r = request(p.port, "POST", "/p", &[], Some(&body));
+        match r.status {
+            200 => {}
+            503 => failed += 1,
+            other => panic!("POST {i}: {other}"),
+        }
+        std::thread::sleep(PAUSE);
+    }
+    assert!(failed >= 2, "the race happened {failed} times");
+    assert_eq!(log.unanswered.load(Ordering::SeqCst) - before, failed);
+    let received = log.received.lock().unwrap().clone();
+    for i in 0..8 {
+        let n = received
+            .iter()
+            .filter(|r| r.ends_with(&format!(" /p body {i}")))
+            .count();
+        assert_eq!(n, 1, "body {i}: {received:?}");
+    }
 }

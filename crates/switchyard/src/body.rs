@@ -147,6 +147,18 @@ impl Body {
         }
     }
 
+    /// A copy to send again, for a body held in memory: none, or one chunk
+    /// not yet read. `None` for a streamed body.
+    pub(crate) fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Full(bytes) => Some(Self {
+                kind: Kind::Full(bytes.clone()),
+            }),
+            _ if self.is_end_stream() => Some(Self::empty()),
+            _ => None,
+        }
+    }
+
     /// Adds an idle limit: if no frame arrives for `limit`, the body fails
     /// with the error `error(limit)` builds.
     pub(crate) fn with_idle_timeout(

@@ -134,7 +134,7 @@ pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain
 pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
 pub use proxy::hygiene::{HeadLimits, is_valid_host};
-pub use proxy::{ConnInfo, Proxy, ProxyBuilder, error_response};
+pub use proxy::{ConnInfo, Proxy, ProxyBuilder, ProxyStats, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};
 pub use server::{ListenOptions, Server, TlsConfig};

@@ -36,7 +36,7 @@ use crate::hooks::{FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
 use crate::retry::Retry;
 use crate::target::Target;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream};
 
 mod answer;
 mod builder;
@@ -70,6 +70,13 @@ pub struct ConnInfo {
 /// one pool of upstream connections.
 pub struct Proxy<H: Hooks = FnHooks> {
     inner: Arc<Inner<H>>,
+}
+
+/// Live counters of a proxy and of every clone of it, for metrics; from
+/// [`Proxy::stats`]. Cheap to clone; each read is an atomic load.
+#[derive(Clone, Debug)]
+pub struct ProxyStats {
+    upstream: Arc<upstream::Counters>,
 }
 
 pub(crate) struct Inner<H> {
@@ -128,6 +135,14 @@ impl<H: Hooks> Proxy<H> {
     /// The hooks of this proxy.
     pub fn hooks(&self) -> &H {
         &self.inner.hooks
+    }
+
+    /// The proxy's counters, live: keep the handle and read it when metrics
+    /// are scraped.
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            upstream: self.inner.upstream.counters().clone(),
+        }
     }
 
     /// Proxies one request with the default options; errors become their
@@ -304,6 +319,21 @@ impl<H: Hooks> Proxy<H> {
             Some(res) => Ok(res),
             None => Err(err),
         }
+    }
+}
+
+// === impl ProxyStats ===
+
+impl ProxyStats {
+    /// Requests sent again on a new upstream connection because the pooled
+    /// connection they were given closed before answering: unsent (the target
+    /// had closed it while idle), or sent and then closed or reset with no
+    /// byte of an answer, for a request that is safe to send twice (an
+    /// idempotent method, and no body or one kept in memory).
+    pub fn upstream_retries(&self) -> u64 {
+        self.upstream
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

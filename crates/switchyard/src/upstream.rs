@@ -7,6 +7,7 @@
 //!   forwarded `Host` while the connection goes to the target);
 //! * [`connect`]: the one connector under both, for TCP, unix sockets and TLS
 //!   ([`tls`]: rustls);
+//! * [`head`]: the checks every response head passes;
 //! * [`classify`]: what a failure means, as a [`ProxyError`] kind.
 //!
 //! This module knows nothing of the proxy above it: it takes a request whose
@@ -15,11 +16,14 @@
 mod classify;
 mod connect;
 mod h1;
+mod head;
 mod recent;
+mod record;
 mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -70,14 +74,15 @@ pub(crate) struct Upstream {
     /// `ClientOptions::max_response_header_size`, checked on each parsed head too:
     /// hyper's buffer limit only stops heads that arrive in pieces.
     max_response_head: usize,
+    counters: Arc<Counters>,
 }
 
-/// A response head over `max_response_header_size`.
-#[derive(Debug, thiserror::Error)]
-#[error("response head of about {size} bytes exceeds the limit of {limit} bytes")]
-pub(crate) struct HeadTooLarge {
-    size: usize,
-    limit: usize,
+/// What the upstream side counts, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Requests sent again on a new connection because the pooled one they
+    /// were given closed before answering them.
+    pub(crate) retries: AtomicU64,
 }
 
 /// Why an upstream exchange failed: from the HTTP/1 pool or a hyper-util client.
@@ -87,12 +92,18 @@ pub(crate) enum SendError {
     H1(#[from] h1::H1Error),
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
+    /// The response head failed its checks.
+    #[error(transparent)]
+    Head(Box<ProxyError>),
 }
 
-/// The response head from [`Upstream::request`].
+/// The response head from [`Upstream::request`], checked ([`head::check`]).
 pub(crate) enum ResponseFuture {
-    H1(Pin<Box<dyn Future<Output = Result<Response<Incoming>, h1::H1Error>> + Send>>),
-    Client(hyper_util::client::legacy::ResponseFuture),
+    /// The pool's exchange (its error already a `SendError`, so that its
+    /// answer passes through as it is).
+    H1(Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send>>),
+    /// A hyper-util client's exchange, and the response head limit.
+    Client(hyper_util::client::legacy::ResponseFuture, usize),
 }
 
 // === impl Upstream ===
@@ -104,6 +115,8 @@ impl Upstream {
         // allocation per response.
         let max_headers =
             Some(opts.max_response_headers.max(1)).filter(|n| *n != HYPER_MAX_HEADERS);
+        let counters = Arc::new(Counters::default());
+        let max_response_head = head::limit(opts);
         let connectors = [&[&b"http/1.1"[..]][..], &[b"h2", b"http/1.1"], &[b"h2"]].map(|alpn| {
             let mut tls = base.clone();
             tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -112,16 +125,11 @@ impl Upstream {
         let http1 = {
             let mut b = hyper::client::conn::http1::Builder::new();
             b.preserve_header_case(opts.preserve_header_key_case)
-                .max_buf_size(opts.max_response_header_size.max(8 * 1024));
+                .max_buf_size(max_response_head);
             if let Some(n) = max_headers {
                 b.max_headers(n);
             }
-            h1::Pool::new(
-                connectors[0].clone(),
-                b,
-                opts.pool_idle_timeout,
-                opts.pool_max_idle_per_host,
-            )
+            h1::Pool::new(connectors[0].clone(), b, opts, counters.clone())
         };
         let opts = opts.clone();
         let make = move |h2_only: bool, destination: Option<Uri>| {
@@ -132,7 +140,7 @@ impl Upstream {
                 .pool_idle_timeout(opts.pool_idle_timeout)
                 .pool_max_idle_per_host(opts.pool_max_idle_per_host)
                 .http1_preserve_header_case(opts.preserve_header_key_case)
-                .http1_max_buf_size(opts.max_response_header_size.max(8 * 1024))
+                .http1_max_buf_size(max_response_head)
                 .http2_only(h2_only);
             if let Some(n) = max_headers {
                 b.http1_max_headers(n);
@@ -152,7 +160,8 @@ impl Upstream {
                 Recent::new(TARGET_CLIENTS),
                 Recent::new(TARGET_CLIENTS),
             ])),
-            max_response_head: opts.max_response_header_size.max(8 * 1024),
+            max_response_head,
+            counters,
         })
     }
 
@@ -171,7 +180,7 @@ impl Upstream {
         let h2_only = protocol == Protocol::Http2;
         let Some(uri) = authority_from_host(&req, target) else {
             let shared = if h2_only { &self.http2 } else { &self.auto };
-            return ResponseFuture::Client(shared.request(req));
+            return ResponseFuture::Client(shared.request(req), self.max_response_head);
         };
         let client = self
             .per_target
@@ -181,40 +190,12 @@ impl Upstream {
             (self.make)(h2_only, Some(req.uri().clone()))
         });
         *req.uri_mut() = uri;
-        ResponseFuture::Client(client.request(req))
+        ResponseFuture::Client(client.request(req), self.max_response_head)
     }
 
-    /// Refuses a response head over the limit. hyper's `max_buf_size` only
-    /// fails a head still incomplete when the buffer is full; one read can
-    /// overshoot it, and a head that arrives whole is parsed whatever its size.
-    /// Dropping the response drops its connection (its body is unread).
-    ///
-    /// Also refuses an HTTP/1 answer framed both ways: with `Transfer-Encoding`
-    /// and `Content-Length`, the body is read chunked but the length would be
-    /// forwarded with it, and the two disagree (RFC 9112 §6.3 asks an
-    /// intermediary to drop the length or treat the answer as an error; Node's
-    /// parser, under CHP, refuses it).
-    pub(crate) fn check_head<B>(&self, res: &http::Response<B>) -> Result<(), ProxyError> {
-        // `HTTP/1.1 200 <reason>\r\n`, then `name: value\r\n` per field, then `\r\n`.
-        let mut size = 32;
-        let (mut chunked, mut length) = (false, false);
-        for (k, v) in res.headers() {
-            size += k.as_str().len() + v.len() + 4;
-            chunked |= k == header::TRANSFER_ENCODING;
-            length |= k == header::CONTENT_LENGTH;
-        }
-        if chunked && length {
-            return Err(ProxyError::UpstreamMalformed(
-                "response has both Transfer-Encoding and Content-Length".into(),
-            ));
-        }
-        if size > self.max_response_head {
-            return Err(ProxyError::UpstreamHeadTooLarge(Box::new(HeadTooLarge {
-                size,
-                limit: self.max_response_head,
-            })));
-        }
-        Ok(())
+    /// The upstream side's counters.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 }
 
@@ -256,10 +237,25 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Self::H1(f) => f.as_mut().poll(cx).map_err(SendError::H1),
-            Self::Client(f) => Pin::new(f).poll(cx).map_err(SendError::Client),
+            Self::H1(f) => f.as_mut().poll(cx),
+            Self::Client(f, limit) => poll_checked(f, *limit, cx),
         }
     }
+}
+
+/// A hyper-util client's exchange, its head checked (the pool checks its own):
+/// apart, so that the main path's `poll` stays small enough to be inlined.
+#[inline(never)]
+fn poll_checked(
+    f: &mut hyper_util::client::legacy::ResponseFuture,
+    limit: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<Incoming>, SendError>> {
+    let res = std::task::ready!(Pin::new(f).poll(cx))?;
+    Poll::Ready(match head::check(res.headers(), limit) {
+        Ok(_) => Ok(res),
+        Err(e) => Err(SendError::Head(Box::new(e))),
+    })
 }
 
 impl std::fmt::Debug for ResponseFuture {

@@ -183,7 +183,6 @@ impl<H: Hooks> Proxy<H> {
             }
         };
         let res = result.map_err(|e| upstream::classify(e, target.as_str()))?;
-        self.inner.upstream.check_head(&res)?;
         Ok(res)
     }
 

@@ -10,6 +10,7 @@ use crate::error::{BoxError, ProxyError};
 pub(crate) fn classify(err: SendError, target: &str) -> ProxyError {
     match err {
         SendError::Client(err) => classify_client(err, target),
+        SendError::Head(err) => *err,
         SendError::H1(h1::H1Error::Connect(ConnectError::Timeout(d))) => {
             ProxyError::ConnectTimeout(d)
         }

@@ -18,6 +18,7 @@ use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::record::{Record, Wire};
 use crate::options::ClientOptions;
 use crate::target::Address;
 
@@ -50,9 +51,16 @@ pub(crate) enum ConnectError {
     Address,
 }
 
-/// A connection to an upstream.
+/// A connection to an upstream; on the HTTP/1 pool's connections, with a
+/// [`Record`] of the request in flight.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub(crate) struct Stream {
+    io: Io,
+    record: Option<Record>,
+}
+
+#[derive(Debug)]
+enum Io {
     Tcp(TcpStream),
     Unix(UnixStream),
     TcpTls(Box<TlsStream<TcpStream>>),
@@ -118,13 +126,13 @@ impl tower_service::Service<Uri> for Connector {
                     .map_err(|_| ConnectError::Timeout(limit))?,
                 None => connect.await,
             }
-            .map(TokioIo::new)
+            .map(|io| TokioIo::new(Stream { io, record: None }))
         })
     }
 }
 
 impl ConnectorInner {
-    async fn connect(&self, address: Address, tls: bool) -> Result<Stream, ConnectError> {
+    async fn connect(&self, address: Address, tls: bool) -> Result<Io, ConnectError> {
         match address {
             Address::Unix(path) => {
                 let stream = UnixStream::connect(&path)
@@ -138,9 +146,9 @@ impl ConnectorInner {
                         .connect(name, stream)
                         .await
                         .map_err(ConnectError::Tls)?;
-                    Ok(Stream::UnixTls(Box::new(s)))
+                    Ok(Io::UnixTls(Box::new(s)))
                 } else {
-                    Ok(Stream::Unix(stream))
+                    Ok(Io::Unix(stream))
                 }
             }
             Address::Tcp { host, port } => {
@@ -154,9 +162,9 @@ impl ConnectorInner {
                         .connect(name, stream)
                         .await
                         .map_err(ConnectError::Tls)?;
-                    Ok(Stream::TcpTls(Box::new(s)))
+                    Ok(Io::TcpTls(Box::new(s)))
                 } else {
-                    Ok(Stream::Tcp(stream))
+                    Ok(Io::Tcp(stream))
                 }
             }
         }
@@ -201,29 +209,38 @@ impl ConnectorInner {
 
 // === impl Stream ===
 
+impl Stream {
+    /// Starts recording the requests on this connection; the pool's handle.
+    pub(crate) fn record(&mut self) -> Arc<Wire> {
+        let (record, wire) = Record::new();
+        self.record = Some(record);
+        wire
+    }
+}
+
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         let alpn_h2 = |alpn: Option<&[u8]>| alpn == Some(b"h2");
-        match self {
-            Self::Tcp(_) | Self::Unix(_) => Connected::new(),
-            Self::TcpTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
+        match &self.io {
+            Io::Tcp(_) | Io::Unix(_) => Connected::new(),
+            Io::TcpTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
                 Connected::new().negotiated_h2()
             }
-            Self::UnixTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
+            Io::UnixTls(s) if alpn_h2(s.get_ref().1.alpn_protocol()) => {
                 Connected::new().negotiated_h2()
             }
-            Self::TcpTls(_) | Self::UnixTls(_) => Connected::new(),
+            Io::TcpTls(_) | Io::UnixTls(_) => Connected::new(),
         }
     }
 }
 
 macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($s) => $e,
-            Stream::Unix($s) => $e,
-            Stream::TcpTls($s) => $e,
-            Stream::UnixTls($s) => $e,
+    ($io:expr, $s:ident => $e:expr) => {
+        match $io {
+            Io::Tcp($s) => $e,
+            Io::Unix($s) => $e,
+            Io::TcpTls($s) => $e,
+            Io::UnixTls($s) => $e,
         }
     };
 }
@@ -234,7 +251,16 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+        let this = self.get_mut();
+        let Some(record) = &mut this.record else {
+            return delegate!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
+        };
+        let room = buf.remaining();
+        let polled = delegate!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
+        if buf.remaining() < room {
+            record.read();
+        }
+        polled
     }
 }
 
@@ -244,7 +270,12 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+        let this = self.get_mut();
+        let polled = delegate!(&mut this.io, s => Pin::new(s).poll_write(cx, buf));
+        if let (Poll::Ready(Ok(n)), Some(record)) = (&polled, &mut this.record) {
+            record.wrote(&[io::IoSlice::new(buf)], *n);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -252,23 +283,23 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        let polled = delegate!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        if let (Poll::Ready(Ok(n)), Some(record)) = (&polled, &mut this.record) {
+            record.wrote(bufs, *n);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(s) => s.is_write_vectored(),
-            Self::Unix(s) => s.is_write_vectored(),
-            Self::TcpTls(s) => s.is_write_vectored(),
-            Self::UnixTls(s) => s.is_write_vectored(),
-        }
+        delegate!(&self.io, s => s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
+        delegate!(&mut self.get_mut().io, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+        delegate!(&mut self.get_mut().io, s => Pin::new(s).poll_shutdown(cx))
     }
 }

@@ -11,9 +11,20 @@
 //! connection refused before sending a byte is sent again on a fresh one, idle
 //! connections go after `pool_idle_timeout`, and at most
 //! `pool_max_idle_per_host` wait per target.
+//!
+//! Two more rules, for targets that close idle connections (Node after 5 s,
+//! gunicorn after 2 s). A connection whose answers say `Keep-Alive: timeout=N`
+//! leaves the pool before N runs out. And when a target closes a connection
+//! just as a request is written on it, the request went out and no answer will
+//! come: a request that went out on a reused connection and got no byte of an
+//! answer before the connection closed or reset is sent once more, on a new
+//! connection, if sending it twice is safe (an idempotent method, RFC 9110
+//! §9.2.2, and a body held in memory, or none). Each retry is counted
+//! ([`Counters`]).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -22,12 +33,16 @@ use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service as _;
 use tracing::debug;
 
 use super::connect::{ConnectError, Connector};
+use super::record::Wire;
+use super::{Counters, SendError, head};
 use crate::body::Body;
 
 /// Why an HTTP/1 exchange failed.
@@ -86,22 +101,35 @@ struct Shared {
     idle_timeout: Option<Duration>,
     /// 0 when nothing may be kept (also for a zero `idle_timeout`).
     max_idle: usize,
+    /// `ClientOptions::max_response_header_size`, for the head checks.
+    max_head: usize,
     /// Whether a task is sweeping expired and closed connections.
     sweeping: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+/// A connection: its sender, and the pool's handle on what its stream
+/// records of the request in flight.
+struct Conn {
+    tx: SendRequest<Body>,
+    wire: Arc<Wire>,
 }
 
 struct Idle {
-    tx: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
+    /// When the target's `Keep-Alive: timeout` has all but run out.
+    keep_until: Option<Instant>,
 }
 
 impl Pool {
     pub(crate) fn new(
         connector: Connector,
         builder: Builder,
-        idle_timeout: Option<Duration>,
-        max_idle: usize,
+        opts: &crate::options::ClientOptions,
+        counters: Arc<Counters>,
     ) -> Self {
+        let idle_timeout = opts.pool_idle_timeout;
         Self {
             shared: Arc::new(Shared {
                 idle: Mutex::default(),
@@ -111,9 +139,11 @@ impl Pool {
                 max_idle: if idle_timeout == Some(Duration::ZERO) {
                     0
                 } else {
-                    max_idle
+                    opts.pool_max_idle_per_host
                 },
+                max_head: head::limit(opts),
                 sweeping: AtomicBool::new(false),
+                counters,
             }),
         }
     }
@@ -124,57 +154,108 @@ impl Pool {
     pub(crate) fn send(
         self,
         mut req: Request<Body>,
-    ) -> impl Future<Output = Result<Response<Incoming>, H1Error>> + Send {
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send {
         let Some(key) = key(req.uri()) else {
-            return Either::Right(std::future::ready(Err(H1Error::Uri)));
+            return Either::Right(std::future::ready(Err(H1Error::Uri.into())));
         };
         prepare(&mut req, &key.authority);
         Either::Left(async move {
+            // After a race, a new connection, whatever the pool holds.
+            let mut fresh = false;
             loop {
-                let (mut tx, reused) = match self.checkout(&key) {
-                    Some(tx) => (tx, true),
+                let pooled = if fresh { None } else { self.checkout(&key) };
+                let (mut conn, reused) = match pooled {
+                    Some(conn) => (conn, true),
                     // Boxed: the connector's future is several KiB, and this
                     // one is moved into a box per request; most reuse a connection.
                     None => (Box::pin(self.connect(&key)).await?, false),
                 };
-                match tx.try_send_request(req).await {
-                    Ok(res) => {
-                        self.release(key, tx);
-                        return Ok(res);
-                    }
-                    Err(mut err) => match err.take_message() {
-                        // The connection closed before the request went out (the
-                        // target timed it out while it sat idle): try a fresh one.
-                        Some(back) if reused => {
-                            debug!(error = %err.error(), "pooled connection closed; retrying on a new one");
-                            req = back;
-                        }
-                        _ => return Err(H1Error::Request(err.into_error())),
-                    },
+                // On a reused connection, a request safe to send twice has
+                // its bytes kept as they go out, and its body copied (cheap:
+                // none, or held in memory), in case the target closes the
+                // connection under it.
+                let body = reused.then(|| resendable(&req)).flatten();
+                if reused {
+                    conn.wire.keep_next(body.is_some());
                 }
+                let err = match conn.tx.try_send_request(req).await {
+                    Ok(res) => {
+                        return match head::check(res.headers(), self.shared.max_head) {
+                            Ok(keep_alive) => {
+                                self.release(key, conn, keep_alive);
+                                Ok(res)
+                            }
+                            // Dropped with its unread body: the connection goes too.
+                            Err(e) => Err(SendError::Head(Box::new(e))),
+                        };
+                    }
+                    Err(err) => err,
+                };
+                // Boxed: a rare path, and this future is boxed per request
+                // (the error, with the request it may hold, goes in the box).
+                (req, fresh) = Box::pin(self.recover(err, reused, body, &conn.wire)).await?;
             }
         })
     }
 
+    /// After a failed exchange: the request to send again, and whether on a
+    /// new connection, or the error to answer.
+    async fn recover(
+        &self,
+        mut err: TrySendError<Request<Body>>,
+        reused: bool,
+        body: Option<Body>,
+        wire: &Wire,
+    ) -> Result<(Request<Body>, bool), H1Error> {
+        let back = err.take_message();
+        let error = err.into_error();
+        match back {
+            // The connection closed before the request went out (the target
+            // timed it out while it sat idle): any connection will do.
+            Some(back) if reused => {
+                debug!(%error, "pooled connection closed; retrying on a new one");
+                self.shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                return Ok((back, false));
+            }
+            Some(_) => return Err(H1Error::Request(error)),
+            None => {}
+        }
+        // It went out, and the connection closed: when no byte of an answer
+        // came, the target closed it as the request arrived.
+        let Some(body) = body.filter(|_| closed_under(&error)) else {
+            return Err(H1Error::Request(error));
+        };
+        let Some(again) = unanswered(wire, body).await else {
+            return Err(H1Error::Request(error));
+        };
+        debug!(
+            %error,
+            "pooled connection closed before answering; sending the request again on a new one"
+        );
+        self.shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+        Ok((again, true))
+    }
+
     /// The most recently used connection of `key` that can take a request now.
-    fn checkout(&self, key: &Key) -> Option<SendRequest<Body>> {
+    fn checkout(&self, key: &Key) -> Option<Conn> {
         let mut idle = self.shared.lock();
         let list = idle.get_mut(key)?;
-        let expired = self.shared.expired_before();
+        let now = Instant::now();
+        let expired = self.shared.expired_before(now);
         while let Some(entry) = list.pop() {
             if expired.is_some_and(|at| entry.since <= at) {
                 // Older entries sit below this one: all expired.
                 list.clear();
                 break;
             }
-            if entry.tx.is_ready() {
-                return Some(entry.tx);
+            if entry.keep_until.is_none_or(|at| now < at) && entry.conn.tx.is_ready() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, key: &Key) -> Result<SendRequest<Body>, H1Error> {
+    async fn connect(&self, key: &Key) -> Result<Conn, H1Error> {
         let uri = Uri::from_parts({
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(key.scheme.clone());
@@ -190,6 +271,9 @@ impl Pool {
             .call(uri)
             .await
             .map_err(H1Error::Connect)?;
+        let mut stream = io.into_inner();
+        let wire = stream.record();
+        let io = TokioIo::new(stream);
         let (tx, conn) = self
             .shared
             .builder
@@ -201,26 +285,31 @@ impl Pool {
                 debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(tx)
+        Ok(Conn { tx, wire })
     }
 
     /// Returns a connection whose response head has arrived: now when it is
     /// ready for the next request, else once it is (its body read), from a
     /// task of its own. An upgraded or failed connection never becomes ready.
-    fn release(&self, key: Key, mut tx: SendRequest<Body>) {
-        if tx.is_ready() {
-            self.put(key, tx);
-        } else if !tx.is_closed() {
+    /// `keep_alive` is the target's `Keep-Alive: timeout`, if it gave one.
+    #[inline]
+    fn release(&self, key: Key, mut conn: Conn, keep_alive: Option<Duration>) {
+        if keep_alive == Some(Duration::ZERO) {
+            return;
+        }
+        if conn.tx.is_ready() {
+            self.put(key, conn, keep_alive);
+        } else if !conn.tx.is_closed() {
             let pool = self.clone();
             tokio::spawn(async move {
-                if poll_fn(|cx| tx.poll_ready(cx)).await.is_ok() {
-                    pool.put(key, tx);
+                if poll_fn(|cx| conn.tx.poll_ready(cx)).await.is_ok() {
+                    pool.put(key, conn, keep_alive);
                 }
             });
         }
     }
 
-    fn put(&self, key: Key, tx: SendRequest<Body>) {
+    fn put(&self, key: Key, conn: Conn, keep_alive: Option<Duration>) {
         if self.shared.max_idle == 0 {
             return;
         }
@@ -230,9 +319,11 @@ impl Pool {
             if list.len() >= self.shared.max_idle {
                 return;
             }
+            let since = Instant::now();
             list.push(Idle {
-                tx,
-                since: Instant::now(),
+                conn,
+                since,
+                keep_until: keep_alive.map(|t| since + head::usable_for(t)),
             });
         }
         if let Some(period) = self.shared.idle_timeout
@@ -257,9 +348,8 @@ impl std::fmt::Debug for Pool {
 
 impl Shared {
     /// Idle since this instant or earlier means expired; `None` when nothing is.
-    fn expired_before(&self) -> Option<Instant> {
-        self.idle_timeout
-            .and_then(|t| Instant::now().checked_sub(t))
+    fn expired_before(&self, now: Instant) -> Option<Instant> {
+        self.idle_timeout.and_then(|t| now.checked_sub(t))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
@@ -278,10 +368,15 @@ async fn sweep(running: Sweeping, tick: Duration) {
         let Some(shared) = running.0.upgrade() else {
             return;
         };
-        let expired = shared.expired_before();
+        let now = Instant::now();
+        let expired = shared.expired_before(now);
         let mut idle = shared.lock();
         idle.retain(|_, list| {
-            list.retain(|e| expired.is_none_or(|at| e.since > at) && !e.tx.is_closed());
+            list.retain(|e| {
+                expired.is_none_or(|at| e.since > at)
+                    && e.keep_until.is_none_or(|at| now < at)
+                    && !e.conn.tx.is_closed()
+            });
             !list.is_empty()
         });
         if idle.is_empty() {
@@ -332,5 +427,112 @@ fn prepare(req: &mut Request<Body>, authority: &Authority) {
     }
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
+    }
+}
+
+/// A copy of the body of `req`, when sending the request twice is safe: an
+/// idempotent method (RFC 9110 §9.2.2) and a body held in memory, or none.
+fn resendable(req: &Request<Body>) -> Option<Body> {
+    if req.method().is_idempotent() {
+        req.body().try_clone()
+    } else {
+        None
+    }
+}
+
+/// The request again, rebuilt with `body`, if its connection ended with no
+/// byte of an answer and its bytes were kept. The stream hands its record over
+/// as the connection task ends, which it does on the error just seen; a
+/// second is the safety net.
+async fn unanswered(wire: &Wire, body: Body) -> Option<Request<Body>> {
+    let ended = tokio::time::timeout(Duration::from_secs(1), wire.ended())
+        .await
+        .ok()?;
+    if ended.answered {
+        return None;
+    }
+    rebuild(&ended.request, body)
+}
+
+/// A request rebuilt from the bytes that carried it: its head as hyper wrote
+/// it (a request line, then `name: value` lines, then an empty line), and
+/// `body` for what followed. `None` when the bytes are not such a head (cut
+/// short, say).
+fn rebuild(bytes: &[u8], body: Body) -> Option<Request<Body>> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let mut lines = bytes[..end]
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut words = lines.next()?.split(|b| *b == b' ');
+    let (method, target, version) = (words.next()?, words.next()?, words.next()?);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(target)
+        .version(match version {
+            b"HTTP/1.0" => http::Version::HTTP_10,
+            b"HTTP/1.1" => http::Version::HTTP_11,
+            _ => return None,
+        });
+    for line in lines {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let value = line[colon + 1..].trim_ascii_start();
+        req = req.header(&line[..colon], value);
+    }
+    req.body(body).ok()
+}
+
+/// The connection closed or reset under the request, as opposed to an answer
+/// that could not be read or a request body that failed.
+fn closed_under(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return true;
+    }
+    std::iter::successors(
+        std::error::Error::source(err),
+        |e: &&(dyn std::error::Error + 'static)| e.source(),
+    )
+    .filter_map(|e| e.downcast_ref::<io::Error>())
+    .any(|e| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exchange's future is boxed for every request: it must stay a small
+    /// object for the allocator (mimalloc serves up to 1 KiB from its fast
+    /// path; past it, each request paid ~150 instructions more). Nothing large
+    /// is to be alive across its waits: the request is in hyper's hands, and
+    /// the rare paths are boxed.
+    #[tokio::test]
+    async fn the_exchange_future_is_a_small_allocation() {
+        let upstream = super::super::Upstream::new(&crate::ClientOptions::default()).unwrap();
+        let req = Request::get("http://127.0.0.1:1/")
+            .body(Body::empty())
+            .unwrap();
+        let exchange = upstream.http1.clone().send(req);
+        let size = std::mem::size_of_val(&exchange);
+        assert!(size <= 800, "{size} bytes");
+    }
+
+    #[test]
+    fn a_request_is_rebuilt_from_its_bytes() {
+        let bytes = b"DELETE /a/b?c=d HTTP/1.1\r\nhost: t:8080\r\ncontent-length: 0\r\nx-y: 1\r\nx-y: 2\r\n\r\n";
+        let req = rebuild(bytes, Body::empty()).unwrap();
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(req.uri(), "/a/b?c=d");
+        assert_eq!(req.headers()["host"], "t:8080");
+        assert_eq!(req.headers().get_all("x-y").iter().count(), 2);
+        // Cut short: nothing to send again.
+        assert!(rebuild(&bytes[..30], Body::empty()).is_none());
+        assert!(rebuild(b"", Body::empty()).is_none());
     }
 }
