@@ -96,8 +96,7 @@ impl Target {
         let (scheme_str, rest) = input_trim
             .split_once("://")
             .ok_or_else(|| err("not an absolute URL (scheme://host)"))?;
-        let scheme_lc = scheme_str.to_ascii_lowercase();
-        let (tls, unix) = match scheme_lc.as_str() {
+        let (tls, unix) = match scheme_str.to_ascii_lowercase().as_str() {
             "http" | "ws" => (false, false),
             "https" | "wss" => (true, false),
             "unix+http" | "http+unix" => (false, true),
@@ -108,44 +107,26 @@ impl Target {
                 ));
             }
         };
-        let (authority, path_query) = match rest.find(['/', '?', '#']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if authority.contains('@') {
-            return Err(err(
-                "user information in a target is not allowed; use the auth option",
-            ));
-        }
-        if authority.is_empty() {
-            return Err(err("no host"));
-        }
-        let path_query = path_query.split('#').next().unwrap_or("");
-        let (path, query) = match path_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path_query, None),
-        };
-        let path = if path.is_empty() { "/" } else { path };
-        if !is_valid_path_and_query(path) || !query.is_none_or(is_valid_path_and_query) {
-            return Err(err("invalid characters in the path or query"));
-        }
-        let query = query.filter(|q| !q.is_empty()).map(str::to_owned);
+        let (authority, path, query) = split_rest(rest).map_err(err)?;
         if unix {
-            if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(err(
-                    "invalid characters in the socket path (percent-encode them)",
-                ));
-            }
-            let decoded = percent_encoding::percent_decode_str(authority)
-                .decode_utf8()
-                .map_err(|_| err("the socket path is not UTF-8"))?;
-            if !decoded.starts_with('/') {
-                return Err(err(
-                    "the socket path must be absolute (percent-encode it: %2Fpath%2Fto.sock)",
-                ));
-            }
-            return Self::unix(input, PathBuf::from(decoded.as_ref()), tls, path, query);
+            let socket = socket_path(authority).map_err(err)?;
+            return Self::unix(input, socket, tls, path, query);
         }
+        Self::tcp(input, authority, tls, path, query)
+    }
+
+    /// A target reached over TCP: `authority` is `host[:port]`, checked here.
+    fn tcp(
+        input: &str,
+        authority: &str,
+        tls: bool,
+        path: &str,
+        query: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let err = |reason| ConfigError::Target {
+            input: input.to_owned(),
+            reason,
+        };
         let auth = Authority::from_str(authority).map_err(|_| err("invalid host or port"))?;
         let default_port = if tls { 443 } else { 80 };
         let port_text = match authority.rsplit_once(':') {
@@ -395,6 +376,50 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 /// The characters RFC 3986 allows in a path and query (plus `%` escapes),
 /// which is what `http::uri::PathAndQuery` accepts.
+/// Splits what follows `scheme://` into the authority, the path (`/` when
+/// empty) and the query (none when empty), dropping any fragment.
+fn split_rest(rest: &str) -> Result<(&str, &str, Option<String>), &'static str> {
+    let (authority, path_query) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err("user information in a target is not allowed; use the auth option");
+    }
+    if authority.is_empty() {
+        return Err("no host");
+    }
+    let path_query = path_query.split('#').next().unwrap_or("");
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    if !is_valid_path_and_query(path) || !query.is_none_or(is_valid_path_and_query) {
+        return Err("invalid characters in the path or query");
+    }
+    Ok((
+        authority,
+        path,
+        query.filter(|q| !q.is_empty()).map(str::to_owned),
+    ))
+}
+
+/// The socket path of a `unix+http://%2Fpath%2Fto.sock` target: percent-decoded,
+/// UTF-8 and absolute.
+fn socket_path(authority: &str) -> Result<PathBuf, &'static str> {
+    if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("invalid characters in the socket path (percent-encode them)");
+    }
+    let decoded = percent_encoding::percent_decode_str(authority)
+        .decode_utf8()
+        .map_err(|_| "the socket path is not UTF-8")?;
+    if !decoded.starts_with('/') {
+        return Err("the socket path must be absolute (percent-encode it: %2Fpath%2Fto.sock)");
+    }
+    Ok(PathBuf::from(decoded.as_ref()))
+}
+
 fn is_valid_path_and_query(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%[]|{}^`\"<>\\".contains(&b))
