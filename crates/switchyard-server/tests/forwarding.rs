@@ -281,7 +281,8 @@ fn hosts_rfc_3986_allows_are_proxied() {
 }
 
 /// JupyterHub on UNIX sockets: its client (aiohttp) sends the percent-encoded socket path
-/// as `Host`. Such a request over `--socket` is proxied, the Host kept.
+/// as `Host`. Such a request over `--socket` is proxied, the Host kept; one with no Host
+/// is refused there as over TCP.
 #[test]
 fn aiohttp_request_over_the_unix_socket() {
     use std::os::unix::net::UnixStream;
@@ -332,6 +333,15 @@ fn aiohttp_request_over_the_unix_socket() {
     let seen = b.next();
     assert_eq!(seen.header("host"), Some(host.as_str()));
     assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
+    // The socket has no client address, but its requests get the checks of the wire:
+    // an HTTP/1.1 request with no Host is refused (RFC 9112 §3.2), as over TCP.
+    let mut s = UnixStream::connect(&public).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"GET /hub/api/info HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let _ = child.kill();
     let _ = child.wait();
 }

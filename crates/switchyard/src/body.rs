@@ -226,6 +226,16 @@ impl Body {
         }
     }
 
+    /// Whether this is a body hyper read from a connection (possibly watched): the
+    /// request it belongs to came from a client, not from the application.
+    pub(crate) fn came_in(&self) -> bool {
+        match &self.kind {
+            Kind::Incoming(_) | Kind::Downstream(_) => true,
+            Kind::Watched(w) => w.inner.came_in(),
+            _ => false,
+        }
+    }
+
     /// Marks a hyper body as the client's, so that its failures are told
     /// apart from the upstream's.
     pub(crate) fn into_downstream(self) -> Self {

@@ -201,7 +201,9 @@ impl<H: Hooks> Proxy<H> {
         let conn = call
             .conn
             .or_else(|| parts.extensions.get::<ConnInfo>().copied());
-        hygiene::check(&mut parts, conn.is_some())?;
+        // A request read from a connection has hyper's body even when no address is
+        // known (a UNIX socket): it gets the checks of the wire, `Host` included.
+        hygiene::check(&mut parts, conn.is_some() || body.came_in())?;
         let body = body.into_downstream();
         if let Flow::Respond(res) = hooks.on_start(ctx, &parts, target) {
             return Err(Stop::Answer(res));
