@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::store::redis::PASSWORD_ENV as REDIS_PASSWORD_ENV;
+
 /// Environment variable holding the REST API token.
 pub(crate) const AUTH_TOKEN_ENV: &str = "CONFIGPROXY_AUTH_TOKEN";
 /// Environment variable holding the passphrase of `--ssl-key`.
 pub(crate) const SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_SSL_KEY_PASSPHRASE";
 /// Environment variable holding the passphrase of `--api-ssl-key`.
 pub(crate) const API_SSL_KEY_PASSPHRASE_ENV: &str = "CONFIGPROXY_API_SSL_KEY_PASSPHRASE";
-/// Environment variable holding the password of the Redis store, kept out of the URL
-/// (and so out of the process's command line).
-pub(crate) const REDIS_PASSWORD_ENV: &str = "CONFIGPROXY_REDIS_PASSWORD";
 
 const AFTER_HELP: &str = "\
 Environment:

@@ -60,6 +60,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Route, RouteStore, StoreError, StoreFuture, Target};
 use crate::time;
 
+/// Environment variable holding the password of the Redis store, kept out of the URL
+/// (and so out of the process's command line).
+pub(crate) const PASSWORD_ENV: &str = "CONFIGPROXY_REDIS_PASSWORD";
+
 /// Longest wait for a connection, a subscription or a PING.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for one command's answer (the connection manager's response timeout): an
@@ -132,8 +136,7 @@ impl RedisConfig {
             None => info,
             Some(_) if info.redis_settings().password().is_some() => {
                 return Err(format!(
-                    "the Redis URL {shown} has a password and {} is set too: give it once",
-                    crate::cli::REDIS_PASSWORD_ENV
+                    "the Redis URL {shown} has a password and {PASSWORD_ENV} is set too: give it once"
                 ));
             }
             Some(password) => {
