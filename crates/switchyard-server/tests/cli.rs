@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
-use common::{Proxy, TOKEN, free_port, run_to_exit, temp_dir};
+use common::{Proxy, TOKEN, run_to_exit, temp_dir};
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -311,8 +311,8 @@ fn error_target_pages() {
     assert_eq!((r.status, r.body.as_str()), (404, "hello"));
     assert_eq!(r.header("content-type"), Some("text/x-err"));
 
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let p = Proxy::start(&["--error-target", &dead]);
+    let dead = common::RefusingPort::bind();
+    let p = Proxy::start(&["--error-target", &dead.url()]);
     let r = p.public("GET", "/x", &[]);
     assert_eq!((r.status, r.body.as_str()), (404, "Not Found"));
 }

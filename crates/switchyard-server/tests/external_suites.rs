@@ -20,12 +20,11 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{Proxy, TOKEN, free_port, temp_dir};
+use common::{Proxy, TOKEN, temp_dir};
 
 /// `wstest` from the Python 2.7 of pyenv (or `$WSTEST`).
 fn wstest() -> PathBuf {
@@ -72,12 +71,41 @@ fn schemathesis() -> PathBuf {
     bin
 }
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::yield_now();
-    }
+/// Autobahn's echo server, run by `wstest`'s Python on a port the kernel picks (the
+/// `wstest -m echoserver` command neither binds port 0 nor says which port it bound):
+/// it prints the port once it listens. The reactor is chosen as `wstest` chooses it
+/// (epoll). With a URL of port 0 the server does not check that `Host` names its port.
+const ECHO_SERVER: &str = "
+import sys
+import autobahntestsuite.choosereactor
+from twisted.internet import reactor
+from autobahn.twisted.websocket import listenWS
+from autobahntestsuite.echo import EchoServerFactory
+port = listenWS(EchoServerFactory('ws://127.0.0.1:0'), interface='127.0.0.1')
+sys.stdout.write('listening on %d\\n' % port.getHost().port)
+sys.stdout.flush()
+reactor.run()
+";
+
+/// Starts the echo server; returns it and its port.
+fn echo_server(wstest: &Path) -> (Kill, u16) {
+    let mut child = Command::new(wstest.with_file_name("python"))
+        .args(["-c", ECHO_SERVER])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let echo = Kill(child);
+    // Blocks until the server listens; if it fails, its exit closes the pipe.
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let port = lines
+        .find_map(|l| l.strip_prefix("listening on ")?.trim().parse().ok())
+        .expect("Autobahn's echo server did not start");
+    // Whatever it prints later is read, so it never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (echo, port)
 }
 
 struct Kill(std::process::Child);
@@ -93,22 +121,7 @@ impl Drop for Kill {
 #[test]
 fn autobahn_cases_pass_through_the_proxy() {
     let wstest = wstest();
-    let echo_port = free_port();
-    let _echo = Kill(
-        Command::new(&wstest)
-            .args([
-                "-m",
-                "echoserver",
-                "-w",
-                &format!("ws://127.0.0.1:{echo_port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(echo_port);
-    // Autobahn's echo server checks that Host names its own port.
+    let (_echo, echo_port) = echo_server(&wstest);
     let target = format!("http://127.0.0.1:{echo_port}");
     let p = Proxy::start(&["--default-target", &target, "--change-origin"]);
     let dir = temp_dir("autobahn");

@@ -23,6 +23,13 @@ from jupyterhub.proxy import ConfigurableHTTPProxy
 
 
 def free_port():
+    """A port that was free a moment ago, for the proxy's public and API ports.
+
+    JupyterHub is given both as URLs and builds the proxy's command line from them
+    (`--port`, `--api-port`), then starts the proxy again on the same ports after a
+    kill: a port the binary picked itself could not be handed to JupyterHub. Every
+    backend here binds port 0 instead.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,8 +52,10 @@ async def start_backend(name):
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     return runner, f"http://127.0.0.1:{port}"
 
 

@@ -1,7 +1,8 @@
 //! Several replicas on one Redis (`--storage-backend redis://…`), and `--state-file`.
 //!
 //! Every test starts its own `redis-server` (the Debian package; `scripts/test` installs it) on
-//! a free port without persistence, real `switchyard` processes and real HTTP backends. A
+//! a UNIX socket (and a TCP port where the test is about `redis://` or `rediss://` URLs)
+//! without persistence, real `switchyard` processes and real HTTP backends. A
 //! missing `redis-server` fails the tests: it is never a silent skip. Synchronisation is by
 //! events only: a log line, a response, or polling an API with a deadline.
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Proxy, free_port, request, temp_dir};
+use common::{Proxy, request, temp_dir};
 use redis_peers::*;
 
 // ============================================================================================
@@ -148,7 +149,7 @@ fn redis_outage_keeps_traffic_and_recovers() {
     assert_eq!(a.routes().as_object().unwrap().len(), 1, "reads still work");
 
     // Back, empty (no persistence): writes work again, the table is written back.
-    let redis = Redis::restart(redis.port);
+    let redis = redis.restart();
     eventually("writes on b after the restart", || {
         b.api(
             "POST",
@@ -239,20 +240,9 @@ fn thousand_concurrent_adds_through_three_replicas() {
 /// `unix://` sockets work, and replicas on TCP and on the socket share one table.
 #[test]
 fn unix_socket_url() {
-    let dir = temp_dir("redis-unix");
-    let sock = dir.join("redis.sock");
-    let sock_s = sock.to_str().unwrap().to_owned();
-    let redis = (0..4)
-        .find_map(|_| {
-            Redis::try_start(
-                free_port(),
-                &["--unixsocket", &sock_s, "--unixsocketperm", "700"],
-            )
-        })
-        .unwrap();
-    eventually("the socket", || sock.exists());
-    let a = replica_at(&format!("unix://{sock_s}?db=0"));
-    let b = replica(&redis);
+    let redis = Redis::start_tcp(&[]);
+    let a = replica_at(&format!("unix://{}?db=0", redis.socket.display()));
+    let b = replica_at(&redis.tcp_url());
     a.add("/via/socket", &backend("s"));
     eventually("the route on b", || status(&b, "/via/socket") == 200);
 }
@@ -329,28 +319,19 @@ fn rediss_with_a_private_ca() {
     std::fs::write(&cert_pem, server.pem()).unwrap();
     std::fs::write(&key_pem, server_key.serialize_pem()).unwrap();
 
-    // The plain port is only for this test's own checks; the replicas use TLS.
-    let tls_port = free_port().to_string();
-    let redis = (0..4)
-        .find_map(|_| {
-            Redis::try_start(
-                free_port(),
-                &[
-                    "--tls-port",
-                    &tls_port,
-                    "--tls-cert-file",
-                    cert_pem.to_str().unwrap(),
-                    "--tls-key-file",
-                    key_pem.to_str().unwrap(),
-                    "--tls-ca-cert-file",
-                    ca_pem.to_str().unwrap(),
-                    "--tls-auth-clients",
-                    "no",
-                ],
-            )
-        })
-        .expect("redis-server with TLS did not start");
-    let url = format!("rediss://localhost:{tls_port}/0");
+    // The UNIX socket is only for this test's own checks; the replicas use TLS.
+    let redis = Redis::start_tls(&[
+        "--tls-cert-file",
+        cert_pem.to_str().unwrap(),
+        "--tls-key-file",
+        key_pem.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca_pem.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = redis.tcp_url();
+    assert!(url.starts_with("rediss://localhost:"), "{url}");
     let trust = format!("SSL_CERT_FILE={}", ca_pem.display());
     let (a, b) = (
         replica_with_env(&trust, &url),
@@ -374,11 +355,11 @@ fn rediss_with_a_private_ca() {
         "--ip",
         "127.0.0.1",
         "--port",
-        &free_port().to_string(),
+        "0",
         "--api-ip",
         "127.0.0.1",
         "--api-port",
-        &free_port().to_string(),
+        "0",
         "--storage-backend",
         &url,
     ]);
@@ -401,10 +382,8 @@ fn rediss_with_a_private_ca() {
 #[test]
 fn password_from_the_environment() {
     const PASSWORD: &str = "s3cret-for-the-test";
-    let redis = (0..4)
-        .find_map(|_| Redis::try_start(free_port(), &["--requirepass", PASSWORD]))
-        .expect("redis-server with a password did not start");
-    let url = redis.url();
+    let redis = Redis::start_tcp(&["--requirepass", PASSWORD]);
+    let url = redis.tcp_url();
     let with_password = format!("CONFIGPROXY_REDIS_PASSWORD={PASSWORD}");
     let (a, b) = (
         replica_with_env(&with_password, &url),
@@ -418,18 +397,16 @@ fn password_from_the_environment() {
         assert!(p.log.iter().all(|l| !l.contains(PASSWORD)), "{:#?}", p.log);
     }
 
-    let port = || free_port().to_string();
-    let (p1, p2) = (port(), port());
     let args = |url: &str| {
         vec![
             "--ip".to_owned(),
             "127.0.0.1".to_owned(),
             "--port".to_owned(),
-            p1.clone(),
+            "0".to_owned(),
             "--api-ip".to_owned(),
             "127.0.0.1".to_owned(),
             "--api-port".to_owned(),
-            p2.clone(),
+            "0".to_owned(),
             "--storage-backend".to_owned(),
             url.to_owned(),
         ]
@@ -454,7 +431,7 @@ fn password_from_the_environment() {
     );
 
     // A password in the URL and in the environment: which one? Neither; it says so.
-    let in_url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let in_url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", redis.tcp_port());
     let both = args(&in_url);
     let both: Vec<&str> = both.iter().map(String::as_str).collect();
     let out = common::command_under(&["env", &with_password], &both, None)

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Proxy, free_port, request, temp_dir};
+use common::{Proxy, request, temp_dir};
 
 /// A self-signed certificate as `openssl req -x509 -newkey … -subj /CN=<name>
 /// -addext subjectAltName=<name>` makes one (`basicConstraints CA:TRUE`, its
@@ -247,9 +247,8 @@ fn metric(body: &str, name: &str) -> u64 {
 fn requests_on_a_connection_the_target_closes_under_them() {
     let log = Arc::new(Log::default());
     let target = format!("http://127.0.0.1:{}", closing_target(log.clone()));
-    let metrics_port = free_port().to_string();
-    let p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", &metrics_port]);
-    let metrics_port: u16 = metrics_port.parse().unwrap();
+    let mut p = Proxy::start(&["--metrics-ip", "127.0.0.1", "--metrics-port", "0"]);
+    let metrics_port = p.metrics_port();
     p.add("/", &target);
     for i in 0..16 {
         let r = p.public("GET", &format!("/g{i}"), &[]);

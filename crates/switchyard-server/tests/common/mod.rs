@@ -14,10 +14,9 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,24 +32,28 @@ pub struct Proxy {
     pub log: Vec<String>,
 }
 
-/// A port that was free a moment ago, for peers that cannot report the port they bound
-/// (`redis-server`). It is chosen below the kernel's ephemeral range
-/// (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing connection can take it before
-/// the binary binds it; each test process walks its own sequence (seeded by its pid), so
-/// parallel tests and test binaries do not pick the same port.
-pub fn free_port() -> u16 {
-    const BASE: u32 = 10_000;
-    const SPAN: u32 = 22_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(7919) % SPAN;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = u16::try_from(BASE + (seed + n) % SPAN).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+/// A loopback port where connections are refused: bound but not listening, and held
+/// while the value lives, so nothing else can take it meanwhile.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl RefusingPort {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        Self {
+            port,
+            _socket: socket,
         }
     }
-    panic!("no free port in {BASE}..{}", BASE + SPAN);
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 pub fn command(args: &[&str], token: Option<&str>) -> Command {

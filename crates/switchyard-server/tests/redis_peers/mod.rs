@@ -1,5 +1,6 @@
 //! Peers for the Redis store's tests: a real `redis-server` child (the Debian package;
-//! the test script installs it) on a free port without persistence, replicas of the real
+//! the test script installs it) on a UNIX socket (and a TCP port where a test needs one)
+//! without persistence, replicas of the real
 //! binary on it, and a keep-alive HTTP backend. A missing `redis-server` fails the tests:
 //! it is never a silent skip.
 
@@ -11,11 +12,14 @@
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{IO_TIMEOUT, Proxy, free_port};
+use crate::common::{IO_TIMEOUT, Proxy, temp_dir};
 
 /// How long a replica may take to see a change made on another one (the goal is 100 ms;
 /// this bound only keeps a broken build from hanging).
@@ -25,40 +29,96 @@ pub const CONVERGE: Duration = Duration::from_secs(10);
 // Peers
 // ============================================================================================
 
-/// A `redis-server` child without persistence, killed on drop.
+/// A `redis-server` child without persistence, killed on drop. It always listens on a
+/// UNIX socket of its own (the tests' own commands use it) and, when started with
+/// [`Redis::start_tcp`], on a TCP port too.
 pub struct Redis {
     pub child: Child,
-    pub port: u16,
+    pub socket: PathBuf,
+    /// Its TCP port: plain, or TLS only (see [`Redis::start_tls`]).
+    pub port: Option<u16>,
+    tls: bool,
+    extra: Vec<String>,
 }
 
 impl Redis {
+    /// On a UNIX socket only (`--port 0` turns TCP off), so no port is chosen at all.
     pub fn start() -> Self {
-        for _ in 0..4 {
-            if let Some(r) = Self::try_start(free_port(), &[]) {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Redis::start`], with more `redis-server` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        Self::try_start(socket_path(), None, false, extra).expect("redis-server did not start")
+    }
+
+    /// Also on TCP, for the tests of `redis://host:port` and `rediss://` URLs (Redis has
+    /// no TLS on a UNIX socket). `redis-server` must be told its port in advance: `--port
+    /// 0` turns TCP off rather than letting the kernel pick, and it cannot take a socket
+    /// that the test bound. So a port that was free a moment ago is tried, and another
+    /// one if `redis-server` cannot bind it (it exits: another process took the port).
+    /// Readiness is a PING on its own UNIX socket, which it creates only after binding
+    /// the TCP port, so another test's `redis-server` on the same port is never mistaken
+    /// for this one.
+    pub fn start_tcp(extra: &[&str]) -> Self {
+        Self::start_on_port(false, extra)
+    }
+
+    /// Like [`Redis::start_tcp`], its TCP port speaking TLS only (`--tls-port`); `extra`
+    /// gives the certificate flags.
+    pub fn start_tls(extra: &[&str]) -> Self {
+        Self::start_on_port(true, extra)
+    }
+
+    fn start_on_port(tls: bool, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        for _ in 0..8 {
+            let port = Some(candidate_port());
+            if let Some(r) = Self::try_start(socket_path(), port, tls, extra.clone()) {
                 return r;
             }
         }
-        panic!("redis-server could not bind a port in four attempts");
+        panic!("redis-server could not bind a port in eight attempts");
     }
 
-    /// Starts on `port` (after a kill: the same address the replicas know).
-    pub fn restart(port: u16) -> Self {
-        Self::try_start(port, &[]).expect("redis-server could not bind its old port")
+    /// Starts again on the same socket and port (after a kill: the address the replicas
+    /// know) with the same flags.
+    pub fn restart(&self) -> Self {
+        Self::try_start(self.socket.clone(), self.port, self.tls, self.extra.clone())
+            .expect("redis-server could not start again on its old address")
     }
 
-    pub fn try_start(port: u16, extra: &[&str]) -> Option<Self> {
-        let p = port.to_string();
+    fn try_start(
+        socket: PathBuf,
+        port: Option<u16>,
+        tls: bool,
+        extra: Vec<String>,
+    ) -> Option<Self> {
+        let port_arg = port.unwrap_or(0).to_string();
+        let socket_arg = socket.to_str().unwrap().to_owned();
+        let (plain, tls_port) = if tls {
+            ("0", port_arg.as_str())
+        } else {
+            (port_arg.as_str(), "0")
+        };
         let mut args = vec![
             "--port",
-            &p,
+            plain,
+            "--tls-port",
+            tls_port,
             "--bind",
             "127.0.0.1",
+            "--unixsocket",
+            &socket_arg,
+            "--unixsocketperm",
+            "700",
             "--save",
             "",
             "--appendonly",
             "no",
         ];
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().map(String::as_str));
         let spawned = Command::new("redis-server")
             .args(&args)
             .stdin(Stdio::null())
@@ -72,7 +132,13 @@ impl Redis {
                  package `redis-server` (apt-get install redis-server)"
             ),
         };
-        let mut redis = Self { child, port };
+        let mut redis = Self {
+            child,
+            socket,
+            port,
+            tls,
+            extra,
+        };
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             if redis.child.try_wait().unwrap().is_some() {
@@ -93,8 +159,23 @@ impl Redis {
         }
     }
 
+    /// The URL of its UNIX socket.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("unix://{}?db=0", self.socket.display())
+    }
+
+    /// The URL of its TCP port (started with [`Redis::start_tcp`] or, `rediss://` to the
+    /// name its certificate has, [`Redis::start_tls`]).
+    pub fn tcp_url(&self) -> String {
+        if self.tls {
+            format!("rediss://localhost:{}/0", self.tcp_port())
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.tcp_port())
+        }
+    }
+
+    pub fn tcp_port(&self) -> u16 {
+        self.port.expect("this redis-server has no TCP port")
     }
 
     pub fn kill(&mut self) {
@@ -108,7 +189,7 @@ impl Redis {
     }
 
     pub fn try_cmd(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let mut stream = UnixStream::connect(&self.socket).ok()?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
@@ -134,6 +215,32 @@ impl Redis {
             _ => panic!("unexpected reply {line}"),
         }
     }
+}
+
+/// A fresh directory for one `redis-server`'s socket.
+fn socket_path() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    temp_dir(&format!("redis-{n}")).join("redis.sock")
+}
+
+/// A port for [`Redis::start_tcp`] that was free a moment ago. It is chosen below the
+/// kernel's ephemeral range (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing
+/// connection takes it meanwhile; each test process walks its own sequence (seeded by its
+/// pid), so parallel tests and test binaries seldom try the same port.
+fn candidate_port() -> u16 {
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(BASE + (seed + n) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN);
 }
 
 impl Drop for Redis {
