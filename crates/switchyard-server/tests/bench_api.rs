@@ -6,33 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::Instant;
 
-use common::{Proxy, TOKEN};
-
-/// Sends one request on a kept-alive connection and reads one `Content-Length` response.
-fn exchange(reader: &mut BufReader<TcpStream>, req: &[u8]) -> (u16, Vec<u8>) {
-    reader.get_mut().write_all(req).unwrap();
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    (status, body)
-}
+use common::{Client, Proxy, TOKEN};
 
 #[test]
 #[ignore = "benchmark: run with --release --ignored --nocapture"]
@@ -45,9 +21,8 @@ fn add_and_list_10k_routes() {
 
 fn add_and_list(level: &str) {
     let p = Proxy::start(&["--log-level", level]);
-    let stream = TcpStream::connect(("127.0.0.1", p.api_port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut client = Client::connect(p.api_port);
+    let auth = format!("token {TOKEN}");
     let started = Instant::now();
     for i in 0..10_000 {
         let body = format!(
@@ -55,25 +30,24 @@ fn add_and_list(level: &str) {
             i / 256,
             i % 256
         );
-        let req = format!(
-            "POST /api/routes/user/u{i} HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let (status, _) = exchange(&mut reader, req.as_bytes());
-        assert_eq!(status, 201);
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        client.send("POST", &format!("/api/routes/user/u{i}"), &headers, &body);
+        assert_eq!(client.response().status, 201);
     }
     let added = started.elapsed();
-    let list_req =
-        format!("GET /api/routes HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\n\r\n");
     let mut best = std::time::Duration::MAX;
     let mut size = 0;
     for _ in 0..5 {
         let started = Instant::now();
-        let (status, body) = exchange(&mut reader, list_req.as_bytes());
+        client.send("GET", "/api/routes", &[("Authorization", &auth)], "");
+        let r = client.response();
         best = best.min(started.elapsed());
-        assert_eq!(status, 200);
-        size = body.len();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(r.status, 200);
+        size = r.body.len();
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 10_000);
     }
     println!(

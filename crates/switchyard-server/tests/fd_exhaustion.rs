@@ -14,11 +14,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, TOKEN};
+use common::{Client, IO_TIMEOUT, Proxy, TOKEN};
 
 /// The descriptor limit the proxy runs under.
 const NOFILE: usize = 64;
@@ -46,12 +46,10 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     let mut held = Vec::new();
     while p.open_fds() < NOFILE {
         assert!(held.len() < NOFILE, "the descriptor count does not grow");
-        let mut client = connect(p.port);
-        client
-            .write_all(b"GET /_chp_healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let head = read_head(&mut client);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut client = Client::connect(p.port);
+        client.send("GET", "/_chp_healthz", &[], "");
+        let r = client.response();
+        assert_eq!(r.status, 200, "{r:?}");
         held.push(client);
     }
 
@@ -60,10 +58,8 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     // every `accept` fails while the table is full (Linux takes the descriptor before it
     // looks at the backlog), and the loop retries after each pause.
     let started = Instant::now();
-    let mut waiting = connect(p.port);
-    waiting
-        .write_all(b"GET /through HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let mut waiting = Client::connect(p.port);
+    waiting.send("GET", "/through", &[], "");
     let first = p.wait_for_line("accept failed");
     assert!(first.contains("Too many open files"), "{first}");
     // The retries are summarised, not logged one by one: the next line about accepting
@@ -96,13 +92,8 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     // A client leaves: its descriptor goes to the waiting connection, whose request then
     // finds no descriptor for the target connection.
     drop(held.pop());
-    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let head = read_head(&mut waiting);
-
-    assert!(
-        head.starts_with("HTTP/1.1 502") || head.starts_with("HTTP/1.1 503"),
-        "{head}"
-    );
+    let r = waiting.response();
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
     assert!(p.child.try_wait().unwrap().is_none(), "the proxy died");
 
     // Everyone leaves: the proxy closes their connections and serves normally again.
@@ -123,40 +114,6 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     let recovered = p.wait_for_line("accept recovered on ");
     assert!(recovered.contains(" failures in "), "{recovered}");
     assert_eq!(p.api("GET", "/api/routes", None).status, 200);
-}
-
-fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
-/// Reads a response head and its `Content-Length` body, leaving the connection open.
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("connection closed after {head:?}");
-        }
-        let end = line == "\r\n";
-        head.push_str(&line);
-        if end {
-            break;
-        }
-    }
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    head
 }
 
 /// Answers every request on every connection with `200 ok`.

@@ -227,7 +227,8 @@ fn no_include_prefix_shapes_match_chp() {
 }
 
 /// The head as an HTTP/1.1 client sends it with `host` as its `Host` line (`None`: no
-/// line at all); returns the status code and the raw answer.
+/// line at all); returns the status code and the raw answer. Raw bytes: the Host line is
+/// what is under test, exactly as written, and the cases include none at all.
 fn with_host(port: u16, target: &str, host: Option<&str>) -> (u16, String) {
     let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
     let answer = common::raw(
@@ -317,6 +318,7 @@ fn aiohttp_request_over_the_unix_socket() {
         .unwrap()
         .replace('%', "%25")
         .replace('/', "%2F");
+    // Raw: the head is aiohttp's, byte for byte.
     let mut s = UnixStream::connect(&public).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     write!(

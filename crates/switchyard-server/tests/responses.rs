@@ -186,6 +186,7 @@ fn malformed_request_body_is_400() {
         let sent = format!(
             "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}\r\nhello\r\n0\r\n\r\n"
         );
+        // Raw: no HTTP client sends a malformed chunk size.
         let answer = common::raw(p.port, sent.as_bytes());
         assert!(answer.starts_with("HTTP/1.1 400 "), "{chunk}: {answer}");
     }

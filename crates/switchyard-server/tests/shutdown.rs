@@ -4,6 +4,10 @@
 //!
 //! Synchronisation is by events only (a backend report, a log line, a refused connect, a
 //! closed socket, the process exit); every wait is bounded.
+//!
+//! The clients here are raw TCP: what these tests check is the connection itself (closed
+//! after the drained answer, closed or reset at the deadline, refused after the signal),
+//! which an HTTP client library hides behind its pool.
 
 #![allow(
     clippy::unwrap_used,

@@ -11,6 +11,11 @@
 //! alongside every scenario (`SOAK_WRK=1`, wrk must be installed):
 //! `SOAK_CYCLES=10000 SOAK_WRK=1 cargo test --release -p switchyard-server --test soak -- --nocapture`.
 
+//!
+//! The scenarios speak raw HTTP/1.1 over TCP: each one leaves its connection at a precise
+//! point of the exchange (mid-upload, right after the response head, after a 101), which
+//! an HTTP client library does not let a caller choose.
+
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;

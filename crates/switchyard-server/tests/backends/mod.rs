@@ -1,7 +1,7 @@
 //! Peers for the proxying tests: real backends on 127.0.0.1:0 in the test process (a raw
-//! HTTP/1.1 recorder, an HTTPS peer, a streaming peer, a hanging peer, a tungstenite
-//! WebSocket echo server), a raw-TCP keep-alive client, and `last_activity` helpers, so
-//! every byte on both sides is visible.
+//! HTTP/1.1 recorder, so every byte the proxy sends a target is visible; an HTTPS peer, a
+//! streaming peer, a hanging peer, a tungstenite WebSocket echo server), a keep-alive
+//! client (hyper's), and `last_activity` helpers.
 //!
 //! Synchronisation is by events only: a log line, a response, a frame, a recorded request.
 //! "Not bumped" checks for `last_activity` (millisecond precision) first wait until the
@@ -14,7 +14,6 @@
     reason = "test support code"
 )]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -326,98 +325,8 @@ pub fn ws_backend(hello: Option<&'static str>) -> (u16, mpsc::Receiver<Seen>) {
 // Client
 // ============================================================================================
 
-/// A keep-alive HTTP/1.1 client connection to the proxy.
-pub struct Client {
-    pub reader: BufReader<TcpStream>,
-    pub port: u16,
-}
-
-impl Client {
-    pub fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        Self {
-            reader: BufReader::new(stream),
-            port,
-        }
-    }
-
-    /// Sends a request; `Host: 127.0.0.1:<port>` unless `headers` has a Host.
-    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) {
-        let mut req = format!("{method} {path} HTTP/1.1\r\n");
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-            req.push_str(&format!("Host: 127.0.0.1:{}\r\n", self.port));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !body.is_empty() {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        self.reader.get_mut().write_all(req.as_bytes()).unwrap();
-    }
-
-    /// Reads a response head.
-    pub fn head(&mut self) -> (u16, HashMap<String, String>) {
-        let mut status = String::new();
-        self.reader.read_line(&mut status).unwrap();
-        let code = status
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status:?}"));
-        let headers = read_headers(&mut self.reader)
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        (code, headers)
-    }
-
-    /// Reads one chunk of a chunked body (`None` at the last chunk).
-    pub fn chunk(&mut self) -> Option<String> {
-        let mut size = String::new();
-        self.reader.read_line(&mut size).unwrap();
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            read_headers(&mut self.reader).unwrap();
-            return None;
-        }
-        let mut chunk = vec![0; n + 2];
-        self.reader.read_exact(&mut chunk).unwrap();
-        chunk.truncate(n);
-        Some(String::from_utf8(chunk).unwrap())
-    }
-
-    /// Reads a whole response (a request without a body to a HEAD is not used here).
-    pub fn response(&mut self) -> common::Response {
-        let (status, headers) = self.head();
-        let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-            let mut body = String::new();
-            while let Some(c) = self.chunk() {
-                body.push_str(&c);
-            }
-            body
-        } else if let Some(n) = headers.get("content-length") {
-            let mut body = vec![0; n.parse().unwrap()];
-            self.reader.read_exact(&mut body).unwrap();
-            String::from_utf8(body).unwrap()
-        } else if status == 204 || status == 304 || status == 101 {
-            String::new()
-        } else {
-            let mut body = String::new();
-            self.reader.read_to_string(&mut body).unwrap();
-            body
-        };
-        common::Response {
-            status,
-            headers,
-            body,
-        }
-    }
-}
+/// The keep-alive client, here too for the tests that use the backends.
+pub use crate::common::Client;
 
 /// One GET on a fresh keep-alive connection.
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> common::Response {
