@@ -290,8 +290,11 @@ fn an_idle_connection_outlives_the_request_head_timeout() {
     let answered = Instant::now();
     assert_eq!(reader.read(&mut [0; 64]).unwrap(), 0, "not closed");
     let idle_for = answered.elapsed();
+    // The keep-alive clock starts when the proxy has written the answer, a little before
+    // this test has read it: the bound is well past the 200 ms head timeout, short of
+    // the full 1.5 s.
     assert!(
-        idle_for >= Duration::from_millis(1500),
+        idle_for >= Duration::from_millis(1200),
         "closed {idle_for:?} after the answer"
     );
 }
