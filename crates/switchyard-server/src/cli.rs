@@ -1,7 +1,8 @@
 //! Command-line flags: exactly those of configurable-http-proxy 5.3.0, plus the limits
 //! `--max-header-size`, `--max-headers`, `--max-uri-length`, `--body-idle-timeout` and
 //! `--max-response-header-size` (against oversized heads and slow-loris bodies) and the
-//! drain deadline `--shutdown-timeout` (CHP exits at once on SIGTERM).
+//! drain deadline `--shutdown-timeout` (CHP exits at once on SIGTERM) and the readiness
+//! delay `--shutdown-delay`.
 //!
 //! Secrets (the API token, key passphrases) come from the environment only, as in CHP, and
 //! never appear in `Debug` output or logs.
@@ -278,6 +279,12 @@ pub struct Cli {
     /// with status 0. 0 closes everything at once. (CHP exits at once, with status 2.)
     #[arg(long, value_name = "ms", default_value_t = 10_000)]
     pub(crate) shutdown_timeout: u64,
+    /// On SIGTERM or SIGINT, first answer /_chp_readyz with 503 and go on serving as
+    /// usual for this many milliseconds, so that a load balancer or Kubernetes takes this
+    /// replica out of rotation before its listeners close; then stop as --shutdown-timeout
+    /// says. A second SIGTERM or SIGINT, during the delay or the drain, exits at once.
+    #[arg(long, value_name = "ms", default_value_t = 0)]
+    pub(crate) shutdown_delay: u64,
 }
 
 /// A winston log level, mapped onto tracing levels.

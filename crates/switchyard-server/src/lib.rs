@@ -35,6 +35,8 @@ mod time;
 mod tls;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use switchyard::server::{LocalAddr, Server};
@@ -64,23 +66,48 @@ pub struct Running {
     redirect: Option<Server<LocalAddr>>,
     store: Arc<dyn RouteStore>,
     pid_file: Option<std::path::PathBuf>,
+    stopping: Arc<AtomicBool>,
 }
 
-/// Runs the server until SIGTERM or SIGINT, then stops it gracefully.
+/// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
+/// answers 503 at once, requests are served as usual for `--shutdown-delay`, then the
+/// listeners close and what is in flight drains (see [`Running::stop`]). A second SIGTERM
+/// or SIGINT meanwhile returns at once, dropping what is still open.
 ///
 /// # Errors
 ///
 /// [`StartError`] when it cannot start (nothing is served then).
 pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
     // Installed first: a SIGTERM right after start-up must stop us gracefully.
-    let term = signal(SignalKind::terminate())
+    let mut term = signal(SignalKind::terminate())
         .map_err(|e| StartError(format!("cannot handle SIGTERM: {e}")))?;
-    let int = signal(SignalKind::interrupt())
+    let mut int = signal(SignalKind::interrupt())
         .map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
+    let delay = Duration::from_millis(cli.shutdown_delay);
     let running = start(cli, env).await?;
-    let stop = wait_for_signal(term, int).await;
+    let stop = wait_for_signal(&mut term, &mut int).await;
     tracing::warn!("{stop}");
-    running.stop().await;
+    let pid_file = running.pid_file.clone();
+    let graceful = async move {
+        running.set_not_ready();
+        if !delay.is_zero() {
+            tracing::info!(
+                "Not ready (/_chp_readyz answers 503); serving for {} ms more",
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
+        running.stop().await;
+    };
+    tokio::select! {
+        () = graceful => {}
+        again = wait_for_signal(&mut term, &mut int) => {
+            tracing::warn!("{again} again: exiting now");
+            if let Some(pid_file) = &pid_file {
+                let _ = std::fs::remove_file(pid_file);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -102,6 +129,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     let error_pages = error_pages(&cli)?;
     // The store is ready (every route loaded) before any port is bound or served.
     let store = open_store(&cli, &env).await?;
+    let stopping = Arc::new(AtomicBool::new(false));
     // Bind everything; any failure exits non-zero (CHP kept running half up).
     let bound = listeners::Bound::bind(&cli).await.map_err(StartError)?;
     if let Some(target) = &default_target {
@@ -126,6 +154,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             error_pages,
             auth_token: env.auth_token,
             tls,
+            stopping: stopping.clone(),
         },
     );
     if let Some(pid_file) = &cli.pid_file {
@@ -148,6 +177,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         redirect: served.redirect,
         store,
         pid_file: cli.pid_file,
+        stopping,
     })
 }
 
@@ -194,10 +224,17 @@ impl Running {
         self.redirect.as_ref().map(Server::local_addr)
     }
 
+    /// Makes `/_chp_readyz` answer 503 from now on (the first step of a stop, so that load
+    /// balancers take this replica out while it still serves).
+    pub fn set_not_ready(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
     /// Stops every listener at once, lets in-flight requests finish (up to
     /// `--shutdown-timeout`), closes what is left, writes out what the route store still
     /// holds, and removes the pid file.
     pub async fn stop(self) {
+        self.set_not_ready();
         let servers = [
             Some(self.public),
             Some(self.api),
@@ -280,7 +317,7 @@ async fn open_store(cli: &Cli, env: &Env) -> Result<Arc<dyn RouteStore>, StartEr
 }
 
 /// Waits for SIGTERM or SIGINT; returns CHP's log word for it.
-async fn wait_for_signal(mut term: Signal, mut int: Signal) -> &'static str {
+async fn wait_for_signal(term: &mut Signal, int: &mut Signal) -> &'static str {
     tokio::select! {
         _ = term.recv() => "Terminated",
         _ = int.recv() => "Interrupted",

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use switchyard::TlsConfig;
@@ -39,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) error_pages: ErrorPages,
     pub(crate) auth_token: Option<String>,
     pub(crate) tls: tls::Listeners,
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 /// The servers, serving.
@@ -152,6 +154,7 @@ impl Bound {
                 error_pages: shared.error_pages,
                 metrics: shared.metrics,
                 engine: shared.engine,
+                stopping: shared.stopping,
             },
             public_options.tls(shared.tls.public.map(TlsConfig::new)),
         );

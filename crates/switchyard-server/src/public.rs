@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -121,6 +122,8 @@ pub(crate) struct PublicState {
     pub(crate) error_pages: ErrorPages,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) engine: Engine,
+    /// Set at the first stop signal: `/_chp_readyz` answers 503 from then on.
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 /// The outcome of the route lookup for one request.
@@ -211,20 +214,10 @@ enum Plan {
 }
 
 fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
-    // Exact `req.url` match (a query string makes it a proxied request), before routing
-    // and not counted, as in CHP.
-    if req
-        .uri()
-        .path_and_query()
-        .map(http::uri::PathAndQuery::as_str)
-        == Some("/_chp_healthz")
-    {
-        let mut response = Response::new(Body::from(r#"{"status":"OK"}"#));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Plan::Answer(response);
+    // Exact `req.url` matches (a query string makes it a proxied request), before routing
+    // and not counted, as CHP's health check.
+    if let Some(answer) = probe(state, req.uri()) {
+        return Plan::Answer(answer);
     }
     let upgrade = is_upgrade(&req);
     if upgrade {
@@ -273,6 +266,43 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
             }
         }
     }
+}
+
+/// The health check `/_chp_healthz` (alive: always 200) and the readiness check
+/// `/_chp_readyz` (200 when this replica should get traffic: the routes are the store's
+/// and no stop signal has come; else 503 with the reason), or `None` for any other URL.
+fn probe(state: &PublicState, uri: &http::Uri) -> Option<Response<Body>> {
+    let url = uri.path_and_query().map(http::uri::PathAndQuery::as_str)?;
+    // One comparison on the hot path; both probes share the prefix.
+    let rest = url.strip_prefix("/_chp_")?;
+    let (status, body): (_, Cow<'static, str>) = match rest {
+        "healthz" => (StatusCode::OK, Cow::Borrowed(r#"{"status":"OK"}"#)),
+        "readyz" => {
+            let not_ready = if state.stopping.load(Ordering::Relaxed) {
+                Err("shutting down")
+            } else {
+                state.store.ready()
+            };
+            match not_ready {
+                Ok(()) => (StatusCode::OK, Cow::Borrowed(r#"{"status":"OK"}"#)),
+                Err(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Cow::Owned(serde_json::json!({ "status": reason }).to_string()),
+                ),
+            }
+        }
+        _ => return None,
+    };
+    let mut response = Response::new(match body {
+        Cow::Borrowed(s) => Body::from(s),
+        Cow::Owned(s) => Body::from(s),
+    });
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Some(response)
 }
 
 /// Looks the request up; `Err` is the status to answer (404 no route, 400 bad path/host).

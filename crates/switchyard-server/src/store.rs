@@ -51,6 +51,11 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn update_last_activity<'a>(&'a self, key: &'a str, at_ms: i64) -> StoreFuture<'a, ()>;
     /// The hot path: longest-prefix lookup in the in-memory snapshot. Never blocks.
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
+    /// Whether the table is what the store holds, so this replica may take traffic: `Err`
+    /// with a short reason when not (a shared store that is disconnected or reloading).
+    fn ready(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
     /// Called once at shutdown: write out what is still pending (activity, state file).
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))

@@ -131,9 +131,21 @@ fn redis_outage_keeps_traffic_and_recovers() {
         })
     };
 
+    assert_eq!(
+        request(a.port, "GET", "/_chp_readyz", &[], None).status,
+        200
+    );
     redis.kill();
     a.wait_for_line("Lost Redis");
     b.wait_for_line("Lost Redis");
+    // Not ready while the table may be stale (still alive, still serving).
+    let r = request(a.port, "GET", "/_chp_readyz", &[], None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Redis unavailable"), "{}", r.body);
+    assert_eq!(
+        request(a.port, "GET", "/_chp_healthz", &[], None).status,
+        200
+    );
     let served = ok.load(Ordering::Relaxed);
     eventually("traffic during the outage", || {
         ok.load(Ordering::Relaxed) > served + 20
@@ -162,6 +174,12 @@ fn redis_outage_keeps_traffic_and_recovers() {
     eventually("b's new route on a", || status(&a, "/after") == 200);
     a.wait_for_line("Reconnected to Redis");
     b.wait_for_line("Reconnected to Redis");
+    for p in [&a, &b] {
+        assert_eq!(
+            request(p.port, "GET", "/_chp_readyz", &[], None).status,
+            200
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
     assert_eq!(bad.load(Ordering::Relaxed), 0, "every request was served");

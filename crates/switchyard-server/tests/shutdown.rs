@@ -14,6 +14,7 @@
     reason = "test peers and helpers panic on failure"
 )]
 
+mod backends;
 mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -21,7 +22,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, run_to_exit};
+use backends::Backend;
+use common::{IO_TIMEOUT, Proxy, request, run_to_exit};
 
 /// `--help` documents the flag and its default; bad values exit 1 naming the flag.
 #[test]
@@ -124,6 +126,92 @@ fn shutdown_timeout_closes_what_is_still_open() {
         // The backend never answered: the proxy gave up its request when it closed.
         backend.closed.recv_timeout(IO_TIMEOUT).unwrap();
     }
+}
+
+/// `/_chp_readyz` answers 200 while serving. On SIGTERM with `--shutdown-delay`, it answers
+/// 503 at once while the proxy goes on serving new connections and requests as usual; the
+/// listeners close only after the delay, and the exit status is 0.
+#[test]
+fn shutdown_delay_keeps_serving_while_not_ready() {
+    let backend = Backend::echo_target();
+    let mut p = Proxy::start(&["--shutdown-delay", "800"]);
+    p.add("/", &backend.url());
+    let ready = request(p.port, "GET", "/_chp_readyz", &[], None);
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, r#"{"status":"OK"}"#)
+    );
+    assert_eq!(ready.header("content-type"), Some("application/json"));
+
+    let signalled = Instant::now();
+    p.send_signal("TERM");
+    p.wait_for_line("Not ready (/_chp_readyz answers 503)");
+    let r = request(p.port, "GET", "/_chp_readyz", &[], None);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, r#"{"status":"shutting down"}"#)
+    );
+    // Liveness is unchanged, and proxied requests go on, on new connections.
+    let r = request(p.port, "GET", "/_chp_healthz", &[], None);
+    assert_eq!(r.status, 200);
+    let r = request(p.port, "GET", "/still/served", &[], None);
+    assert_eq!((r.status, r.body.as_str()), (200, "/still/served"));
+    let r = p.api("GET", "/api/routes", None);
+    assert_eq!(r.status, 200);
+
+    let status = p.wait_exit(IO_TIMEOUT).expect("no exit after the delay");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(800),
+        "exited {:?} after SIGTERM, before the delay",
+        signalled.elapsed()
+    );
+    assert_refused(p.port);
+}
+
+/// A second SIGTERM or SIGINT exits at once: during the readiness delay, and during the
+/// drain with a request in flight (its connection is closed).
+#[test]
+fn a_second_signal_exits_at_once() {
+    for (first, second) in [("TERM", "TERM"), ("INT", "INT"), ("TERM", "INT")] {
+        let mut p = Proxy::start(&["--shutdown-delay", "600000"]);
+        p.send_signal(first);
+        p.wait_for_line("Not ready");
+        p.send_signal(second);
+        let status = p
+            .wait_exit(IO_TIMEOUT)
+            .unwrap_or_else(|| panic!("{first} then {second}: still running in the delay"));
+        assert!(status.success(), "{status:?}");
+        p.wait_for_line("again: exiting now");
+    }
+
+    let backend = HeldBackend::start(false);
+    let mut p = Proxy::start(&["--shutdown-timeout", "600000"]);
+    p.add("/", &format!("http://127.0.0.1:{}", backend.port));
+    let mut client = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client
+        .write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    backend.received.recv_timeout(IO_TIMEOUT).unwrap();
+    p.send_signal("TERM");
+    p.wait_for_line("Terminated");
+    assert_refused(p.port);
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    p.send_signal("INT");
+    let status = p
+        .wait_exit(IO_TIMEOUT)
+        .expect("a second signal during the drain did not end the process");
+    assert!(status.success(), "{status:?}");
+    let mut answer = Vec::new();
+    match client.read_to_end(&mut answer) {
+        Ok(_) => assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer)),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+    backend.closed.recv_timeout(IO_TIMEOUT).unwrap();
 }
 
 /// Connecting to `port` fails (bounded: the listener closes right after the signal's log

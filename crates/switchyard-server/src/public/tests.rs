@@ -28,7 +28,32 @@ async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> Publi
         error_pages: ErrorPages::builtin(),
         metrics: metrics.clone(),
         engine: engine(&clap::Parser::parse_from(["switchyard"]), metrics).unwrap(),
+        stopping: Arc::default(),
     }
+}
+
+/// The probes answer their exact URLs only; readiness follows the stop flag.
+#[tokio::test]
+async fn probes_answer_exact_urls() {
+    let state = state(false, true, &[]).await;
+    let status = |url: &str| probe(&state, &url.parse().unwrap()).map(|r| r.status());
+    assert_eq!(status("/_chp_healthz"), Some(StatusCode::OK));
+    assert_eq!(status("/_chp_readyz"), Some(StatusCode::OK));
+    for other in [
+        "/_chp_readyz?x",
+        "/_chp_ready",
+        "/_chp_",
+        "/_chp_readyz/",
+        "/",
+    ] {
+        assert_eq!(status(other), None, "{other}");
+    }
+    state.stopping.store(true, Ordering::Relaxed);
+    assert_eq!(
+        status("/_chp_readyz"),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(status("/_chp_healthz"), Some(StatusCode::OK));
 }
 
 fn req(uri: &str, host: &str) -> Request<()> {

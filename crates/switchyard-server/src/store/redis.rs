@@ -48,7 +48,7 @@ mod sync;
 mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -103,6 +103,9 @@ struct Inner {
     refresh: mpsc::UnboundedSender<String>,
     /// The generation of Redis data this replica last loaded (see [`Inner::check_epoch`]).
     epoch: std::sync::Mutex<Option<String>>,
+    /// Subscribed to the changes and the table reloaded since: the table is Redis's.
+    /// Cleared when the subscription is lost, set again after the next reload.
+    synced: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -232,11 +235,13 @@ impl RedisStore {
             client,
             refresh,
             epoch: std::sync::Mutex::new(None),
+            synced: AtomicBool::new(false),
         });
         let stream = inner
             .subscribe_and_reload()
             .await
             .map_err(|e| format!("cannot load routes from Redis at {shown}: {e}"))?;
+        inner.synced.store(true, Ordering::Relaxed);
         let shutdown = CancellationToken::new();
         tokio::spawn(sync::sync_task(
             inner.clone(),
@@ -357,6 +362,14 @@ impl RouteStore for RedisStore {
 
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>> {
         self.inner.table.lookup(path)
+    }
+
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.inner.synced.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("Redis unavailable; routes may be stale")
+        }
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -272,6 +272,7 @@ pub(super) async fn sync_task(
             while refresh_rx.try_recv().is_ok() {}
             match inner.subscribe_and_reload().await {
                 Ok(s) => {
+                    inner.synced.store(true, Ordering::Relaxed);
                     tracing::info!("Reconnected to Redis; routing table reloaded");
                     stream = Some(s);
                     backoff = MIN_BACKOFF;
@@ -289,7 +290,7 @@ pub(super) async fn sync_task(
             msg = sub.stream.next() => match msg {
                 Some(msg) => paths.push(payload(&msg)),
                 None => {
-                    lost(&mut stream, "pub/sub connection closed");
+                    lost(&inner, &mut stream, "pub/sub connection closed");
                     continue;
                 }
             },
@@ -301,7 +302,7 @@ pub(super) async fn sync_task(
                 )
                 .await;
                 if !matches!(alive, Ok(Ok(_))) {
-                    lost(&mut stream, "no answer to PING");
+                    lost(&inner, &mut stream, "no answer to PING");
                 }
                 continue;
             }
@@ -315,14 +316,14 @@ pub(super) async fn sync_task(
             match sub.stream.next().now_or_never() {
                 Some(Some(msg)) => paths.push(payload(&msg)),
                 Some(None) => {
-                    lost(&mut stream, "pub/sub connection closed");
+                    lost(&inner, &mut stream, "pub/sub connection closed");
                     break;
                 }
                 None => break,
             }
         }
         if let Err(e) = inner.refresh(paths).await {
-            lost(&mut stream, &e.to_string());
+            lost(&inner, &mut stream, &e.to_string());
         }
     }
 }
@@ -331,7 +332,8 @@ fn payload(msg: &redis::Msg) -> String {
     String::from_utf8_lossy(msg.get_payload_bytes()).into_owned()
 }
 
-fn lost(stream: &mut Option<Subscription>, why: &str) {
+fn lost(inner: &Inner, stream: &mut Option<Subscription>, why: &str) {
+    inner.synced.store(false, Ordering::Relaxed);
     if stream.take().is_some() {
         tracing::warn!(
             "Lost Redis ({why}); serving the last routing table and reconnecting in the background"
