@@ -67,6 +67,7 @@ pub struct Running {
     store: Arc<dyn RouteStore>,
     pid_file: Option<std::path::PathBuf>,
     stopping: Arc<AtomicBool>,
+    engine: public::Engine,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
@@ -150,7 +151,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         listeners::Shared {
             store: store.clone(),
             metrics,
-            engine,
+            engine: engine.clone(),
             error_pages,
             auth_token: env.auth_token,
             tls,
@@ -178,6 +179,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         store,
         pid_file: cli.pid_file,
         stopping,
+        engine,
     })
 }
 
@@ -231,8 +233,9 @@ impl Running {
     }
 
     /// Stops every listener at once, lets in-flight requests finish (up to
-    /// `--shutdown-timeout`), closes what is left, writes out what the route store still
-    /// holds, and removes the pid file.
+    /// `--shutdown-timeout`), closes what is left, then closes the WebSocket tunnels with
+    /// a close frame 1001 ("going away") to both sides, writes out what the route store
+    /// still holds, and removes the pid file.
     pub async fn stop(self) {
         self.set_not_ready();
         let servers = [
@@ -242,6 +245,11 @@ impl Running {
             self.redirect,
         ];
         futures_util::future::join_all(servers.into_iter().flatten().map(Server::shutdown)).await;
+        let tunnels = self.engine.tunnels();
+        if tunnels > 0 {
+            tracing::info!("Closing {tunnels} WebSocket connections (1001 going away)");
+        }
+        self.engine.close_tunnels().await;
         if let Err(e) = self.store.close().await {
             tracing::warn!("route store: {e}");
         }

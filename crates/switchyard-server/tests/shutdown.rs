@@ -214,6 +214,52 @@ fn a_second_signal_exits_at_once() {
     backend.closed.recv_timeout(IO_TIMEOUT).unwrap();
 }
 
+/// SIGTERM with a WebSocket open: once the drain is over, the client and the target each
+/// get a close frame with code 1001 (going away), not a cut connection, and the process
+/// exits with status 0.
+#[test]
+fn sigterm_closes_websockets_with_going_away() {
+    use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ws_port = listener.local_addr().unwrap().port();
+    let (codes_tx, codes) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(frame)) => {
+                    let _ = codes_tx.send(frame.map(|f| f.code));
+                }
+                Ok(m) if m.is_text() => ws.send(m).unwrap(),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let mut p = Proxy::start(&[]);
+    p.add("/ws", &format!("http://127.0.0.1:{ws_port}"));
+    let (mut ws, _) = backends::ws_connect(p.port, "/ws/x");
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hi"));
+
+    p.send_signal("TERM");
+    match ws.read().unwrap() {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        codes.recv_timeout(IO_TIMEOUT).unwrap(),
+        Some(CloseCode::Away),
+        "the target's close code"
+    );
+    p.wait_for_line("Closing 1 WebSocket connections");
+    let status = p.wait_exit(IO_TIMEOUT).expect("no exit after closing");
+    assert!(status.success(), "{status:?}");
+}
+
 /// Connecting to `port` fails (bounded: the listener closes right after the signal's log
 /// line; a connect that lands just before that is reset and dropped).
 fn assert_refused(port: u16) {

@@ -158,6 +158,12 @@ impl Registration {
         .await
     }
 
+    /// Whether the drain has begun ([`Drain::shutdown`] or [`Drain::close`] called), with
+    /// the task's waker registered for the change. One atomic read while nothing changes.
+    pub(crate) fn poll_stopping(&mut self, cx: &Context<'_>) -> bool {
+        self.phase(cx) != SERVING
+    }
+
     /// The drain's phase, with the task's waker registered for its changes.
     fn phase(&mut self, cx: &Context<'_>) -> u8 {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -31,6 +31,7 @@ use tracing::debug;
 
 use crate::balance::Upstreams;
 use crate::body::Body;
+use crate::drain::Drain;
 use crate::error::{ConfigError, ProxyError};
 use crate::hooks::{FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
@@ -85,6 +86,8 @@ pub(crate) struct Inner<H> {
     pub(crate) hooks: H,
     pub(crate) upstreams: Option<Upstreams>,
     pub(crate) retry: Option<Arc<Retry>>,
+    /// The open WebSocket tunnels, told to close by [`Proxy::close_tunnels`].
+    pub(crate) tunnels: Drain,
 }
 
 // === impl Proxy ===
@@ -143,6 +146,24 @@ impl<H: Hooks> Proxy<H> {
         ProxyStats {
             upstream: self.inner.upstream.counters().clone(),
         }
+    }
+
+    /// Closes every open WebSocket tunnel of this proxy (and of its clones) the way a
+    /// server going away should (RFC 6455 §7.4.1, code 1001 "going away"): each direction
+    /// is let finish the frame it is in the middle of, then the client gets a close frame
+    /// and the target a masked one, and both connections are closed once the peers answer
+    /// (or after a short wait). A direction that does not reach the end of its frame in
+    /// time, or a stream that is not WebSocket framing, is cut instead. Tunnels opened
+    /// from now on are closed the same way as soon as they open. Returns when every tunnel
+    /// has ended; each is bounded by its own short deadlines.
+    pub async fn close_tunnels(&self) {
+        self.inner.tunnels.shutdown().await;
+    }
+
+    /// How many WebSocket tunnels are open.
+    pub fn tunnels(&self) -> usize {
+        // Each tunnel registers its two directions, together.
+        self.inner.tunnels.connections() / 2
     }
 
     /// Proxies one request with the default options; errors become their

@@ -415,3 +415,167 @@ async fn two_proxies_in_a_chain() {
     ws.send(Message::text("twice")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("twice"));
 }
+
+/// `close_tunnels` (a server going away): the client gets a close frame 1001 and the
+/// target a masked one (tungstenite refuses an unmasked frame from a client), the call
+/// returns once the tunnel has ended, and a tunnel opened afterwards is closed at once.
+#[tokio::test]
+async fn close_tunnels_sends_going_away_both_ways() {
+    let (codes_tx, mut codes) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let codes_tx = codes_tx.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    match m {
+                        Message::Close(frame) => {
+                            let _ = codes_tx.send(frame.map(|f| f.code));
+                        }
+                        m if m.is_text() => ws.send(m).await.unwrap(),
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("ws://{up}")).unwrap())
+        .configure(|o| o.ws = true)
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let mut ws = connect(server.local_addr()).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("hello"));
+    assert_eq!(proxy.tunnels(), 1);
+
+    let closing = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.close_tunnels().await }
+    });
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        within(codes.recv()).await.unwrap(),
+        Some(CloseCode::Away),
+        "the target's close code"
+    );
+    drop(ws);
+    within(closing).await.unwrap();
+    assert_eq!(proxy.tunnels(), 0);
+
+    // Closing: a new tunnel gets its 1001 as soon as it opens.
+    let mut ws = connect(server.local_addr()).await;
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A frame half sent when the close comes is finished first: the target gets the rest of
+/// it, then the close frame, and nothing the client sent after that frame.
+#[tokio::test]
+async fn close_tunnels_finishes_the_frame_in_progress() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let (upstream_tx, upstream_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let _ = upstream_tx.send(s);
+    });
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("ws://{up}")).unwrap())
+        .configure(|o| o.ws = true)
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let mut client = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within(client.read_exact(&mut b)).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut upstream = within(upstream_rx).await.unwrap();
+
+    // A masked binary frame of 10 bytes: its header and 4 bytes, then the rest later.
+    let frame: Vec<u8> = [0x82, 0x8a, 1, 2, 3, 4]
+        .into_iter()
+        .chain([9u8; 10])
+        .collect();
+    client.write_all(&frame[..10]).await.unwrap();
+    let mut got = [0u8; 10];
+    within(upstream.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got[..], frame[..10]);
+
+    // The close starts (its first poll tells the tunnels) while the frame is half through.
+    let mut closing = std::pin::pin!(proxy.close_tunnels());
+    tokio::select! {
+        biased;
+        () = &mut closing => panic!("closed with a frame in progress"),
+        () = std::future::ready(()) => {}
+    }
+    let mut rest = frame[10..].to_vec();
+    rest.extend_from_slice(&[0x81, 0x82, 5, 6, 7, 8, b'n' ^ 5, b'o' ^ 6]); // "no": dropped
+    client.write_all(&rest).await.unwrap();
+
+    let (to_target, to_client, ()) = within(async {
+        tokio::join!(
+            async {
+                let mut all = Vec::new();
+                upstream.read_to_end(&mut all).await.unwrap();
+                drop(upstream);
+                all
+            },
+            async {
+                let mut all = Vec::new();
+                client.read_to_end(&mut all).await.unwrap();
+                all
+            },
+            closing,
+        )
+    })
+    .await;
+    assert_eq!(to_target[..6], frame[10..], "the rest of the frame");
+    let close = &to_target[6..];
+    assert_eq!(
+        close.len(),
+        8,
+        "a masked close frame and nothing else: {close:?}"
+    );
+    assert_eq!(close[..2], [0x88, 0x82]);
+    let code = [close[6] ^ close[2], close[7] ^ close[3]];
+    assert_eq!(u16::from_be_bytes(code), 1001);
+    assert_eq!(to_client, [0x88, 2, 0x03, 0xe9]);
+}

@@ -7,6 +7,7 @@ use http::{Response, request};
 use super::{Inner, Proxy};
 use crate::balance::Upstreams;
 use crate::body::Body;
+use crate::drain::Drain;
 use crate::error::{ConfigError, ProxyError};
 use crate::hooks::{FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
@@ -117,6 +118,7 @@ impl<H: Hooks> ProxyBuilder<H> {
                 hooks: self.hooks,
                 upstreams: self.upstreams,
                 retry: self.retry.map(Arc::new),
+                tunnels: Drain::new(),
             }),
         })
     }

@@ -15,6 +15,8 @@
 //! into the stream.
 
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -22,15 +24,20 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 use super::{Inner, headers};
 use crate::body::Body;
+use crate::drain::Registration;
 use crate::hooks::{Hooks, TunnelStats};
 
 /// How long the other direction may go on after one side has ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// At `close_tunnels`, how long a direction may take to finish the frame it is in.
+const FINISH_FRAME: Duration = Duration::from_secs(2);
+/// After the close frames, how long the peers have to close their side.
+const CLOSE_REPLY: Duration = Duration::from_secs(1);
 /// Copy buffer per direction while data flows.
 const BUF: usize = 16 * 1024;
 /// Buffer per direction while the tunnel is quiet.
@@ -89,25 +96,64 @@ async fn tunnel<H: Hooks>(
     let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
     let (mut ur, mut uw) = tokio::io::split(TokioIo::new(upstream));
     let (mut up, mut down) = (0u64, 0u64);
-    {
-        let mut c2u = std::pin::pin!(copy(&mut cr, &mut uw, &mut up, |n| {
-            inner.hooks.on_tunnel_data(ctx, true, n);
-        }));
-        let mut u2c = std::pin::pin!(copy(&mut ur, &mut cw, &mut down, |n| {
-            inner.hooks.on_tunnel_data(ctx, false, n);
-        }));
+    // One registration per direction: each copy loop watches for `close_tunnels` while it
+    // waits to read, so a close never interrupts a write.
+    let mut up_closing = inner.tunnels.register();
+    let mut down_closing = inner.tunnels.register();
+    let (up_end, down_end) = {
+        let mut c2u = std::pin::pin!(copy(&mut cr, &mut uw, &mut up, &mut up_closing, |n| inner
+            .hooks
+            .on_tunnel_data(ctx, true, n),));
+        let mut u2c = std::pin::pin!(copy(&mut ur, &mut cw, &mut down, &mut down_closing, |n| {
+            inner.hooks.on_tunnel_data(ctx, false, n)
+        },));
         let (result, client_ended) = tokio::select! {
             r = &mut c2u => (r, true),
             r = &mut u2c => (r, false),
         };
-        if result.is_ok() {
-            // One side ended cleanly; let the other drain briefly.
-            if client_ended {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut u2c).await;
-            } else {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut c2u).await;
-            }
+        // One side ended cleanly: let the other drain briefly. Closing: the other
+        // direction is closing too, bounded by its own deadline.
+        let limit = match result {
+            Ok(End::Eof) => Some(CLOSE_GRACE),
+            Ok(End::Closing) => Some(FINISH_FRAME + CLOSE_GRACE),
+            Err(_) => None,
+        };
+        let other = match limit {
+            Some(limit) if client_ended => tokio::time::timeout(limit, &mut u2c).await,
+            Some(limit) => tokio::time::timeout(limit, &mut c2u).await,
+            None => Ok(Err(io::ErrorKind::ConnectionAborted.into())),
         }
+        .unwrap_or(Ok(End::Eof));
+        if client_ended {
+            (result, other)
+        } else {
+            (other, result)
+        }
+    };
+    // Closing at a frame boundary: a close frame each way that is at one (the target's
+    // masked, as a client's must be, RFC 6455 §5.3), then a short wait for the peers'
+    // answers before the sockets are dropped.
+    let up_at_boundary = matches!(up_end, Ok(End::Closing));
+    let down_at_boundary = matches!(down_end, Ok(End::Closing));
+    if up_at_boundary || down_at_boundary {
+        let goodbye = async {
+            if down_at_boundary {
+                let _ = cw.write_all(&close_frame(None)).await;
+                let _ = cw.shutdown().await;
+            }
+            if up_at_boundary {
+                let _ = uw.write_all(&close_frame(Some(mask_key()))).await;
+                let _ = uw.shutdown().await;
+            }
+            // The peers' close frames and ends, read and dropped.
+            let (mut sink_c, mut sink_u) = ([0u8; IDLE_BUF], [0u8; IDLE_BUF]);
+            tokio::join!(
+                async { while matches!(cr.read(&mut sink_c).await, Ok(n) if n > 0) {} },
+                async { while matches!(ur.read(&mut sink_u).await, Ok(n) if n > 0) {} },
+            );
+        };
+        let _ = tokio::time::timeout(CLOSE_REPLY, goodbye).await;
+        debug!("WebSocket tunnel closed (1001)");
     }
     TunnelStats {
         client_to_upstream: up,
@@ -115,12 +161,23 @@ async fn tunnel<H: Hooks>(
     }
 }
 
+/// How a direction of a tunnel ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The reader's side closed; its end was passed on.
+    Eof,
+    /// [`Proxy::close_tunnels`](crate::Proxy::close_tunnels) was called and the stream
+    /// stands at a frame boundary: a close frame may be written.
+    Closing,
+}
+
 async fn copy<R, W>(
     r: &mut R,
     w: &mut W,
     count: &mut u64,
+    closing: &mut Registration,
     mut on_data: impl FnMut(usize),
-) -> io::Result<()>
+) -> io::Result<End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -131,21 +188,24 @@ where
     // stays at a few hundred bytes per direction instead of a full buffer.
     let mut small = [0u8; IDLE_BUF];
     let mut large: Option<Box<[u8]>> = None;
+    // Where the frames of this direction end, so a close frame can be put between two.
+    let mut frames = Frames::default();
     loop {
-        let n = match large.as_deref_mut() {
-            Some(buf) => r.read(buf).await?,
-            None => r.read(&mut small).await?,
+        let buf = match large.as_deref_mut() {
+            Some(buf) => buf,
+            None => &mut small[..],
+        };
+        let n = match read_unless_closing(r, buf, closing).await {
+            Some(read) => read?,
+            None => return finish_frame(r, w, count, &mut frames, buf).await,
         };
         if n == 0 {
             let _ = w.shutdown().await;
-            return Ok(());
+            return Ok(End::Eof);
         }
         on_data(n);
-        let data = match large.as_deref() {
-            Some(buf) => &buf[..n],
-            None => &small[..n],
-        };
-        w.write_all(data).await?;
+        frames.feed(&buf[..n], false);
+        w.write_all(&buf[..n]).await?;
         w.flush().await?;
         *count += n as u64;
         match &large {
@@ -153,5 +213,237 @@ where
             Some(_) if n < IDLE_BUF => large = None,
             _ => {}
         }
+    }
+}
+
+/// Reads into `buf`, or `None` once the tunnels are told to close (checked first: from
+/// then on nothing past the frame in progress is copied).
+async fn read_unless_closing<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+    closing: &mut Registration,
+) -> Option<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    std::future::poll_fn(|cx| {
+        if closing.poll_stopping(cx) {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut *r)
+            .poll_read(cx, &mut buf)
+            .map(|result| Some(result.map(|()| buf.filled().len())))
+    })
+    .await
+}
+
+/// Copies the rest of the frame in progress, if any, and nothing after it: `Closing` once
+/// at a boundary; an error when the frame does not end within [`FINISH_FRAME`].
+async fn finish_frame<R, W>(
+    r: &mut R,
+    w: &mut W,
+    count: &mut u64,
+    frames: &mut Frames,
+    buf: &mut [u8],
+) -> io::Result<End>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let finish = async {
+        while !frames.at_boundary() {
+            let n = r.read(buf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let k = frames.feed(&buf[..n], true);
+            w.write_all(&buf[..k]).await?;
+            *count += k as u64;
+        }
+        w.flush().await?;
+        Ok(End::Closing)
+    };
+    tokio::time::timeout(FINISH_FRAME, finish)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// A close frame with status 1001, "going away" (RFC 6455 §5.5.1, §7.4.1): unmasked for
+/// the client, masked with `mask` for the target.
+fn close_frame(mask: Option<[u8; 4]>) -> Vec<u8> {
+    const PAYLOAD: [u8; 2] = 1001u16.to_be_bytes();
+    let mut frame = vec![0x88]; // FIN, opcode 8 (close)
+    match mask {
+        None => {
+            frame.push(PAYLOAD.len() as u8);
+            frame.extend_from_slice(&PAYLOAD);
+        }
+        Some(key) => {
+            frame.push(0x80 | PAYLOAD.len() as u8);
+            frame.extend_from_slice(&key);
+            frame.extend(PAYLOAD.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        }
+    }
+    frame
+}
+
+/// A masking key a peer cannot predict (RFC 6455 §5.3): std's randomly keyed hasher.
+fn mask_key() -> [u8; 4] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    let bits = h.finish().to_le_bytes();
+    [bits[0], bits[1], bits[2], bits[3]]
+}
+
+/// Where one direction of a WebSocket stream stands among its frames (RFC 6455 §5.2),
+/// followed from the bytes as they pass: the header of each frame is read, its payload
+/// skipped. A few comparisons per read; nothing per payload byte.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Frames {
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// The header read so far, when it was split across reads (at most 14 bytes).
+    head: [u8; 14],
+    head_len: u8,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.head_len == 0
+    }
+
+    /// Follows `data`. With `stop_at_boundary`, stops where the first frame ends and
+    /// returns how many bytes that took; otherwise takes all of `data`.
+    fn feed(&mut self, data: &[u8], stop_at_boundary: bool) -> usize {
+        if stop_at_boundary && self.at_boundary() {
+            return 0;
+        }
+        let mut at = 0;
+        while at < data.len() {
+            if self.remaining > 0 {
+                let left = (data.len() - at) as u64;
+                let take = self.remaining.min(left);
+                self.remaining -= take;
+                at += take as usize;
+            } else {
+                self.head[usize::from(self.head_len)] = data[at];
+                self.head_len += 1;
+                at += 1;
+                let head = &self.head[..usize::from(self.head_len)];
+                if header_len(head) != Some(head.len()) {
+                    continue;
+                }
+                self.remaining = payload_len(head);
+                self.head_len = 0;
+            }
+            if stop_at_boundary && self.at_boundary() {
+                break;
+            }
+        }
+        at
+    }
+}
+
+/// The length of the frame header that starts with `head`, once its second byte is known.
+fn header_len(head: &[u8]) -> Option<usize> {
+    let second = *head.get(1)?;
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    Some(2 + extended + mask)
+}
+
+/// The payload length of the complete frame header `head`.
+fn payload_len(head: &[u8]) -> u64 {
+    match head[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([head[2], head[3]])),
+        127 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&head[2..10]);
+            u64::from_be_bytes(bytes)
+        }
+        n => u64::from(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload_len: usize, masked: bool) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        match payload_len {
+            0..=125 => f.push(m | payload_len as u8),
+            126..=0xffff => {
+                f.push(m | 126);
+                f.extend_from_slice(&(payload_len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend_from_slice(&(payload_len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend(std::iter::repeat_n(7u8, payload_len));
+        f
+    }
+
+    #[test]
+    fn frames_are_followed_across_any_split() {
+        let mut stream = Vec::new();
+        for (len, masked) in [
+            (0, false),
+            (5, true),
+            (125, false),
+            (126, true),
+            (300, false),
+            (70_000, true),
+        ] {
+            stream.extend(frame(len, masked));
+        }
+        for split in [1, 2, 3, 7, 13, 64, 1000, stream.len()] {
+            let mut frames = Frames::default();
+            for chunk in stream.chunks(split) {
+                assert_eq!(frames.feed(chunk, false), chunk.len());
+            }
+            assert!(frames.at_boundary(), "split {split}");
+        }
+    }
+
+    #[test]
+    fn feed_stops_where_the_frame_in_progress_ends() {
+        let first = frame(10, true);
+        let second = frame(3, true);
+        let mut frames = Frames::default();
+        // Header and 4 of 10 payload bytes: mid-frame.
+        assert_eq!(frames.feed(&first[..10], false), 10);
+        assert!(!frames.at_boundary());
+        let mut rest = first[10..].to_vec();
+        rest.extend(&second);
+        assert_eq!(frames.feed(&rest, true), first.len() - 10);
+        assert!(frames.at_boundary());
+        assert_eq!(frames.feed(&second, true), 0);
+        // A header split across reads is not a boundary.
+        let mut frames = Frames::default();
+        assert_eq!(frames.feed(&second[..1], false), 1);
+        assert!(!frames.at_boundary());
+    }
+
+    #[test]
+    fn close_frames_are_well_formed() {
+        assert_eq!(close_frame(None), [0x88, 2, 0x03, 0xe9]);
+        let key = [0x11, 0x22, 0x33, 0x44];
+        assert_eq!(
+            close_frame(Some(key)),
+            [0x88, 0x82, 0x11, 0x22, 0x33, 0x44, 0x03 ^ 0x11, 0xe9 ^ 0x22]
+        );
+        let mut frames = Frames::default();
+        assert_eq!(frames.feed(&close_frame(Some(mask_key())), false), 8);
+        assert!(frames.at_boundary());
     }
 }
