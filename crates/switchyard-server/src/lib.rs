@@ -25,6 +25,7 @@
 mod api;
 mod cli;
 mod error_pages;
+mod image;
 mod listeners;
 mod logging;
 mod metrics;
@@ -43,6 +44,7 @@ use switchyard::server::{LocalAddr, Server};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub use crate::cli::{Cli, Env};
+pub use crate::image::{AUTH_TOKEN_FILE_ENV, IMAGE_ENV, image_args, image_defaults_on};
 pub use crate::logging::init as init_logging;
 
 use crate::cli::StorageBackend;

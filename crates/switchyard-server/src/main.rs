@@ -17,7 +17,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The container image's defaults (its `Containerfile` turns them on): the API on every
+    // interface unless told otherwise, the token from a file.
+    let image = switchyard_server::image_defaults_on();
+    let mut args: Vec<_> = std::env::args_os().collect();
+    if image {
+        args = switchyard_server::image_args(args);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -32,6 +39,14 @@ fn main() -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    let mut env = Env::from_process();
+    if image {
+        let file = std::env::var_os(switchyard_server::AUTH_TOKEN_FILE_ENV);
+        if let Err(message) = env.token_from_file(file.as_deref()) {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     switchyard_server::init_logging(&cli);
     let runtime = match switchyard_server::runtime(&cli) {
         Ok(rt) => rt,
@@ -40,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(switchyard_server::run(cli, Env::from_process())) {
+    match runtime.block_on(switchyard_server::run(cli, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -443,3 +443,60 @@ fn worker_threads() {
         stderr_of(&out)
     );
 }
+
+/// With the container image's environment (`SWITCHYARD_CHP_IMAGE=1`), the binary does what
+/// configurable-http-proxy's image entrypoint does: the API on every interface unless
+/// `--api-ip` is given, and the token read from `CONFIGPROXY_AUTH_TOKEN_FILE` (exclusive
+/// with `CONFIGPROXY_AUTH_TOKEN`). Without it, neither happens.
+#[test]
+fn image_entrypoint_defaults() {
+    let dir = temp_dir("image-defaults");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let start = |image: bool, extra: &[&str]| {
+        let mut args = vec!["--ip", "127.0.0.1", "--port", "0", "--api-port", "0"];
+        args.extend_from_slice(extra);
+        let mut cmd = common::command(&args, None);
+        cmd.env("CONFIGPROXY_AUTH_TOKEN_FILE", &token_file);
+        if image {
+            cmd.env("SWITCHYARD_CHP_IMAGE", "1");
+        } else {
+            cmd.env_remove("SWITCHYARD_CHP_IMAGE");
+        }
+        Proxy::from_child(cmd.spawn().unwrap())
+    };
+
+    let mut p = start(true, &[]);
+    let api = p.wait_for_line("Proxy API at ");
+    assert!(api.contains("http://0.0.0.0:"), "{api}");
+    assert_eq!(p.api("GET", "/api/routes", None).status, 200);
+    let r = common::request(p.api_port, "GET", "/api/routes", &[], None);
+    assert_eq!(r.status, 403, "the token from the file is required");
+    p.signal("TERM");
+
+    let mut p = start(true, &["--api-ip", "127.0.0.1"]);
+    let api = p.wait_for_line("Proxy API at ");
+    assert!(api.contains("http://127.0.0.1:"), "{api}");
+    p.signal("TERM");
+
+    // Outside the image: the default API address, and the file is not read.
+    let mut p = start(false, &[]);
+    let api = p.wait_for_line("Proxy API at ");
+    assert!(!api.contains("0.0.0.0"), "{api}");
+    let r = common::request(p.api_port, "GET", "/api/routes", &[], None);
+    assert_eq!(r.status, 200, "no token outside the image");
+    p.signal("TERM");
+
+    let out = common::command(&["--port", "0"], Some(TOKEN))
+        .env("SWITCHYARD_CHP_IMAGE", "1")
+        .env("CONFIGPROXY_AUTH_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("both CONFIGPROXY_AUTH_TOKEN and"),
+        "{}",
+        stderr_of(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

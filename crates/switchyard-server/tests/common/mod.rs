@@ -129,7 +129,11 @@ impl Proxy {
                 format!("{},switchyard_server::listeners=info", level[1]),
             );
         }
-        let mut child = cmd.spawn().unwrap();
+        Self::from_child(cmd.spawn().unwrap())
+    }
+
+    /// A started binary (stdout piped), once it has logged its ports.
+    pub fn from_child(mut child: Child) -> Self {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
