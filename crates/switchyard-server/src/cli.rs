@@ -221,7 +221,9 @@ pub struct Cli {
     #[arg(long, value_name = "ms")]
     pub(crate) proxy_timeout: Option<u64>,
     /// Storage backend for routes: 'memory' (default), or a Redis URL shared by several
-    /// replicas: redis://[user:pass@]host:port/db, rediss://… (TLS), unix:///path.sock?db=N.
+    /// replicas: redis://[user:pass@]host:port/db, rediss://… (TLS), unix:///path.sock?db=N,
+    /// or the master found through Redis Sentinel:
+    /// redis+sentinel://[user:pass@]host1:26379,host2:26379/<master name>/db.
     /// Node modules cannot be loaded.
     #[arg(long, value_name = "storage-class", value_parser = parse_storage_backend)]
     pub(crate) storage_backend: Option<StorageBackend>,
@@ -493,15 +495,22 @@ fn parse_storage_backend(value: &str) -> Result<StorageBackend, String> {
     let lower = value.to_ascii_lowercase();
     if lower.is_empty() || lower == "memory" || lower == "memorystore" {
         Ok(StorageBackend::Memory)
-    } else if ["redis://", "rediss://", "unix://", "redis+unix://"]
-        .iter()
-        .any(|s| lower.starts_with(s))
+    } else if [
+        "redis://",
+        "rediss://",
+        "unix://",
+        "redis+unix://",
+        "redis+sentinel://",
+    ]
+    .iter()
+    .any(|s| lower.starts_with(s))
     {
         Ok(StorageBackend::Redis(value.to_owned()))
     } else {
         Err(format!(
             "'{value}' looks like a Node.js module; switchyard cannot load Node modules. \
-             Supported: 'memory' (the default) and redis://, rediss://, unix:// URLs"
+             Supported: 'memory' (the default) and redis://, rediss://, unix://, \
+             redis+sentinel:// URLs"
         ))
     }
 }
@@ -630,6 +639,17 @@ mod tests {
         assert!(unix.validate().is_ok());
         let bad = parse(&["--storage-backend", "redis://h:notaport/0"]).unwrap();
         assert!(bad.validate().unwrap_err().contains("invalid Redis URL"));
+        let sentinel = parse(&[
+            "--storage-backend",
+            "redis+sentinel://h1,h2:5000/mymaster/1",
+        ]);
+        assert!(sentinel.unwrap().validate().is_ok());
+        let bad = parse(&["--storage-backend", "redis+sentinel://:secret@h1:26379"]).unwrap();
+        let err = bad.validate().unwrap_err();
+        assert!(
+            err.contains("no master name") && !err.contains("secret"),
+            "{err}"
+        );
         let both = parse(&[
             "--storage-backend",
             "redis://h/0",

@@ -39,11 +39,15 @@
 //!   second, in batches, by a Lua script that keeps the newest value and ignores deleted
 //!   routes. `GET /api/routes` merges the hash in (best effort, bounded wait), so any
 //!   replica shows activity seen by any of them, at most a second old.
+//! * **With Sentinel** (`redis+sentinel://`, [`sentinel`]) the master's address is asked
+//!   of the sentinels at start, at every reconnect and every few seconds; when it moves,
+//!   the connections are replaced and the table re-read, as after any reconnect.
 //! * **Redis going away** does not affect traffic: the table in memory stays as it was.
 //!   Writes answer 503; the sync task reconnects with backoff and reloads the table. If
 //!   Redis came back *empty* (no persistence configured), the replicas write their table
 //!   back instead of emptying themselves ([`Inner::check_epoch`]).
 
+mod sentinel;
 mod sync;
 mod write;
 
@@ -57,6 +61,7 @@ use switchyard::routing::{MAX_KEY_SEGMENTS, RouteMatch, RouteTable, segments};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::sentinel::SentinelUrl;
 use super::{Route, RouteStore, StoreError, StoreFuture, Target};
 use crate::time;
 
@@ -96,8 +101,12 @@ pub(crate) struct RedisStore {
 struct Inner {
     table: RouteTable<Route>,
     names: Names,
-    conn: ConnectionManager,
-    client: redis::Client,
+    /// The connections to the master: replaced when Sentinel names another one.
+    link: std::sync::RwLock<Link>,
+    /// With `redis+sentinel://`: how to find the master again.
+    sentinel: Option<SentinelUrl>,
+    /// The password from the environment, for a master found through Sentinel.
+    password: Option<String>,
     /// Paths to re-read, from API writes on this replica (the sync task applies them in
     /// order with the pub/sub notifications).
     refresh: mpsc::UnboundedSender<String>,
@@ -106,6 +115,15 @@ struct Inner {
     /// Subscribed to the changes and the table reloaded since: the table is Redis's.
     /// Cleared when the subscription is lost, set again after the next reload.
     synced: AtomicBool,
+}
+
+/// The master's address and the connections to it.
+#[derive(Debug, Clone)]
+struct Link {
+    /// `host:port` as Sentinel named it (empty for a fixed URL).
+    addr: String,
+    conn: ConnectionManager,
+    client: redis::Client,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +139,11 @@ struct Names {
 impl RedisConfig {
     /// Checks the URL without connecting (start-up validation).
     pub(crate) fn validate(url: &str) -> Result<(), String> {
+        if SentinelUrl::is_sentinel(url) {
+            return SentinelUrl::parse(url)
+                .map(drop)
+                .map_err(|e| format!("invalid Redis URL {}: {e}", redact(url)));
+        }
         redis::Client::open(url)
             .map(drop)
             .map_err(|e| format!("invalid Redis URL {}: {e}", redact(url)))
@@ -128,27 +151,30 @@ impl RedisConfig {
 
     /// The client for the URL, with the password from the environment if there is one.
     fn client(&self) -> Result<redis::Client, String> {
-        use redis::IntoConnectionInfo;
-        let shown = redact(&self.url);
-        let info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
-        let info = match &self.password {
-            None => info,
-            Some(_) if info.redis_settings().password().is_some() => {
-                return Err(format!(
-                    "the Redis URL {shown} has a password and {PASSWORD_ENV} is set too: give it once"
-                ));
-            }
-            Some(password) => {
-                let settings = info.redis_settings().clone().set_password(password);
-                info.set_redis_settings(settings)
-            }
-        };
-        redis::Client::open(info).map_err(|e| format!("invalid Redis URL {shown}: {e}"))
+        client_for(&self.url, self.password.as_deref())
     }
+}
+
+/// The client for `url`, with `password` (from the environment) if the URL has none.
+fn client_for(url: &str, password: Option<&str>) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let shown = redact(url);
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
+    let info = match password {
+        None => info,
+        Some(_) if info.redis_settings().password().is_some() => {
+            return Err(format!(
+                "the Redis URL {shown} has a password and {PASSWORD_ENV} is set too: give it once"
+            ));
+        }
+        Some(password) => {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+    };
+    redis::Client::open(info).map_err(|e| format!("invalid Redis URL {shown}: {e}"))
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -173,6 +199,90 @@ pub(crate) fn redact(url: &str) -> String {
             format!("{scheme}://{user}:***{}", &rest[at..])
         }
         None => url.to_owned(),
+    }
+}
+
+// === impl Link ===
+
+impl Link {
+    /// Connects the command connection (the pub/sub one is made by the sync task).
+    async fn open(addr: String, client: redis::Client) -> Result<Self, String> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(sync::MIN_BACKOFF)
+            .set_max_delay(sync::MAX_BACKOFF);
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        Ok(Self { addr, conn, client })
+    }
+
+    /// Asks the sentinels where the master is, and connects to it.
+    async fn find(sentinel: &SentinelUrl, password: Option<&str>) -> Result<Self, String> {
+        let addr = sentinel.master_addr().await?;
+        let client = client_for(&sentinel.master_url(&addr), password)?;
+        Self::open(addr, client).await
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// The command connection to the master (a cheap clone).
+    fn conn(&self) -> ConnectionManager {
+        self.link
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .conn
+            .clone()
+    }
+
+    /// The client of the master, for a new pub/sub connection.
+    fn client(&self) -> redis::Client {
+        self.link
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
+            .clone()
+    }
+
+    /// With Sentinel: asks where the master is now and, if it moved, connects to the new
+    /// one and uses it from now on. `Ok(true)` when it moved.
+    async fn follow_master(&self) -> Result<bool, String> {
+        let Some(sentinel) = &self.sentinel else {
+            return Ok(false);
+        };
+        let addr = sentinel.master_addr().await?;
+        if addr == self.link.read().unwrap_or_else(|e| e.into_inner()).addr {
+            return Ok(false);
+        }
+        let client = client_for(&sentinel.master_url(&addr), self.password.as_deref())?;
+        let link = Link::open(addr.clone(), client)
+            .await
+            .map_err(|e| format!("new master {addr}: {e}"))?;
+        *self.link.write().unwrap_or_else(|e| e.into_inner()) = link;
+        tracing::warn!(
+            "Redis master {:?} moved to {addr} (from Sentinel)",
+            sentinel.master
+        );
+        Ok(true)
+    }
+
+    /// With Sentinel: whether the sentinels name a master other than the one in use.
+    async fn master_moved(&self) -> bool {
+        let Some(sentinel) = &self.sentinel else {
+            return false;
+        };
+        match sentinel.master_addr().await {
+            Ok(addr) => addr != self.link.read().unwrap_or_else(|e| e.into_inner()).addr,
+            Err(_) => false,
+        }
     }
 }
 
@@ -213,26 +323,33 @@ impl RedisStore {
     /// Fails when Redis cannot be reached: a replica that starts empty would serve 404s.
     pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, String> {
         let shown = redact(&config.url);
-        let client = config.client()?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(sync::MIN_BACKOFF)
-            .set_max_delay(sync::MAX_BACKOFF);
-        let conn = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| format!("cannot connect to Redis at {shown}: timed out"))?
+        let sentinel = if SentinelUrl::is_sentinel(&config.url) {
+            Some(
+                SentinelUrl::parse(&config.url)
+                    .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let link = match &sentinel {
+            None => Link::open(String::new(), config.client()?).await,
+            Some(s) => Link::find(s, config.password.as_deref()).await,
+        }
         .map_err(|e| format!("cannot connect to Redis at {shown}: {e}"))?;
+        if let Some(s) = &sentinel {
+            tracing::info!(
+                "Redis master {:?} is at {} (from Sentinel)",
+                s.master,
+                link.addr
+            );
+        }
         let (refresh, refresh_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             table: RouteTable::new(),
             names: Names::new(&config.prefix),
-            conn,
-            client,
+            link: std::sync::RwLock::new(link),
+            sentinel,
+            password: config.password.clone(),
             refresh,
             epoch: std::sync::Mutex::new(None),
             synced: AtomicBool::new(false),
@@ -298,7 +415,7 @@ impl RouteStore for RedisStore {
             let Some(route) = self.inner.table.get(key) else {
                 return Ok(None);
             };
-            let mut conn = self.inner.conn.clone();
+            let mut conn = self.inner.conn();
             let mut cmd = redis::cmd("HGET");
             cmd.arg(&self.inner.names.activity).arg(&**route.key());
             let read = cmd.query_async::<Option<i64>>(&mut conn);
@@ -319,7 +436,7 @@ impl RouteStore for RedisStore {
                 .into_iter()
                 .map(|(_, r)| r)
                 .collect();
-            let mut conn = self.inner.conn.clone();
+            let mut conn = self.inner.conn();
             let mut cmd = redis::cmd("HGETALL");
             cmd.arg(&self.inner.names.activity);
             let read = cmd.query_async::<std::collections::HashMap<String, i64>>(&mut conn);

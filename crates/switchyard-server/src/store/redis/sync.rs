@@ -34,7 +34,7 @@ impl Inner {
     /// a change made during the read is also notified).
     pub(super) async fn subscribe_and_reload(&self) -> Result<Subscription, String> {
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = self.client().get_async_pubsub().await?;
             pubsub.subscribe(&self.names.channel).await?;
             let (sink, stream) = pubsub.split();
             Ok::<_, redis::RedisError>(Subscription { sink, stream })
@@ -59,7 +59,7 @@ impl Inner {
     /// restore is done and only reloads (so it cannot resurrect a route deleted since).
     async fn check_epoch(&self) -> redis::RedisResult<()> {
         let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (id, parent): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(&self.names.epoch)
             .arg("id")
@@ -100,7 +100,7 @@ impl Inner {
     /// Writes every local route that Redis lacks (`SET NX`) and notifies the others.
     async fn restore(&self) -> redis::RedisResult<usize> {
         let entries = self.table.snapshot().entries();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         for chunk in entries.chunks(BATCH) {
             let mut pipe = redis::pipe();
             for (key, route) in chunk {
@@ -125,7 +125,7 @@ impl Inner {
 
     /// Replaces the local table by Redis's, route by route (lookups never see a gap).
     async fn reload(&self) -> Result<usize, String> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let pattern = self.names.scan_pattern();
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
@@ -173,7 +173,7 @@ impl Inner {
         paths: &[String],
     ) -> redis::RedisResult<Vec<Option<(Vec<u8>, Option<i64>)>>> {
         let mut out = Vec::with_capacity(paths.len());
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         for chunk in paths.chunks(BATCH) {
             let keys: Vec<String> = chunk.iter().map(|p| self.names.route_key(p)).collect();
             let (values, activity): (Vec<Option<Vec<u8>>>, Vec<Option<i64>>) = redis::pipe()
@@ -270,6 +270,12 @@ pub(super) async fn sync_task(
             }
             // Paths queued meanwhile are covered by the reload.
             while refresh_rx.try_recv().is_ok() {}
+            // With Sentinel, the master may be another one now (a failover).
+            if let Err(e) = inner.follow_master().await {
+                tracing::debug!("Redis master not found: {e}");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
             match inner.subscribe_and_reload().await {
                 Ok(s) => {
                     inner.synced.store(true, Ordering::Relaxed);
@@ -303,6 +309,9 @@ pub(super) async fn sync_task(
                 .await;
                 if !matches!(alive, Ok(Ok(_))) {
                     lost(&inner, &mut stream, "no answer to PING");
+                } else if inner.master_moved().await {
+                    // A switch-over: the old master is alive, but a replica now.
+                    lost(&inner, &mut stream, "Sentinel names another master");
                 }
                 continue;
             }

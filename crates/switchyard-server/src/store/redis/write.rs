@@ -146,7 +146,7 @@ impl Inner {
         &self,
         build: impl FnOnce(i64) -> ScriptInvocation<'static>,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let time = redis::cmd("TIME");
         let clock = time.query_async::<(i64, i64)>(&mut conn);
         let (secs, micros) = match tokio::time::timeout(RESPONSE_TIMEOUT, clock).await {
@@ -186,7 +186,7 @@ impl Inner {
                 (at > r.synced_ms.load(Ordering::Relaxed)).then_some((r, at))
             })
             .collect();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         for chunk in pending.chunks(BATCH) {
             let mut call = FLUSH.key(&self.names.activity);
             for (route, at) in chunk {
