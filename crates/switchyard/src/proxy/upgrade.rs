@@ -324,6 +324,13 @@ impl Frames {
                 let take = self.remaining.min(left);
                 self.remaining -= take;
                 at += take as usize;
+            } else if self.head_len == 0
+                && let Some(len) = header_len(&data[at..])
+                && len <= data.len() - at
+            {
+                // The whole header in this read (the usual case): no copy.
+                self.remaining = payload_len(&data[at..at + len]);
+                at += len;
             } else {
                 self.head[usize::from(self.head_len)] = data[at];
                 self.head_len += 1;
