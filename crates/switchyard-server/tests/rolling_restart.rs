@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, TOKEN, free_port, request};
-use redis_peers::Redis;
+use common::{IO_TIMEOUT, Proxy, TOKEN, request};
+use redis_peers::{Redis, candidate_port};
 use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
 
 /// How long a stopping replica keeps serving with readiness at 503: HAProxy checks every
@@ -45,8 +45,8 @@ const ROUNDS: usize = 3;
 const HTTP_CLIENTS: usize = 4;
 const WS_CLIENTS: usize = 4;
 
-/// One replica's fixed ports: HAProxy's configuration names them, so a restarted replica
-/// binds the same ones.
+/// One replica's ports: bound as 0 at its first start, then fixed: HAProxy's
+/// configuration names them, so a restarted replica binds the same ones.
 struct Replica {
     name: &'static str,
     port: u16,
@@ -58,8 +58,8 @@ impl Replica {
     fn start(name: &'static str, redis: &str) -> Self {
         let mut r = Self {
             name,
-            port: free_port(),
-            api_port: free_port(),
+            port: 0,
+            api_port: 0,
             proxy: None,
         };
         r.restart(redis);
@@ -89,6 +89,7 @@ impl Replica {
         );
         let mut p = Proxy::from_child(cmd.spawn().unwrap());
         p.wait_for_line("Loaded");
+        (self.port, self.api_port) = (p.port, p.api_port);
         self.proxy = Some(p);
     }
 
@@ -123,7 +124,7 @@ struct Haproxy {
 
 impl Haproxy {
     fn start(dir: &Path, replicas: &[&Replica]) -> Self {
-        let port = free_port();
+        let port = candidate_port();
         let socket = dir.join("haproxy.sock");
         let mut servers = String::new();
         for r in replicas {

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, TOKEN, free_port, request};
-use redis_peers::{Redis, backend};
+use common::{IO_TIMEOUT, Proxy, TOKEN, request};
+use redis_peers::{Redis, backend, candidate_port};
 
 const MASTER: &str = "mymaster";
 
@@ -39,7 +39,7 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(dir: &std::path::Path, master_port: u16) -> Self {
-        let port = free_port();
+        let port = candidate_port();
         let conf = dir.join(format!("sentinel-{port}.conf"));
         std::fs::write(
             &conf,
@@ -142,21 +142,17 @@ fn sentinel_failover_under_traffic() {
     let dir = common::temp_dir("sentinel");
     // Both keep their replication files in the test's directory.
     let dir_arg = dir.to_str().unwrap();
-    let mut master =
-        Redis::try_start(free_port(), &["--dir", dir_arg]).expect("the Redis master did not start");
-    let replica_port = free_port();
-    let replica_of = format!("127.0.0.1 {}", master.port);
-    let data_replica = Redis::try_start(
-        replica_port,
-        &["--replicaof", &replica_of, "--dir", dir_arg],
-    )
-    .expect("the Redis replica did not start");
+    let mut master = Redis::start_tcp(&["--dir", dir_arg]);
+    let replica_of = format!("127.0.0.1 {}", master.tcp_port());
+    let data_replica = Redis::start_tcp(&["--replicaof", &replica_of, "--dir", dir_arg]);
     eventually("the replica in sync", || {
         data_replica
             .cmd(&["INFO", "replication"])
             .is_some_and(|i| i.contains("master_link_status:up"))
     });
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&dir, master.port)).collect();
+    let sentinels: Vec<Sentinel> = (0..3)
+        .map(|_| Sentinel::start(&dir, master.tcp_port()))
+        .collect();
     // Each sentinel must know the replica and the two others before it can fail over.
     for s in &sentinels {
         eventually("sentinels that know each other and the replica", || {
@@ -232,7 +228,7 @@ fn sentinel_failover_under_traffic() {
     }
     let payload = message.last().unwrap();
     assert!(
-        payload.ends_with(&format!("127.0.0.1 {replica_port}")),
+        payload.ends_with(&format!("127.0.0.1 {}", data_replica.tcp_port())),
         "the replica became master: {message:?}"
     );
     // From then on writes come back (503 until a replica has followed, never anything else).

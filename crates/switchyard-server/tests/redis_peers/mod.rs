@@ -224,11 +224,13 @@ fn socket_path() -> PathBuf {
     temp_dir(&format!("redis-{n}")).join("redis.sock")
 }
 
-/// A port for [`Redis::start_tcp`] that was free a moment ago. It is chosen below the
+/// A port that was free a moment ago, for a peer that must be told its port before it
+/// starts (redis-server over TCP, Sentinel, HAProxy's frontend); everything else binds
+/// port 0. It is chosen below the
 /// kernel's ephemeral range (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing
 /// connection takes it meanwhile; each test process walks its own sequence (seeded by its
 /// pid), so parallel tests and test binaries seldom try the same port.
-fn candidate_port() -> u16 {
+pub fn candidate_port() -> u16 {
     const BASE: u32 = 10_000;
     const SPAN: u32 = 22_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
