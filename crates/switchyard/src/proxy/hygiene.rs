@@ -484,12 +484,15 @@ mod tests {
 
     proptest::proptest! {
         /// A valid Host is one path segment's worth of bytes (host routing
-        /// looks it up as `/<host>`), and an absolute-form target can carry it.
+        /// looks it up as `/<host>`), and an absolute-form target can carry it,
+        /// but for `%`: the `http` crate refuses it in an authority outside an IP
+        /// literal (hyper answers such a request line 400 before the proxy sees
+        /// it), while a `Host` header may carry it (JupyterHub's socket paths).
         #[test]
         fn valid_hosts_are_segments(s in "[a-zA-Z0-9._~%!$&'()*+,;=:/?#@ \\[\\]-]{0,12}") {
             if is_valid_host(s.as_bytes()) {
                 proptest::prop_assert!(!s.contains(['/', '?', '#', '@', ' ']), "{}", s);
-                if !s.is_empty() {
+                if !s.is_empty() && !s.contains('%') {
                     let uri: Uri = format!("http://{s}/x").parse().unwrap();
                     proptest::prop_assert_eq!(uri.authority().map(|a| a.as_str()), Some(s.as_str()));
                 }
