@@ -35,10 +35,10 @@ fuzz_target!(|input: Input| {
             1 => http::Version::HTTP_11,
             _ => http::Version::HTTP_2,
         })
-        .extension(switchyard::ConnInfo {
-            remote: ([127, 0, 0, 1], 4000).into(),
-            tls: input.flags & 64 != 0,
-        });
+        .extension(switchyard::ConnInfo::new(
+            ([127, 0, 0, 1], 4000).into(),
+            input.flags & 64 != 0,
+        ));
     for (name, value) in &input.headers {
         b = b.header(name.as_str(), value.as_slice());
     }

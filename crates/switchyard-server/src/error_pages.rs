@@ -132,10 +132,13 @@ async fn fetch_error_target(
     path: String,
 ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
     let request = Request::get(path).body(Body::empty())?;
-    let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, engine.try_web_to(request, target))
-        .await
-        .map_err(|_| "timed out")?
-        .map_err(|e| switchyard::error_chain(&e))?;
+    let response = tokio::time::timeout(
+        ERROR_TARGET_TIMEOUT,
+        engine.try_web(request, switchyard::Call::new().target(target)),
+    )
+    .await
+    .map_err(|_| "timed out")?
+    .map_err(|e| switchyard::error_chain(&e))?;
     Ok(response)
 }
 

@@ -102,10 +102,6 @@ impl switchyard::Hooks for ActivityHooks {
         false
     }
 
-    fn observes_abort(&self) -> bool {
-        false
-    }
-
     fn on_tunnel_data(&self, ctx: &Self::Ctx, from_client: bool, _n: usize) {
         if from_client && let Some(route) = ctx {
             touch(route, &self.metrics);
@@ -165,10 +161,11 @@ pub(crate) fn handle(
                 ref routed,
                 ref original_url,
             } => {
-                let result = state
-                    .engine
-                    .try_web_to_conn(req, routed.route.target().engine(), conn)
-                    .await;
+                let mut call = switchyard::Call::new().target(routed.route.target().engine());
+                if let Some(conn) = conn {
+                    call = call.conn(conn);
+                }
+                let result = state.engine.try_web(req, call).await;
                 let response = match answer(routed, result) {
                     Ok(response) => response,
                     Err(status) => {

@@ -256,7 +256,7 @@ mod tests {
             reject_unauthorized: false,
             passphrase: false,
         };
-        let ok = flags(Box::leak(key_path.clone().into_boxed_path()));
+        let ok = flags(Box::leak(key_path.into_boxed_path()));
         assert!(server_config(&ok, None).unwrap().is_some());
         let enc = flags(Box::leak(enc_path.into_boxed_path()));
         let err = server_config(&enc, None).unwrap_err().to_string();

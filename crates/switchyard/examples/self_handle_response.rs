@@ -49,7 +49,7 @@ pub async fn start(
     let front = own_server(proxy_addr, move |req: Request<Incoming>| {
         let (proxy, options) = (proxy.clone(), options.clone());
         async move {
-            let proxied = match proxy.try_web_with(req, &options).await {
+            let proxied = match proxy.try_web(req, &options).await {
                 Ok(res) => res,
                 Err(err) => return switchyard::error_response(&err),
             };

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use switchyard::{Hooks, Proxy, Target, TunnelStats};
+use switchyard::{Hooks, Outcome, Proxy, Target};
 use tokio::net::TcpListener;
 
 #[path = "support/mod.rs"]
@@ -43,11 +43,13 @@ impl Hooks for LogTunnels {
     fn on_open(&self, (): &mut ()) {
         println!("tunnel open");
     }
-    fn on_close(&self, (): (), stats: TunnelStats) {
-        println!(
-            "tunnel closed: {} bytes from the client, {} to it",
-            stats.client_to_upstream, stats.upstream_to_client
-        );
+    fn on_end(&self, (): (), outcome: &Outcome<'_>) {
+        if let Some(t) = outcome.tunnel {
+            println!(
+                "tunnel closed after {:?}: {} bytes from the client, {} to it",
+                t.duration, t.client_to_upstream, t.upstream_to_client
+            );
+        }
     }
 }
 

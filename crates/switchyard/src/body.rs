@@ -35,6 +35,7 @@ enum Kind {
 
 /// How a watched body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyEnd {
     /// Every frame was read, `bytes` data bytes in all.
     Complete {
@@ -53,7 +54,8 @@ pub enum BodyEnd {
     },
 }
 
-pub(crate) type EndCallback = Box<dyn FnOnce(BodyEnd) + Send + 'static>;
+/// Called once at the body's end, with the error that failed it, if one did.
+pub(crate) type EndCallback = Box<dyn FnOnce(BodyEnd, Option<&BoxError>) + Send + 'static>;
 pub(crate) type FrameCallback = Box<dyn FnMut(usize) + Send + 'static>;
 
 struct Watched {
@@ -209,7 +211,14 @@ impl Body {
 
     /// Calls `f` with the size of every data frame as it passes.
     pub fn on_data(self, f: impl FnMut(usize) + Send + 'static) -> Self {
-        let mut w = self.into_watched();
+        let mut w = match self.kind {
+            // One frame callback per layer: a second one wraps the first.
+            Kind::Watched(w) if w.on_frame.is_some() => Self {
+                kind: Kind::Watched(w),
+            }
+            .into_fresh_watched(),
+            kind => Self { kind }.into_watched(),
+        };
         w.on_frame = Some(Box::new(f));
         Self {
             kind: Kind::Watched(w),
@@ -218,6 +227,14 @@ impl Body {
 
     /// Calls `f` once when the body ends, fails, or is dropped unfinished.
     pub fn on_end(self, f: impl FnOnce(BodyEnd) + Send + 'static) -> Self {
+        self.on_end_with_error(move |end, _| f(end))
+    }
+
+    /// [`on_end`](Self::on_end), also handed the error that failed the body.
+    pub(crate) fn on_end_with_error(
+        self,
+        f: impl FnOnce(BodyEnd, Option<&BoxError>) + Send + 'static,
+    ) -> Self {
         let mut w = self.into_watched();
         debug_assert!(w.on_end.is_none(), "one end callback per body");
         w.on_end = Some(Box::new(f));
@@ -420,7 +437,7 @@ impl Watched {
                     }
                     ready!(sleep.as_mut().poll(cx));
                     let err = (idle.error)(idle.limit);
-                    self.finish(BodyEnd::Failed { bytes: self.bytes });
+                    self.finish(BodyEnd::Failed { bytes: self.bytes }, Some(&err));
                     return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Pending
@@ -440,20 +457,20 @@ impl Watched {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
-                self.finish(BodyEnd::Failed { bytes: self.bytes });
+                self.finish(BodyEnd::Failed { bytes: self.bytes }, Some(&err));
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
-                self.finish(BodyEnd::Complete { bytes: self.bytes });
+                self.finish(BodyEnd::Complete { bytes: self.bytes }, None);
                 Poll::Ready(None)
             }
         }
     }
 
-    fn finish(&mut self, end: BodyEnd) {
+    fn finish(&mut self, end: BodyEnd, err: Option<&BoxError>) {
         self.idle = None;
         if let Some(f) = self.on_end.take() {
-            f(end);
+            f(end, err);
         }
     }
 }
@@ -468,7 +485,7 @@ impl Drop for Watched {
             } else {
                 BodyEnd::Dropped { bytes: self.bytes }
             };
-            self.finish(end);
+            self.finish(end, None);
         }
     }
 }

@@ -29,7 +29,8 @@
 //! (keep-alive) by default; hop-by-hop headers are stripped both ways
 //! (RFC 9110 §7.6.1); every failure is a [`ProxyError`] with one status
 //! code, and nothing on the request path panics. See [`Options`] for every
-//! http-proxy-3 option and [`Hooks`] for its events.
+//! http-proxy-3 option and [`Hooks`] for its events (with an example of
+//! implementing them).
 //!
 //! # Inside axum or tower
 //!
@@ -53,6 +54,40 @@
 //!     .route("/users", get(users))
 //!     .route("/health", get(|| async { "ok" }))
 //!     .with_state(proxy);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Handling errors
+//!
+//! There is one way to answer a failure yourself: call [`Proxy::try_web`]
+//! (or [`Forward::try_send`]) and match its `Err`, a [`ProxyError`].
+//! [`Proxy::web`], awaiting a [`Forward`], the tower service and
+//! [`Proxy::listen`] answer it for you with [`error_response`]: the status
+//! of the table below and a short generic text. Hooks do not answer errors;
+//! [`Hooks::on_end`] sees every one (with what else happened to the
+//! request), for logs and metrics.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use http::{Request, Response, StatusCode};
+//! use switchyard::{Body, Call, Proxy, Target};
+//!
+//! let proxy = Proxy::to("http://127.0.0.1:9000")?;
+//! let api = Target::parse("http://127.0.0.1:9001")?;
+//! let req = Request::get("/users").body(Body::empty())?;
+//! let res = match proxy.try_web(req, Call::new().target(&api)).await {
+//!     Ok(res) => res,
+//!     // The client is gone: nothing to answer.
+//!     Err(err) if err.status().is_none() => return Ok(()),
+//!     Err(err) => {
+//!         eprintln!("{}", switchyard::error_chain(&err));
+//!         let mut page = Response::new(Body::from("<h1>We'll be right back</h1>"));
+//!         *page.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+//!         page
+//!     }
+//! };
+//! # drop(res);
 //! # Ok(())
 //! # }
 //! ```
@@ -131,10 +166,10 @@ pub use balance::{Balance, HealthCheck, Upstreams, UpstreamsBuilder};
 
 pub use body::{Body, BodyEnd, BodyIdleTimeout};
 pub use error::{BoxError, ConfigError, ErrorSide, ProxyError, ServerError, chain as error_chain};
-pub use hooks::{Aborted, Flow, FnHooks, Hooks, TunnelStats};
+pub use hooks::{Flow, FnHooks, Hooks, Outcome, TunnelStats};
 pub use options::{BasicAuth, ClientOptions, CookieRewrite, Options, Pem, XfwdMode};
 pub use proxy::hygiene::{HeadLimits, is_valid_host};
-pub use proxy::{ConnInfo, Proxy, ProxyBuilder, ProxyStats, error_response};
+pub use proxy::{Call, ConnInfo, Proxy, ProxyBuilder, ProxyStats, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};
 pub use server::{ListenOptions, Server, TlsConfig};

@@ -17,6 +17,7 @@ use crate::target::Target;
 /// Options that shape connections (TLS, pooling, local address) are in
 /// [`ClientOptions`] and fixed when the proxy is built.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Where requests go.
     pub target: Option<Target>,
@@ -127,6 +128,7 @@ pub struct CookieRewrite {
 
 /// Options for the upstream connections, fixed when the proxy is built.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Verify upstream TLS certificates and host names (default true).
     pub secure: bool,

@@ -41,6 +41,7 @@ use crate::upstream::{self, Upstream};
 
 mod answer;
 mod builder;
+pub(crate) mod end;
 pub(crate) mod forward;
 pub(crate) mod headers;
 pub(crate) mod hygiene;
@@ -52,17 +53,36 @@ mod send;
 pub(crate) mod upgrade;
 
 pub use builder::ProxyBuilder;
-pub(crate) use prepare::{Call, HeadersFn};
+pub(crate) use prepare::{Extras, HeadersFn};
 
 /// Facts about the client connection that the proxy needs (its address for
 /// `X-Forwarded-For`, TLS for `X-Forwarded-Proto`). `listen` puts this in
 /// each request's extensions; an embedding server should do the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnInfo {
     /// The client's address.
     pub remote: SocketAddr,
     /// Whether the client connected over TLS.
     pub tls: bool,
+}
+
+/// Where one call of [`Proxy::try_web`] goes and what it knows, besides the
+/// request: all optional, each falling back to the proxy's own.
+///
+/// ```
+/// # fn f(proxy: switchyard::Proxy, target: switchyard::Target, conn: switchyard::ConnInfo,
+/// #      req: http::Request<switchyard::Body>) {
+/// use switchyard::Call;
+/// let answer = proxy.try_web(req, Call::new().target(&target).conn(conn));
+/// # drop(answer);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Call<'a> {
+    options: Option<&'a Options>,
+    target: Option<&'a Target>,
+    conn: Option<ConnInfo>,
 }
 
 /// A reverse proxy: forwards requests to targets and streams answers back.
@@ -130,7 +150,7 @@ impl<H: Hooks> std::fmt::Debug for Proxy<H> {
 
 impl<H: Hooks> Proxy<H> {
     /// The default options of this proxy, to copy and change for
-    /// [`Proxy::web_with`].
+    /// [`Proxy::web_with`] or [`Call::options`].
     pub fn options(&self) -> &Arc<Options> {
         &self.inner.options
     }
@@ -166,28 +186,30 @@ impl<H: Hooks> Proxy<H> {
         self.inner.tunnels.connections() / 2
     }
 
-    /// Proxies one request with the default options; errors become their
-    /// status code with a short generic body (after the `on_error` hook).
+    /// Proxies one request with the proxy's options; an error becomes its
+    /// default answer ([`error_response`]). The same as
+    /// [`try_web`](Self::try_web) with an empty [`Call`], answered.
     ///
     /// The request is prepared when this is called, not when the future is
     /// first polled: the upstream picked, the hooks up to `on_proxy_request`
     /// run, the outgoing head built and, when it gets one attempt, handed to
     /// the connection pool (and a `forward` copy sent). So call it inside the
-    /// Tokio runtime; dropping the future unpolled is a client abort
-    /// (`on_client_abort`). The future waits for the answer. The same holds
-    /// for every method below.
+    /// Tokio runtime; dropping the future before its answer is the client
+    /// going away. The future waits for the answer. The same holds for
+    /// [`web_with`](Self::web_with) and [`try_web`](Self::try_web).
     pub fn web<B: Into<Body>>(&self, req: Request<B>) -> impl Future<Output = Response<Body>> {
-        self.web_with(req, &self.inner.options)
+        self.web_with(req, Call::new())
     }
 
-    /// Proxies one request with these options (http-proxy-3's
-    /// `proxy.web(req, res, options)`).
+    /// Proxies one request as `call` says (http-proxy-3's
+    /// `proxy.web(req, res, options)`: pass `&options`), an error becoming
+    /// its default answer.
     pub fn web_with<'a, B: Into<Body>>(
         &'a self,
         req: Request<B>,
-        opts: &'a Options,
+        call: impl Into<Call<'a>>,
     ) -> impl Future<Output = Response<Body>> {
-        self.try_web_with(req, opts).map(|result| match result {
+        self.try_web(req, call).map(|result| match result {
             Ok(res) => res,
             Err(err) => {
                 log_error(&err);
@@ -196,59 +218,28 @@ impl<H: Hooks> Proxy<H> {
         })
     }
 
-    /// Proxies one request to `target`, with the default options otherwise:
-    /// the common case of a routing front end.
+    /// Proxies one request as `call` says, and hands a failure back to the
+    /// caller to answer: the one way to answer errors yourself (see the crate
+    /// docs, "Handling errors").
     ///
     /// # Errors
     ///
-    /// The [`ProxyError`] when proxying failed and `on_error` gave no response.
-    pub fn try_web_to<B: Into<Body>>(
-        &self,
-        req: Request<B>,
-        target: &Target,
-    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
-        let req = req.map(Into::into);
-        self.run(req, &self.inner.options, Some(target), Call::default())
-    }
-
-    /// [`try_web_to`](Self::try_web_to) for a server that knows the client
-    /// connection: `conn` serves as the request's [`ConnInfo`] (for
-    /// `X-Forwarded-*` and the head checks) without going through the
-    /// request's extensions, which cost an allocation per request. Hooks that
-    /// look for `ConnInfo` in the extensions do not see it. `None` (a UNIX
-    /// socket, say) is `try_web_to`.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_web_to`](Self::try_web_to).
-    pub fn try_web_to_conn<B: Into<Body>>(
-        &self,
-        req: Request<B>,
-        target: &Target,
-        conn: Option<ConnInfo>,
-    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
-        let req = req.map(Into::into);
-        let call = Call {
-            conn,
-            ..Call::default()
-        };
-        self.run(req, &self.inner.options, Some(target), call)
-    }
-
-    /// Proxies one request, returning the typed error instead of an error page.
-    ///
-    /// # Errors
-    ///
-    /// The [`ProxyError`] when proxying failed and `on_error` gave no
-    /// response. [`ProxyError::status`] says what to answer; `None` means the
-    /// client is gone or timed out and nothing should be written.
-    pub fn try_web_with<'a, B: Into<Body>>(
+    /// The [`ProxyError`] when proxying failed. [`ProxyError::status`] says
+    /// what to answer; `None` means the client is gone or timed out and
+    /// nothing should be written. [`Hooks::on_end`] has seen it already.
+    pub fn try_web<'a, B: Into<Body>>(
         &'a self,
         req: Request<B>,
-        opts: &'a Options,
+        call: impl Into<Call<'a>>,
     ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
+        let call = call.into();
         let req = req.map(Into::into);
-        self.run(req, opts, None, Call::default())
+        let extras = Extras {
+            conn: call.conn,
+            ..Extras::default()
+        };
+        let opts = call.options.unwrap_or(&self.inner.options);
+        self.run(req, opts, call.target, extras)
     }
 
     /// One call: picks the upstream (the call's target, the call's
@@ -267,7 +258,7 @@ impl<H: Hooks> Proxy<H> {
         req: Request<Body>,
         opts: &'a Options,
         target: Option<&Target>,
-        call: Call,
+        call: Extras,
     ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + use<'a, H> {
         match self.prepare(req, opts, target, call) {
             Ok(prepared) => Either::Left(self.complete(prepared, opts)),
@@ -293,17 +284,24 @@ impl<H: Hooks> Proxy<H> {
             let result = self
                 .sent(&mut p.sending, &mut p.picked, &p.limits, opts)
                 .await;
-            p.disarm();
+            let retries = p.retries();
+            let Some(ctx) = p.ctx.take() else {
+                return Err(ProxyError::Internal("a call answered twice".into()));
+            };
+            let watch = p.watch.take();
             match result {
-                Ok(res) => Ok(self.answer(
-                    p.ctx,
-                    res,
-                    &mut p.picked,
-                    &mut p.answering,
-                    p.limits.deadline,
-                    opts,
-                )),
-                Err(err) => self.fail(&mut p.ctx, err, p.skip_error_hook),
+                Ok(res) => {
+                    let ending = watch.map(|w| w.ending(res.status(), retries));
+                    Ok(self.answer(
+                        (ctx, ending),
+                        res,
+                        &mut p.picked,
+                        &mut p.answering,
+                        p.limits.deadline,
+                        opts,
+                    ))
+                }
+                Err(err) => self.fail(ctx, watch.as_ref(), err, retries),
             }
         }
     }
@@ -313,33 +311,94 @@ impl<H: Hooks> Proxy<H> {
         self.inner.upstreams.as_ref()
     }
 
-    /// An error found before the call reached the engine, handled as the
+    /// An error found before the call reached the engine, ended as the
     /// engine's are.
     pub(crate) fn fail_call(&self, err: ProxyError) -> Result<Response<Body>, ProxyError> {
-        let mut ctx = self.inner.hooks.new_ctx();
-        self.fail(&mut ctx, err, false)
+        let ctx = self.inner.hooks.new_ctx();
+        let watch = self.inner.hooks.observes_end().then(end::Watch::new);
+        self.fail(ctx, watch.as_ref(), err, 0)
     }
 
-    pub(crate) fn log_error(&self, err: &ProxyError) {
-        log_error(err);
-    }
-
-    /// Logs the error once and runs `on_error` (unless the caller answers
-    /// errors itself).
+    /// Ends a failed call: `on_end` hears of it (when watching), and the
+    /// error goes to the caller.
     fn fail(
         &self,
-        ctx: &mut H::Ctx,
+        ctx: H::Ctx,
+        watch: Option<&end::Watch>,
         err: ProxyError,
-        skip_error_hook: bool,
+        retries: u32,
     ) -> Result<Response<Body>, ProxyError> {
         debug!("request failed: {}", crate::error::chain(&err));
-        if skip_error_hook {
-            return Err(err);
+        if let Some(w) = watch {
+            self.inner.hooks.on_end(ctx, &w.failed(&err, retries));
         }
-        match self.inner.hooks.on_error(ctx, &err) {
-            Some(res) => Ok(res),
-            None => Err(err),
-        }
+        Err(err)
+    }
+
+    /// Ends a call answered without the upstream (by a hook, or a lone
+    /// `forward` copy): `on_end` when its body is over.
+    fn answered(
+        &self,
+        ctx: H::Ctx,
+        watch: Option<end::Watch>,
+        res: Response<Body>,
+    ) -> Response<Body> {
+        let ending = watch.map(|w| w.ending(res.status(), 0));
+        end::watch_response(&self.inner, res, ctx, ending)
+    }
+}
+
+// === impl ConnInfo ===
+
+impl ConnInfo {
+    /// A connection from `remote`, over TLS when `tls`.
+    pub fn new(remote: SocketAddr, tls: bool) -> Self {
+        Self { remote, tls }
+    }
+}
+
+// === impl Call ===
+
+impl<'a> Call<'a> {
+    /// Everything from the proxy: its options, its target or upstreams.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// These options instead of the proxy's.
+    #[must_use]
+    pub fn options(mut self, options: &'a Options) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// This target, before the options' target or the proxy's upstreams.
+    #[must_use]
+    pub fn target(mut self, target: &'a Target) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// The client connection, for `X-Forwarded-*` and the head checks: what
+    /// a server that knows it passes instead of putting a [`ConnInfo`] in
+    /// each request's extensions (which costs an allocation per request).
+    /// Hooks that look for `ConnInfo` in the extensions do not see it then.
+    #[must_use]
+    pub fn conn(mut self, conn: ConnInfo) -> Self {
+        self.conn = Some(conn);
+        self
+    }
+}
+
+impl<'a> From<&'a Options> for Call<'a> {
+    fn from(options: &'a Options) -> Self {
+        Self::new().options(options)
+    }
+}
+
+impl<'a> From<&'a Arc<Options>> for Call<'a> {
+    fn from(options: &'a Arc<Options>) -> Self {
+        Self::new().options(options)
     }
 }
 

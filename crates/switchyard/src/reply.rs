@@ -17,7 +17,7 @@
 //! | `rewriteRequestHeaders` | [`Forward::rewrite_request_headers`] |
 //! | `rewriteHeaders` | [`Forward::rewrite_headers`] |
 //! | `onResponse` | [`Forward::on_response`] |
-//! | `onError` | [`Forward::on_error`] |
+//! | `onError` | the `Err` of [`Forward::try_send`] |
 //! | `getUpstream` | [`Forward::get_upstream`] |
 //! | `retriesCount`, `retryMethods`, `maxRetriesOn503`, `retryDelay` | [`Forward::retry`] with a [`Retry`] |
 //! | `timeout` | [`Forward::headers_timeout`], [`Forward::body_timeout`], [`Forward::total_timeout`] |
@@ -55,14 +55,13 @@ use crate::body::Body;
 use crate::error::{BoxError, ProxyError};
 use crate::hooks::{FnHooks, Hooks};
 use crate::options::Options;
-use crate::proxy::{Call, HeadersFn, Proxy, error_response};
+use crate::proxy::{Extras, HeadersFn, Proxy, error_response};
 use crate::retry::Retry;
 use crate::target::Target;
 
 type QueryFn = Box<dyn FnOnce(Option<&str>, &request::Parts) -> String + Send>;
 type UpstreamFn = Box<dyn FnOnce(&request::Parts, Option<&Target>) -> Target + Send>;
 type ResponseFn = Box<dyn FnOnce(Response<Body>) -> Response<Body> + Send>;
-type ErrorFn = Box<dyn FnOnce(ProxyError) -> Response<Body> + Send>;
 
 /// One forwarded request and its options; see the module docs. Await it,
 /// or call [`Forward::try_send`].
@@ -81,7 +80,6 @@ pub struct Forward<H: Hooks = FnHooks> {
     rewrite_request_headers: Option<HeadersFn>,
     rewrite_headers: Option<HeadersFn>,
     on_response: Option<ResponseFn>,
-    on_error: Option<ErrorFn>,
     retry: Option<Arc<Retry>>,
     options: Option<Options>,
     log: bool,
@@ -137,7 +135,6 @@ impl<H: Hooks> Proxy<H> {
             rewrite_request_headers: None,
             rewrite_headers: None,
             on_response: None,
-            on_error: None,
             retry: None,
             options: None,
             log: true,
@@ -245,16 +242,6 @@ impl<H: Hooks> Forward<H> {
         self
     }
 
-    /// Answers errors (`onError`), instead of the proxy's `on_error` hook
-    /// and the default error response.
-    pub fn on_error(
-        mut self,
-        f: impl FnOnce(ProxyError) -> Response<Body> + Send + 'static,
-    ) -> Self {
-        self.on_error = Some(Box::new(f));
-        self
-    }
-
     /// The retry policy for this call, instead of the proxy's.
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = Some(Arc::new(retry));
@@ -303,8 +290,9 @@ impl<H: Hooks> Forward<H> {
     ///
     /// # Errors
     ///
-    /// The [`ProxyError`] when forwarding failed and neither
-    /// [`Forward::on_error`] nor the proxy's `on_error` hook answered.
+    /// The [`ProxyError`] when forwarding failed, to answer as you like
+    /// (reply-from's `onError`); awaiting the `Forward` answers it with
+    /// [`error_response`](crate::error_response).
     pub async fn try_send(self) -> Result<Response<Body>, ProxyError> {
         let started = Instant::now();
         let log = self.log.then(|| {
@@ -314,15 +302,7 @@ impl<H: Hooks> Forward<H> {
                 .unwrap_or_else(|| self.req.uri().path().to_owned());
             (self.req.method().clone(), source)
         });
-        let proxy = self.proxy.clone();
-        let (result, on_error) = self.run().await;
-        let result = match (result, on_error) {
-            (Err(e), Some(f)) => {
-                proxy.log_error(&e);
-                Ok(f(e))
-            }
-            (r, _) => r,
-        };
+        let result = self.run().await;
         if let Some((method, source)) = log {
             let status = result.as_ref().map_or(0, |r| r.status().as_u16());
             info!(
@@ -337,16 +317,14 @@ impl<H: Hooks> Forward<H> {
         result
     }
 
-    async fn run(mut self) -> (Result<Response<Body>, ProxyError>, Option<ErrorFn>) {
-        let on_error = self.on_error.take();
+    async fn run(mut self) -> Result<Response<Body>, ProxyError> {
         let rewrite_headers = self.rewrite_headers.take();
         let on_response = self.on_response.take();
-        let mut call = Call {
+        let mut call = Extras {
             change_origin: !self.keep_host,
             rewrite_request_headers: self.rewrite_request_headers.take(),
             retry: self.retry.take(),
-            skip_error_hook: on_error.is_some(),
-            ..Call::default()
+            ..Extras::default()
         };
         let proxy = self.proxy.clone();
         let options = self.options.take();
@@ -354,10 +332,9 @@ impl<H: Hooks> Forward<H> {
         let prepared = self.prepare(opts, &mut call);
         let result = match prepared {
             Ok((req, target)) => proxy.run(req, opts, target.as_ref(), call).await,
-            Err(e) if call.skip_error_hook => Err(e),
             Err(e) => proxy.fail_call(e),
         };
-        let result = result.map(|mut res| {
+        result.map(|mut res| {
             if let Some(f) = rewrite_headers {
                 f(res.headers_mut());
             }
@@ -365,8 +342,7 @@ impl<H: Hooks> Forward<H> {
                 Some(f) => f(res),
                 None => res,
             }
-        });
-        (result, on_error)
+        })
     }
 
     /// The `body` and `no_body` options: the request body replaced, with its
@@ -409,7 +385,7 @@ impl<H: Hooks> Forward<H> {
     fn prepare(
         &mut self,
         opts: &Options,
-        call: &mut Call,
+        call: &mut Extras,
     ) -> Result<(Request<Body>, Option<Target>), ProxyError> {
         let req = std::mem::take(&mut self.req);
         let (mut parts, mut body) = req.into_parts();
@@ -474,7 +450,12 @@ impl<H: Hooks> IntoFuture for Forward<H> {
     type IntoFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.try_send().await.unwrap_or_else(|e| error_response(&e)) })
+        Box::pin(async move {
+            self.try_send().await.unwrap_or_else(|e| {
+                crate::proxy::log_error(&e);
+                error_response(&e)
+            })
+        })
     }
 }
 

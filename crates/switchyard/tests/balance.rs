@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard::{Balance, Body, ClientOptions, HealthCheck, Proxy, Retry, Upstreams};
+use switchyard::{Balance, Body, HealthCheck, Proxy, Retry, Upstreams};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -223,10 +223,9 @@ async fn dead_upstream_is_skipped_then_used_again() {
         let proxy = Proxy::builder()
             .upstreams(upstreams.clone())
             .retry(Retry::default().retries_count(2))
-            .client_options(ClientOptions {
-                pool_idle_timeout: None,
-                connect_timeout: None,
-                ..ClientOptions::default()
+            .configure_client(|c| {
+                c.pool_idle_timeout = None;
+                c.connect_timeout = None;
             })
             .build()
             .unwrap();

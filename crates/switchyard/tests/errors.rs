@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::*;
 use http::Request;
 use switchyard::{Body, ErrorSide, Options, Proxy, ProxyError, Target};
@@ -33,14 +30,14 @@ async fn refused_is_502_with_a_generic_body() {
 
 /// http-proxy-3's tests http/error-handling and
 /// lib/http-proxy-passes-web-incoming ("errors via callback …
-/// ECONNREFUSED"): `try_web_with` hands the typed error to the caller
+/// ECONNREFUSED"): `try_web` hands the typed error to the caller
 /// instead of an error page.
 #[tokio::test]
 async fn refused_is_a_typed_connect_error() {
     let (_socket, addr) = refusing_port();
     let proxy = Proxy::builder().build().unwrap();
     let req = Request::get("/").body(()).unwrap();
-    let err = within(proxy.try_web_with(req, &Options::to(target(addr))))
+    let err = within(proxy.try_web(req, &Options::to(target(addr))))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamConnect { .. }), "{err:?}");
@@ -52,46 +49,36 @@ async fn refused_is_a_typed_connect_error() {
     assert!(!err.public_message().contains(&addr.to_string()));
 }
 
-/// http-proxy-3's test http/custom-proxy-error: an `on_error` hook writes its
-/// own answer (a 500 with a custom body) for an unreachable target.
+/// http-proxy-3's test http/custom-proxy-error: the caller answers the typed
+/// error itself (a 500 with a custom body) for an unreachable target.
 #[tokio::test]
-async fn on_error_hook_writes_a_custom_answer() {
+async fn the_caller_writes_a_custom_answer() {
     let (_socket, addr) = refusing_port();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let proxy = Proxy::builder()
-        .target(target(addr))
-        .on_error(move |err| {
-            c.fetch_add(1, Ordering::SeqCst);
-            assert!(err.is_connect());
-            Some(text(
-                500,
-                "Something went wrong. And we are reporting a custom error message.",
-            ))
-        })
-        .build()
-        .unwrap();
-    let server = listen(&proxy).await;
-    let (status, _, body) = get(&format!("http://{}/", server.local_addr())).await;
+    let proxy = Proxy::builder().target(target(addr)).build().unwrap();
+    let front = serve_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        move |req: Request<hyper::body::Incoming>| {
+            let proxy = proxy.clone();
+            async move {
+                match proxy.try_web(req, switchyard::Call::new()).await {
+                    Ok(res) => res,
+                    Err(err) => {
+                        assert!(err.is_connect());
+                        text(
+                            500,
+                            "Something went wrong. And we are reporting a custom error message.",
+                        )
+                    }
+                }
+            }
+        },
+    );
+    let (status, _, body) = get(&format!("{}/", front.url())).await;
     assert_eq!(status, 500);
     assert_eq!(
         body,
         "Something went wrong. And we are reporting a custom error message."
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
-
-/// An `on_error` hook returning `None` keeps the default answer.
-#[tokio::test]
-async fn on_error_none_keeps_the_default() {
-    let (_socket, addr) = refusing_port();
-    let proxy = Proxy::builder()
-        .target(target(addr))
-        .on_error(|_| None)
-        .build()
-        .unwrap();
-    let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
-    assert_eq!(res.status(), 502);
 }
 
 /// An upstream answering bytes that are not HTTP is a 502
@@ -101,7 +88,7 @@ async fn garbage_upstream_answer_is_502() {
     let (addr, _) = raw_backend(b"SSH-2.0-OpenSSH_9.6\r\n\r\nnot http at all\r\n").await;
     let proxy = Proxy::builder().build().unwrap();
     let req = Request::get("/").body(()).unwrap();
-    let err = within(proxy.try_web_with(req, &Options::to(target(addr))))
+    let err = within(proxy.try_web(req, &Options::to(target(addr))))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamMalformed(_)), "{err:?}");
@@ -130,7 +117,7 @@ async fn upstream_closing_before_the_answer_is_502() {
     });
     let proxy = Proxy::builder().build().unwrap();
     let req = Request::get("/").body(()).unwrap();
-    let err = within(proxy.try_web_with(req, &Options::to(target(addr))))
+    let err = within(proxy.try_web(req, &Options::to(target(addr))))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamReset(_)), "{err:?}");
@@ -142,7 +129,7 @@ async fn upstream_closing_before_the_answer_is_502() {
 #[tokio::test]
 async fn no_target_is_a_500() {
     let proxy = Proxy::builder().build().unwrap();
-    let err = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &Options::default()))
+    let err = within(proxy.try_web(Request::get("/").body(()).unwrap(), &Options::default()))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::NoTarget));

@@ -45,16 +45,13 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
         .configure(|o| o.xfwd = true)
         .build()
         .unwrap();
-    let conn = switchyard::ConnInfo {
-        remote: "192.0.2.7:4321".parse().unwrap(),
-        tls: true,
-    };
+    let conn = switchyard::ConnInfo::new("192.0.2.7:4321".parse().unwrap(), true);
     let req = Request::get("/x")
         .header("host", "front.test")
         .body(switchyard::Body::empty())
         .unwrap();
     let res = proxy
-        .try_web_to_conn(req, &b.target(), Some(conn))
+        .try_web(req, switchyard::Call::new().target(&b.target()).conn(conn))
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
@@ -66,13 +63,16 @@ async fn try_web_to_conn_takes_the_connection_from_the_caller() {
     // application (no ConnInfo anywhere) is not.
     let bare = || Request::get("/y").body(switchyard::Body::empty()).unwrap();
     let err = proxy
-        .try_web_to_conn(bare(), &b.target(), Some(conn))
+        .try_web(
+            bare(),
+            switchyard::Call::new().target(&b.target()).conn(conn),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
     assert_eq!(
         proxy
-            .try_web_to(bare(), &b.target())
+            .try_web(bare(), switchyard::Call::new().target(&b.target()))
             .await
             .unwrap()
             .status(),

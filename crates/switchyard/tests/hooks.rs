@@ -1,6 +1,7 @@
 //! Hooks in place of http-proxy-3's events (`start`, `proxyReq`, `proxyRes`,
-//! `end`, `error`, `econnreset`, `proxyReqWs`, `open`, `close`).
-//! WebSocket hooks (`on_proxy_request_ws`, `on_open`, `on_close`) are in
+//! `end`, `error`, `econnreset`, `proxyReqWs`, `open`, `close`), and the one
+//! end hook with each request's outcome. WebSocket hooks
+//! (`on_proxy_request_ws`, `on_open`, a tunnel's outcome) are in
 //! `websocket.rs`.
 //!
 //! Not applicable: middleware/gzip (compression is a tower layer in front
@@ -16,9 +17,41 @@ use common::*;
 use http::{HeaderValue, Request, Response, request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use switchyard::{Aborted, Body, BodyEnd, Flow, Hooks, Options, Proxy, ProxyError, Target};
+use switchyard::{
+    Body, ErrorSide, Flow, Hooks, Options, Outcome, Proxy, ProxyError, Retry, Target,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// What a test keeps of an [`Outcome`].
+#[derive(Debug, Clone)]
+struct Ended {
+    status: Option<u16>,
+    error: Option<String>,
+    client_gone: bool,
+    ended_early: Option<ErrorSide>,
+    bytes_in: u64,
+    bytes_out: u64,
+    head_time: Option<std::time::Duration>,
+    duration: std::time::Duration,
+    retries: u32,
+}
+
+impl Ended {
+    fn of(o: &Outcome<'_>) -> Self {
+        Self {
+            status: o.status.map(|s| s.as_u16()),
+            error: o.error.map(ToString::to_string),
+            client_gone: matches!(o.proxy_error(), Some(ProxyError::ClientGone)),
+            ended_early: o.ended_early,
+            bytes_in: o.bytes_in,
+            bytes_out: o.bytes_out,
+            head_time: o.head_time,
+            duration: o.duration,
+            retries: o.retries,
+        }
+    }
+}
 
 /// Hooks that log every phase, and can short-circuit at start or response.
 #[derive(Clone, Default)]
@@ -26,7 +59,7 @@ struct Recorder {
     log: Arc<Mutex<Vec<String>>>,
     respond_at_start: bool,
     take_over_response: bool,
-    aborts: Option<mpsc::UnboundedSender<Aborted>>,
+    ends: Option<mpsc::UnboundedSender<Ended>>,
 }
 
 impl Recorder {
@@ -71,19 +104,16 @@ impl Hooks for Recorder {
         Flow::Continue
     }
 
-    fn on_end(&self, ctx: u32, end: BodyEnd) {
-        self.push(format!("end {end:?} {ctx}"));
-    }
-
-    fn on_error(&self, _: &mut u32, err: &ProxyError) -> Option<Response<Body>> {
-        self.push(format!("error {}", err.status().unwrap().as_u16()));
-        None
-    }
-
-    fn on_client_abort(&self, aborted: &Aborted) {
-        self.push("abort");
-        if let Some(tx) = &self.aborts {
-            let _ = tx.send(aborted.clone());
+    fn on_end(&self, ctx: u32, outcome: &Outcome<'_>) {
+        let e = Ended::of(outcome);
+        self.push(format!(
+            "end {:?} out={} err={} {ctx}",
+            e.status,
+            e.bytes_out,
+            e.error.is_some()
+        ));
+        if let Some(tx) = &self.ends {
+            let _ = tx.send(e);
         }
     }
 }
@@ -112,7 +142,7 @@ async fn phases_run_in_order_with_shared_state() {
             format!("start /p {} 7", b.addr.port()),
             "proxy_request 8".into(),
             "proxy_response 200".into(),
-            "end Complete { bytes: 2 } 8".into(),
+            "end Some(200) out=2 err=false 8".into(),
         ]
     );
 }
@@ -132,8 +162,9 @@ async fn on_start_can_answer() {
         .unwrap();
     let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
     assert_eq!(res.status(), 403);
+    assert_eq!(body_bytes(res.into_body()).await, "stopped at start");
     assert_eq!(b.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert_eq!(hooks.log().len(), 1);
+    assert_eq!(hooks.log()[1..], ["end Some(403) out=16 err=false 8"]);
 }
 
 /// `on_proxy_response` can take the response over (its own answer replaces
@@ -155,12 +186,17 @@ async fn on_proxy_response_can_take_over() {
     assert_eq!(body_bytes(res.into_body()).await, "taken over");
 }
 
-/// `on_error` sees the failure (http-proxy-3's `error` event) and `on_end`
-/// is not called for a request that never got a response.
+/// A failed call (http-proxy-3's `error` event) ends once, in `on_end`, with
+/// the typed error, no status, the upstream as the side that ended it, and
+/// no time to a head.
 #[tokio::test]
-async fn on_error_is_called_once() {
+async fn on_end_sees_a_failure_once() {
     let (_socket, addr) = refusing_port();
-    let hooks = Recorder::default();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hooks = Recorder {
+        ends: Some(tx),
+        ..Recorder::default()
+    };
     let proxy = Proxy::builder()
         .target(Target::parse(&format!("http://{addr}")).unwrap())
         .hooks(hooks.clone())
@@ -168,20 +204,28 @@ async fn on_error_is_called_once() {
         .unwrap();
     let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
     assert_eq!(res.status(), 502);
-    let log = hooks.log();
-    assert_eq!(log.last().unwrap(), "error 502");
-    assert!(!log.iter().any(|l| l.starts_with("end")));
+    let e = within(rx.recv()).await.unwrap();
+    assert_eq!(e.status, None);
+    assert!(e.error.unwrap().starts_with("connect to upstream"));
+    assert_eq!(e.ended_early, Some(ErrorSide::Upstream));
+    assert_eq!((e.head_time, e.bytes_out, e.retries), (None, 0, 0));
+    drop(proxy);
+    assert!(rx.try_recv().is_err(), "one end per call");
+    assert_eq!(
+        hooks.log().iter().filter(|l| l.starts_with("end")).count(),
+        1
+    );
 }
 
 /// http-proxy-3's `econnreset` (node-http-proxy #1455): a client that goes
-/// away before the answer triggers `on_client_abort`, and the upstream
-/// request is cancelled.
+/// away before the answer ends the call in `on_end` as the client's doing,
+/// and the upstream request is cancelled.
 #[tokio::test]
-async fn on_client_abort_when_the_client_leaves() {
+async fn on_end_when_the_client_leaves() {
     let (addr, mut heads, mut closed) = holding_backend().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hooks = Recorder {
-        aborts: Some(tx),
+        ends: Some(tx),
         ..Recorder::default()
     };
     let proxy = Proxy::builder()
@@ -198,12 +242,80 @@ async fn on_client_abort_when_the_client_leaves() {
         .unwrap();
     within(heads.recv()).await.unwrap();
     drop(c);
-    let aborted = within(rx.recv()).await.unwrap();
-    assert_eq!(aborted.uri, "/gone?x=1");
-    assert_eq!(aborted.method, http::Method::GET);
-    assert_eq!(aborted.target.port(), addr.port());
+    let e = within(rx.recv()).await.unwrap();
+    assert!(e.client_gone, "{e:?}");
+    assert_eq!(e.status, None);
+    assert_eq!(e.ended_early, Some(ErrorSide::Downstream));
     within(closed.recv()).await.unwrap();
-    assert!(!hooks.log().iter().any(|l| l.starts_with("error")));
+}
+
+/// The outcome of a POST: the request body's bytes in, the answer's bytes
+/// out, the head before the end.
+#[tokio::test]
+async fn on_end_counts_bytes_both_ways() {
+    let (b, _) = recording_backend().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hooks = Recorder {
+        ends: Some(tx),
+        ..Recorder::default()
+    };
+    let proxy = Proxy::builder()
+        .target(b.target())
+        .hooks(hooks)
+        .build()
+        .unwrap();
+    let server = listen(&proxy).await;
+    let req = Request::post(format!("http://{}/upload", server.local_addr()))
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"/upload"[..]));
+    let e = within(rx.recv()).await.unwrap();
+    assert_eq!((e.status, e.bytes_in, e.bytes_out), (Some(200), 10, 7));
+    assert_eq!((e.ended_early, e.error), (None, None));
+    assert!(e.head_time.unwrap() <= e.duration);
+}
+
+/// A body the upstream stalls ends as the upstream's doing, with the body's
+/// error; the retries of a policy are counted.
+#[tokio::test]
+async fn on_end_sees_a_cut_body_and_retries() {
+    let (addr, _) = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hooks = Recorder {
+        ends: Some(tx),
+        ..Recorder::default()
+    };
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("http://{addr}")).unwrap())
+        .configure(|o| o.body_timeout = Some(std::time::Duration::from_millis(50)))
+        .hooks(hooks.clone())
+        .build()
+        .unwrap();
+    let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
+    let _ = within(res.into_body().collect()).await;
+    let e = within(rx.recv()).await.unwrap();
+    assert_eq!((e.status, e.bytes_out), (Some(200), 7));
+    assert_eq!(e.ended_early, Some(ErrorSide::Upstream));
+    assert!(e.error.unwrap().starts_with("body idle"));
+
+    let unavailable = backend(|_| async { text(503, "busy") }).await;
+    let proxy = Proxy::builder()
+        .target(unavailable.target())
+        .retry(Retry::default().max_retries_on_503(2))
+        .hooks(hooks)
+        .build()
+        .unwrap();
+    let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
+    assert_eq!(res.status(), 503);
+    drop(res);
+    let e = within(rx.recv()).await.unwrap();
+    assert_eq!((e.status, e.retries), (Some(503), 2));
+    assert_eq!(
+        e.ended_early,
+        Some(ErrorSide::Downstream),
+        "the body was dropped unread"
+    );
 }
 
 /// The builder's closure hooks (the README's `proxy.on("proxyReq")`
@@ -225,7 +337,7 @@ async fn closure_hooks() {
             res.headers_mut()
                 .insert("x-proxied", HeaderValue::from_static("1"));
         })
-        .on_end(move |end| e.lock().unwrap().push(end))
+        .on_end(move |o| e.lock().unwrap().push((o.status, o.bytes_out)))
         .build()
         .unwrap();
     let res = within(proxy.web(Request::get("/abc").body(()).unwrap())).await;
@@ -235,7 +347,7 @@ async fn closure_hooks() {
         seen.lock().unwrap()[0].headers["x-special-proxy-header"],
         "foobar"
     );
-    assert_eq!(*ends.lock().unwrap(), [BodyEnd::Complete { bytes: 4 }]);
+    assert_eq!(*ends.lock().unwrap(), [(Some(http::StatusCode::OK), 4)]);
 }
 
 /// http-proxy-3's test middleware/modify-response (Rust equivalent): a response
@@ -279,7 +391,7 @@ async fn self_handle_response_skips_the_passes() {
     opts.host_rewrite = Some("public.test".into());
     opts.cookie_domain_rewrite = switchyard::CookieRewrite::all("public.test");
     let proxy = Proxy::builder().build().unwrap();
-    let res = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &opts))
+    let res = within(proxy.try_web(Request::get("/").body(()).unwrap(), &opts))
         .await
         .unwrap();
     assert_eq!(res.headers()["location"], "http://internal.test/x");

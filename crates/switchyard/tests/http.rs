@@ -72,7 +72,7 @@ async fn round_robin_over_per_call_targets() {
     let mut got = Vec::new();
     for i in 0..4 {
         let req = Request::get("/").body(Body::empty()).unwrap();
-        let res = within(proxy.try_web_to(req, &targets[i % 2]))
+        let res = within(proxy.try_web(req, switchyard::Call::new().target(&targets[i % 2])))
             .await
             .unwrap();
         got.push(body_bytes(res.into_body()).await);
@@ -369,10 +369,9 @@ async fn a_call_future_stays_small() {
     let b = backend(|_req: Request<Incoming>| async { text(200, "ok") }).await;
     let proxy = Proxy::to(&b.url()).unwrap();
     let target = b.target();
-    let call = proxy.try_web_to_conn(
+    let call = proxy.try_web(
         Request::get("/").body(Body::empty()).unwrap(),
-        &target,
-        None,
+        switchyard::Call::new().target(&target),
     );
     let size = std::mem::size_of_val(&call);
     assert!(size <= 768, "{size} bytes");

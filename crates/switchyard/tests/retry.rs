@@ -23,7 +23,7 @@ use common::*;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use switchyard::{Body, ClientOptions, Proxy, ProxyError, Retry};
+use switchyard::{Body, Proxy, ProxyError, Retry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -46,10 +46,9 @@ async fn wall_within<F: Future>(f: F) -> F::Output {
 fn timerless_proxy(url: &str) -> Proxy {
     Proxy::builder()
         .target(switchyard::Target::parse(url).unwrap())
-        .client_options(ClientOptions {
-            pool_idle_timeout: None,
-            connect_timeout: None,
-            ..ClientOptions::default()
+        .configure_client(|c| {
+            c.pool_idle_timeout = None;
+            c.connect_timeout = None;
         })
         .build()
         .unwrap()

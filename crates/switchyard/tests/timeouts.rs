@@ -27,7 +27,7 @@ async fn proxy_timeout_on_a_hanging_upstream_is_504() {
     opts.proxy_timeout = Some(Duration::from_secs(5));
     let proxy = Proxy::builder().build().unwrap();
     let started = tokio::time::Instant::now();
-    let err = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &opts))
+    let err = within(proxy.try_web(Request::get("/").body(()).unwrap(), &opts))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamTimeout(d) if d == Duration::from_secs(5)));
@@ -93,7 +93,7 @@ async fn timeout_while_the_upstream_hangs() {
     opts.timeout = Some(Duration::from_secs(3));
     opts.proxy_timeout = Some(Duration::from_secs(20));
     let proxy = Proxy::builder().build().unwrap();
-    let err = within(proxy.try_web_with(Request::get("/").body(()).unwrap(), &opts))
+    let err = within(proxy.try_web(Request::get("/").body(()).unwrap(), &opts))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::ClientTimeout(_)), "{err:?}");
@@ -178,7 +178,7 @@ async fn connect_timeout_is_504() {
         .build()
         .unwrap();
     let opts = Options::to(Target::parse(&format!("http://{addr}")).unwrap());
-    let err = within(proxy.try_web_with(Request::get("/").body(Body::empty()).unwrap(), &opts))
+    let err = within(proxy.try_web(Request::get("/").body(Body::empty()).unwrap(), &opts))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::ConnectTimeout(_)), "{err:?}");

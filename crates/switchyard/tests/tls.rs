@@ -54,7 +54,7 @@ async fn unknown_ca_is_rejected_by_default() {
     let pki = pki();
     let b = https_echo(&pki, &[b"http/1.1"]).await;
     let proxy = Proxy::builder().build().unwrap();
-    let err = within(proxy.try_web_with(
+    let err = within(proxy.try_web(
         Request::get("/").body(()).unwrap(),
         &Options::to(https_target(&b)),
     ))
@@ -129,9 +129,12 @@ async fn other_self_signed_certificates_stay_refused() {
     for (served, ca, why) in cases {
         let b = https_echo(&served, &[b"http/1.1"]).await;
         let proxy = proxy_trusting(&b, &ca);
-        let err = within(proxy.try_web_to(Request::get("/").body(()).unwrap(), &proxy_target(&b)))
-            .await
-            .unwrap_err();
+        let err = within(proxy.try_web(
+            Request::get("/").body(()).unwrap(),
+            switchyard::Call::new().target(&proxy_target(&b)),
+        ))
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, ProxyError::UpstreamConnect { .. }),
             "{why}: {err:?}"

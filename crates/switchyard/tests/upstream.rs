@@ -269,13 +269,11 @@ async fn pooling_proxy(
 #[tokio::test]
 async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
     let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
-    let server = pooling_proxy(
-        addr,
-        switchyard::ClientOptions {
-            pool_idle_timeout: Some(std::time::Duration::from_millis(200)),
-            ..switchyard::ClientOptions::default()
-        },
-    )
+    let server = pooling_proxy(addr, {
+        let mut c = switchyard::ClientOptions::default();
+        c.pool_idle_timeout = Some(std::time::Duration::from_millis(200));
+        c
+    })
     .await;
     let url = format!("http://{}/", server.local_addr());
     let start = std::time::Instant::now();
@@ -303,16 +301,19 @@ fn the_idle_sweep_survives_its_runtime() {
     let (addr, accepted, mut closed) = backend_rt.block_on(closing_backend(usize::MAX));
     let target = Target::parse(&format!("http://{addr}")).unwrap();
     let proxy = Proxy::builder()
-        .client_options(switchyard::ClientOptions {
-            pool_idle_timeout: Some(std::time::Duration::from_millis(200)),
-            ..switchyard::ClientOptions::default()
+        .client_options({
+            let mut c = switchyard::ClientOptions::default();
+            c.pool_idle_timeout = Some(std::time::Duration::from_millis(200));
+            c
         })
         .build()
         .unwrap();
     let get_once = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
             let req = Request::get("/").body(Body::empty()).unwrap();
-            let res = within(proxy.try_web_to(req, &target)).await.unwrap();
+            let res = within(proxy.try_web(req, switchyard::Call::new().target(&target)))
+                .await
+                .unwrap();
             assert_eq!(res.status(), 200);
             body_bytes(res.into_body()).await
         })
@@ -341,13 +342,11 @@ fn the_idle_sweep_survives_its_runtime() {
 #[tokio::test]
 async fn no_idle_connections_kept_when_the_pool_holds_none() {
     let (addr, accepted, mut closed) = closing_backend(usize::MAX).await;
-    let server = pooling_proxy(
-        addr,
-        switchyard::ClientOptions {
-            pool_max_idle_per_host: 0,
-            ..switchyard::ClientOptions::default()
-        },
-    )
+    let server = pooling_proxy(addr, {
+        let mut c = switchyard::ClientOptions::default();
+        c.pool_max_idle_per_host = 0;
+        c
+    })
     .await;
     let url = format!("http://{}/", server.local_addr());
     for i in 1..=3 {

@@ -23,7 +23,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, request};
 use hyper::body::Incoming;
-use switchyard::{Flow, Hooks, Proxy, Target, TunnelStats};
+use switchyard::{Flow, Hooks, Outcome, Proxy, Target, TunnelStats};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -205,7 +205,12 @@ impl Hooks for WsHooks {
         };
         c.fetch_add(n as u64, Ordering::SeqCst);
     }
-    fn on_close(&self, (): (), stats: TunnelStats) {
+    fn on_end(&self, (): (), outcome: &Outcome<'_>) {
+        let stats = outcome.tunnel.expect("a tunnel's outcome");
+        assert_eq!(outcome.status, Some(http::StatusCode::SWITCHING_PROTOCOLS));
+        assert_eq!(outcome.bytes_in, stats.client_to_upstream);
+        assert_eq!(outcome.bytes_out, stats.upstream_to_client);
+        assert!(outcome.head_time.unwrap() + stats.duration <= outcome.duration);
         let _ = self.closed.send(stats);
     }
 }
@@ -242,7 +247,7 @@ async fn ws_hooks_open_close_and_byte_counts() {
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = within(ws.next()).await {}
         // Both sides have closed now (the tunnel gives a half-closed peer
-        // a grace period, so keeping `ws` alive would delay `on_close`).
+        // a grace period, so keeping `ws` alive would delay `on_end`).
         drop(ws);
         let stats = within(closed.recv()).await.unwrap();
         // A masked client frame: 2 header + 4 mask + payload; the echo: 2 + payload.

@@ -12,6 +12,7 @@ use http::{Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::end::{self, Ending};
 use super::{Proxy, headers, rewrite, upgrade};
 use crate::balance::{Lease, Picked};
 use crate::body::{Body, BodyIdleTimeout};
@@ -35,7 +36,7 @@ impl<H: Hooks> Proxy<H> {
     /// would copy it).
     pub(super) fn answer(
         &self,
-        mut ctx: H::Ctx,
+        (mut ctx, ending): (H::Ctx, Option<Ending>),
         res: Response<Incoming>,
         picked: &mut Picked,
         answering: &mut Answering,
@@ -47,7 +48,7 @@ impl<H: Hooks> Proxy<H> {
                 on_upgrade,
                 response: res,
             };
-            return upgrade::finish(&self.inner, ctx, pending);
+            return upgrade::finish(&self.inner, ctx, ending, pending);
         }
         let (mut head, body) = res.into_parts();
         headers::response_headers(&mut head.headers, false);
@@ -57,7 +58,7 @@ impl<H: Hooks> Proxy<H> {
         head.version = Version::HTTP_11;
         let mut res = Response::from_parts(head, Body::from(body));
         if let Flow::Respond(res) = self.inner.hooks.on_proxy_response(&mut ctx, &mut res) {
-            return res;
+            return end::watch_response(&self.inner, res, ctx, ending);
         }
         if !opts.self_handle_response {
             let status = res.status();
@@ -70,15 +71,15 @@ impl<H: Hooks> Proxy<H> {
                 &opts.cookie_path_rewrite,
             );
         }
-        self.finish_body(res, ctx, opts, deadline, picked.take_lease())
+        self.finish_body(res, (ctx, ending), opts, deadline, picked.take_lease())
     }
 
     /// The body's timers (`proxy_timeout` and `body_timeout` as idle limits,
-    /// `total_timeout` as a deadline), the lease, and `on_end`.
+    /// `total_timeout` as a deadline), the lease, and the end's watch.
     fn finish_body(
         &self,
         res: Response<Body>,
-        ctx: H::Ctx,
+        (ctx, ending): (H::Ctx, Option<Ending>),
         opts: &Options,
         deadline: Option<(Instant, Duration)>,
         lease: Option<Lease>,
@@ -97,10 +98,6 @@ impl<H: Hooks> Proxy<H> {
             // In flight (for least-outstanding balancing) until the body ends.
             body = body.on_end(move |_| drop(lease));
         }
-        if self.inner.hooks.observes_end() {
-            let inner = self.inner.clone();
-            body = body.on_end(move |end| inner.hooks.on_end(ctx, end));
-        }
-        Response::from_parts(head, body)
+        end::watch_response(&self.inner, Response::from_parts(head, body), ctx, ending)
     }
 }

@@ -8,7 +8,7 @@ use super::{Inner, Proxy};
 use crate::balance::Upstreams;
 use crate::body::Body;
 use crate::drain::Drain;
-use crate::error::{ConfigError, ProxyError};
+use crate::error::ConfigError;
 use crate::hooks::{FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
 use crate::retry::Retry;
@@ -155,19 +155,10 @@ impl ProxyBuilder<FnHooks> {
         self
     }
 
-    /// `error`: answer failed requests yourself (`None` keeps the default).
+    /// [`Hooks::on_end`]: called once when each request is over, with its
+    /// [`Outcome`](crate::Outcome).
     #[must_use]
-    pub fn on_error(
-        mut self,
-        f: impl Fn(&ProxyError) -> Option<Response<Body>> + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.error = Some(Arc::new(f));
-        self
-    }
-
-    /// `end`: called when each response body ends.
-    #[must_use]
-    pub fn on_end(mut self, f: impl Fn(crate::BodyEnd) + Send + Sync + 'static) -> Self {
+    pub fn on_end(mut self, f: impl Fn(&crate::Outcome<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.end = Some(Arc::new(f));
         self
     }

@@ -46,6 +46,7 @@ use crate::error::ProxyError;
 /// for the whole head. A head that does not fit even that buffer is still
 /// hyper's 431. The connection is closed after either answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HeadLimits {
     /// The longest request target, in bytes (as sent: path and query, or the
     /// whole absolute form). Longer gets 414. Default 16 KiB.

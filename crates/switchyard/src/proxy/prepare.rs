@@ -12,11 +12,12 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri, Version, request};
+use http::{Request, Response, Uri, Version, request};
 use http_body::Body as _;
 use tokio::time::Instant;
 
 use super::answer::Answering;
+use super::end::Watch;
 use super::headers::{self, Downstream, clone_head};
 use super::redirect::Redirect;
 use super::send::{Activity, Attempt, Limits, Resend, Sending};
@@ -24,17 +25,17 @@ use super::{ConnInfo, Inner, Proxy, forward, hygiene, path};
 use crate::balance::Picked;
 use crate::body::{Body, ClientBodyError};
 use crate::error::ProxyError;
-use crate::hooks::{Aborted, Flow, Hooks};
+use crate::hooks::{Flow, Hooks};
 use crate::options::Options;
 use crate::retry::{self, Retry};
 use crate::target::{Protocol, Target};
 
 pub(crate) type HeadersFn = Box<dyn FnOnce(&mut HeaderMap) + Send>;
 
-/// What one call adds to the options: set by [`Forward`](crate::Forward),
-/// empty for [`Proxy::web`].
+/// What one call adds to the options: set by [`Forward`](crate::Forward)
+/// and by [`Call`](super::Call), empty for [`Proxy::web`].
 #[derive(Default)]
-pub(crate) struct Call {
+pub(crate) struct Extras {
     /// The outgoing path and query, instead of the target prefix + request path.
     pub(crate) path: Option<String>,
     /// Send the target's `Host` (reply-from always does).
@@ -45,24 +46,25 @@ pub(crate) struct Call {
     pub(crate) upstreams: Option<crate::balance::Upstreams>,
     /// The retry policy for this call, instead of the proxy's.
     pub(crate) retry: Option<Arc<Retry>>,
-    /// The caller answers errors itself: skip `Hooks::on_error`.
-    pub(crate) skip_error_hook: bool,
     /// The client connection, given by the caller instead of in the request's
     /// extensions.
     pub(crate) conn: Option<ConnInfo>,
 }
 
 /// A prepared call: what the later stages take, each in its own field.
+///
+/// Dropped with its context still in it, the call was abandoned by its client
+/// before the answer: `on_end` hears of it then (when the hooks watch).
 pub(super) struct Prepared<'a, H: Hooks> {
-    /// Boxed: only hooks that observe aborts need one. First, so that a
-    /// dropped call runs `on_client_abort` before its context and lease go.
-    guard: Option<Box<AbortGuard<'a, H>>>,
-    pub(super) ctx: H::Ctx,
+    inner: &'a Arc<Inner<H>>,
+    /// Taken by the stage that ends the call.
+    pub(super) ctx: Option<H::Ctx>,
+    /// `None` unless the hooks observe the end.
+    pub(super) watch: Option<Watch>,
     pub(super) picked: Picked,
     pub(super) limits: Limits,
     pub(super) sending: Sending,
     pub(super) answering: Answering,
-    pub(super) skip_error_hook: bool,
 }
 
 /// Why a call stops before its request goes out.
@@ -83,21 +85,12 @@ struct Outgoing {
     answering: Answering,
 }
 
-/// Runs `on_client_abort` when a call is dropped before its answer.
-struct AbortGuard<'a, H: Hooks> {
-    inner: &'a Inner<H>,
-    method: Method,
-    uri: Uri,
-    target: Target,
-    armed: bool,
-}
-
 // === impl Proxy ===
 
 impl<H: Hooks> Proxy<H> {
     /// The synchronous half of a call, up to the outgoing request. `Err` is
-    /// the call's result already: an early answer, or the error after
-    /// `on_error`.
+    /// the call's result already: an early answer, or the error (its end
+    /// already reported).
     #[allow(
         clippy::result_large_err,
         reason = "moved once, and the `Ok` side is larger: boxing would cost an allocation per call"
@@ -107,34 +100,26 @@ impl<H: Hooks> Proxy<H> {
         req: Request<Body>,
         opts: &Options,
         target: Option<&Target>,
-        mut call: Call,
+        mut call: Extras,
     ) -> Result<Prepared<'_, H>, Result<Response<Body>, ProxyError>> {
         let mut ctx = self.inner.hooks.new_ctx();
+        let mut watch = self.inner.hooks.observes_end().then(Watch::new);
         let deadline = opts.total_timeout.map(|t| (Instant::now() + t, t));
         let Some(picked) = self.pick(target, &call, opts) else {
             if let Some(fwd) = &opts.forward {
                 forward::send(&self.inner, req, fwd, opts, call.conn);
-                return Err(Ok(Response::new(Body::empty())));
+                return Err(Ok(self.answered(ctx, watch, Response::new(Body::empty()))));
             }
-            return Err(self.fail(&mut ctx, ProxyError::NoTarget, call.skip_error_hook));
+            return Err(self.fail(ctx, watch.as_ref(), ProxyError::NoTarget, 0));
         };
-        let guard = self
-            .inner
-            .hooks
-            .observes_abort()
-            .then(|| AbortGuard::new(&self.inner, &req, &picked.target));
-        let out = match self.outgoing(&mut ctx, req, &picked.target, opts, &mut call) {
+        let mut out = match self.outgoing(&mut ctx, req, &picked.target, opts, &mut call) {
             Ok(out) => out,
-            Err(stop) => {
-                if let Some(mut g) = guard {
-                    g.armed = false;
-                }
-                return Err(match stop {
-                    Stop::Answer(res) => Ok(res),
-                    Stop::Fail(err) => self.fail(&mut ctx, err, call.skip_error_hook),
-                });
-            }
+            Err(Stop::Answer(res)) => return Err(Ok(self.answered(ctx, watch, res))),
+            Err(Stop::Fail(err)) => return Err(self.fail(ctx, watch.as_ref(), err, 0)),
         };
+        if let Some(w) = &mut watch {
+            out.body = w.count_in(std::mem::take(&mut out.body));
+        }
         let retry = call.retry.take();
         let policy = retry.as_deref().or(self.inner.retry.as_deref());
         let attempt =
@@ -151,11 +136,13 @@ impl<H: Hooks> Proxy<H> {
                     head: out.head,
                     body: out.body,
                     keep_body,
+                    retries: 0,
                 })),
             };
         Ok(Prepared {
-            guard,
-            ctx,
+            inner: &self.inner,
+            ctx: Some(ctx),
+            watch,
             picked,
             limits: Limits::new(out.activity, deadline),
             sending: Sending {
@@ -164,13 +151,12 @@ impl<H: Hooks> Proxy<H> {
                 retry,
             },
             answering: out.answering,
-            skip_error_hook: call.skip_error_hook,
         })
     }
 
     /// The upstream of this call: the call's target, the call's upstreams,
     /// the options' target, the proxy's upstreams, in that order.
-    fn pick(&self, target: Option<&Target>, call: &Call, opts: &Options) -> Option<Picked> {
+    fn pick(&self, target: Option<&Target>, call: &Extras, opts: &Options) -> Option<Picked> {
         let pool = call.upstreams.as_ref().or(self.inner.upstreams.as_ref());
         match (target, &call.upstreams, &opts.target, pool) {
             (Some(t), ..) | (None, None, Some(t), _) => Some(Picked::single(t.clone())),
@@ -194,7 +180,7 @@ impl<H: Hooks> Proxy<H> {
         req: Request<Body>,
         target: &Target,
         opts: &Options,
-        call: &mut Call,
+        call: &mut Extras,
     ) -> Result<Outgoing, Stop> {
         let hooks = &self.inner.hooks;
         let (mut parts, body) = req.into_parts();
@@ -320,7 +306,7 @@ fn outgoing_head(
     parts: &mut request::Parts,
     target: &Target,
     opts: &Options,
-    call: &mut Call,
+    call: &mut Extras,
     down: Downstream,
 ) -> Result<Option<Uri>, ProxyError> {
     let path = call
@@ -351,11 +337,22 @@ fn outgoing_head(
 // === impl Prepared ===
 
 impl<H: Hooks> Prepared<'_, H> {
-    /// The call has its answer (or its error): it is no longer abandoned if
-    /// dropped.
-    pub(super) fn disarm(&mut self) {
-        if let Some(g) = &mut self.guard {
-            g.armed = false;
+    /// Attempts after the first, so far.
+    pub(super) fn retries(&self) -> u32 {
+        match &self.sending.attempt {
+            Attempt::Once(..) => 0,
+            Attempt::Again(resend) => resend.retries,
+        }
+    }
+}
+
+impl<H: Hooks> Drop for Prepared<'_, H> {
+    fn drop(&mut self) {
+        // Still holding its context: no stage ended the call, its client did.
+        if let (Some(ctx), Some(watch)) = (self.ctx.take(), &self.watch) {
+            let err = ProxyError::ClientGone;
+            let outcome = watch.failed(&err, self.retries());
+            self.inner.hooks.on_end(ctx, &outcome);
         }
     }
 }
@@ -363,31 +360,5 @@ impl<H: Hooks> Prepared<'_, H> {
 impl From<ProxyError> for Stop {
     fn from(err: ProxyError) -> Self {
         Self::Fail(err)
-    }
-}
-
-// === impl AbortGuard ===
-
-impl<'a, H: Hooks> AbortGuard<'a, H> {
-    fn new(inner: &'a Inner<H>, req: &Request<Body>, target: &Target) -> Box<Self> {
-        Box::new(Self {
-            inner,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            target: target.clone(),
-            armed: true,
-        })
-    }
-}
-
-impl<H: Hooks> Drop for AbortGuard<'_, H> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.inner.hooks.on_client_abort(&Aborted {
-                method: self.method.clone(),
-                uri: self.uri.clone(),
-                target: self.target.clone(),
-            });
-        }
     }
 }

@@ -272,6 +272,10 @@ mod tests {
         );
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the tests read better with the rules as values"
+    )]
     fn cookie(line: &str, domain: CookieRewrite, path: CookieRewrite) -> String {
         let mut h = HeaderMap::new();
         h.append(header::SET_COOKIE, line.parse().unwrap());

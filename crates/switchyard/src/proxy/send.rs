@@ -51,6 +51,8 @@ pub(super) struct Resend {
     pub(super) body: Body,
     /// Keep the body to send it again ([`Retry::buffer_body`]).
     pub(super) keep_body: bool,
+    /// Attempts after the first so far (retries and failovers).
+    pub(super) retries: u32,
 }
 
 /// What limits the wait for a response head besides the options' timeouts:
@@ -224,6 +226,7 @@ impl<H: Hooks> Proxy<H> {
                     && picked.fail_over(head)
                 {
                     debug!(upstream = %picked.target, "failing over after a refused connection");
+                    resend.retries += 1;
                     continue;
                 }
                 let Some(policy) = policy else {
@@ -242,6 +245,7 @@ impl<H: Hooks> Proxy<H> {
                     let _ = tokio::time::timeout_at(wake, upstream::drain(res.into_body())).await;
                 }
                 tokio::time::sleep_until(wake).await;
+                resend.retries += 1;
                 picked.next_attempt(head);
             }
         })

@@ -25,11 +25,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
 use tracing::debug;
 
+use super::end::{self, Ending};
 use super::{Inner, headers};
 use crate::body::Body;
 use crate::drain::Registration;
+use crate::error::BoxError;
 use crate::hooks::{Hooks, TunnelStats};
 
 /// How long the other direction may go on after one side has ended.
@@ -54,6 +57,7 @@ pub(crate) struct Pending {
 pub(crate) fn finish<H: Hooks>(
     inner: &std::sync::Arc<Inner<H>>,
     mut ctx: H::Ctx,
+    ending: Option<Ending>,
     pending: Pending,
 ) -> Response<Body> {
     let Pending {
@@ -66,7 +70,12 @@ pub(crate) fn finish<H: Hooks>(
         head.version = http::Version::HTTP_11;
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Response::from_parts(head, Body::from(body));
+        return end::watch_response(
+            inner,
+            Response::from_parts(head, Body::from(body)),
+            ctx,
+            ending,
+        );
     }
     let upstream = hyper::upgrade::on(&mut response);
     let (mut head, _) = response.into_parts();
@@ -77,12 +86,24 @@ pub(crate) fn finish<H: Hooks>(
             Ok(pair) => pair,
             Err(err) => {
                 debug!(error = %err, "upgrade did not complete");
+                if let Some(ending) = ending {
+                    let err: BoxError = Box::new(err);
+                    inner
+                        .hooks
+                        .on_end(ctx, &ending.tunnel_closed(None, Some(&err)));
+                }
                 return;
             }
         };
         inner.hooks.on_open(&mut ctx);
-        let stats = tunnel(client, upstream, &*inner, &ctx).await;
-        inner.hooks.on_close(ctx, stats);
+        let opened = Instant::now();
+        let mut stats = tunnel(client, upstream, &*inner, &ctx).await;
+        if let Some(ending) = ending {
+            stats.duration = opened.elapsed();
+            inner
+                .hooks
+                .on_end(ctx, &ending.tunnel_closed(Some(stats), None));
+        }
     });
     Response::from_parts(head, Body::empty())
 }
@@ -158,6 +179,7 @@ async fn tunnel<H: Hooks>(
     TunnelStats {
         client_to_upstream: up,
         upstream_to_client: down,
+        duration: Duration::ZERO,
     }
 }
 

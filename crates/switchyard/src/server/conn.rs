@@ -368,7 +368,7 @@ where
             let Some(req) = req.take() else {
                 return Poll::Ready(Err("polled after completion".into()));
             };
-            let called = ConnFuture::called(service, req, this.hint.take());
+            let called = Self::called(service, req, this.hint.take());
             self.set(called);
         }
         let this = self.project();
@@ -549,7 +549,7 @@ impl<H: Hooks> Proxy<H> {
         // holds the prepared head and not the request) that is cheaper than a box per
         // request.
         async move {
-            match proxy.try_web_with(req, proxy.options()).await {
+            match proxy.try_web(req, crate::proxy::Call::new()).await {
                 Ok(res) => Ok(res),
                 Err(err) => match err.status() {
                     Some(_) => {

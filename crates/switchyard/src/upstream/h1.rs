@@ -518,7 +518,7 @@ mod tests {
         let req = Request::get("http://127.0.0.1:1/")
             .body(Body::empty())
             .unwrap();
-        let exchange = upstream.http1.clone().send(req);
+        let exchange = upstream.http1.send(req);
         let size = std::mem::size_of_val(&exchange);
         assert!(size <= 800, "{size} bytes");
     }

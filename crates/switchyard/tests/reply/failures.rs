@@ -4,8 +4,8 @@
 use super::*;
 
 /// reply-from's tests on-error, http-timeout, undici-timeout: `headers_timeout`
-/// → 504 by default; `on_error` receives the typed timeout (with its source
-/// chain intact) and its response is sent.
+/// → 504 by default; `try_send` gives the caller the typed timeout (with its
+/// source chain intact) to answer as it likes (reply-from's `onError`).
 #[tokio::test(start_paused = true)]
 async fn headers_timeout_and_on_error() {
     let (addr, _heads, _closed) = holding_backend().await;
@@ -17,18 +17,19 @@ async fn headers_timeout_and_on_error() {
     assert_eq!((status.as_u16(), &body[..]), (504, &b"Gateway Timeout"[..]));
     let got = Arc::new(Mutex::new(None));
     let g2 = got.clone();
-    let (status, _, body) = run(proxy
-        .forward(get("/"), "/")
-        .headers_timeout(Duration::from_secs(1))
-        .on_error(move |e| {
-            *g2.lock().unwrap() = Some(e.to_string());
-            text(504, "custom timeout page")
-        }))
-    .await;
-    assert_eq!(
-        (status.as_u16(), &body[..]),
-        (504, &b"custom timeout page"[..])
-    );
+    let res = within(
+        proxy
+            .forward(get("/"), "/")
+            .headers_timeout(Duration::from_secs(1))
+            .try_send(),
+    )
+    .await
+    .unwrap_or_else(move |e| {
+        *g2.lock().unwrap() = Some(e.to_string());
+        text(504, "custom timeout page")
+    });
+    assert_eq!(res.status(), 504);
+    assert_eq!(body_bytes(res.into_body()).await, "custom timeout page");
     assert_eq!(
         got.lock().unwrap().as_deref(),
         Some("upstream timed out after 1s")
