@@ -287,6 +287,25 @@ pub struct Cli {
     /// says. A second SIGTERM or SIGINT, during the delay or the drain, exits at once.
     #[arg(long, value_name = "ms", default_value_t = 0)]
     pub(crate) shutdown_delay: u64,
+    /// Access log: one entry per proxied request when its response ends, per WebSocket
+    /// session when it closes, and per request answered by the proxy itself. `off` (the
+    /// default), `-` (stdout), `stderr`, or a file (appended to, reopened on SIGUSR1).
+    /// Not in CHP.
+    #[arg(long, value_name = "target", default_value = "off", value_parser = crate::access_log::Destination::parse)]
+    pub(crate) access_log: crate::access_log::Destination,
+    /// Access log format: `text` (nginx's combined, then the duration, the route, the
+    /// target and the request ID) or `json` (one object per line).
+    #[arg(long, value_name = "format", value_enum, default_value = "text")]
+    pub(crate) access_log_format: crate::access_log::Format,
+    /// Write only the access log entries of these statuses: classes, codes and ranges,
+    /// comma-separated (`5xx,4xx`, `500-599`, `404`). A client that left before an
+    /// answer is 499.
+    #[arg(long, value_name = "list", value_parser = crate::access_log::StatusFilter::parse)]
+    pub(crate) access_log_status: Option<crate::access_log::StatusFilter>,
+    /// Query parameters whose values the access log writes as `REDACTED`,
+    /// comma-separated (case-insensitive).
+    #[arg(long, value_name = "names", default_value = crate::access_log::DEFAULT_REDACT, value_delimiter = ',')]
+    pub(crate) access_log_redact: Vec<String>,
 }
 
 /// A winston log level, mapped onto tracing levels.

@@ -22,6 +22,7 @@
 //! (an axum router), the route stores (memory, Redis) and the metrics.
 #![warn(missing_docs)]
 
+mod access_log;
 mod api;
 mod cli;
 mod error_pages;
@@ -70,6 +71,8 @@ pub struct Running {
     pid_file: Option<std::path::PathBuf>,
     stopping: Arc<AtomicBool>,
     engine: public::Engine,
+    /// The SIGUSR1 task of the access log.
+    reopen: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
@@ -126,7 +129,9 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     // TLS first: a bad certificate must stop us before any port is bound.
     let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
-    let engine = public::engine(&cli, metrics.clone()).map_err(StartError)?;
+    let access_log = open_access_log(&cli)?;
+    metrics.watch_access_log(access_log.clone());
+    let engine = public::engine(&cli, metrics.clone(), access_log.clone()).map_err(StartError)?;
     metrics.watch_engine(engine.stats());
     let default_target = parse_flag_target("--default-target", cli.default_target.as_deref())?;
     let error_pages = error_pages(&cli)?;
@@ -158,8 +163,10 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             auth_token: env.auth_token,
             tls,
             stopping: stopping.clone(),
+            access_log: access_log.clone(),
         },
     );
+    let reopen = access_log.map(reopen_on_sigusr1).transpose()?;
     if let Some(pid_file) = &cli.pid_file {
         tracing::info!(
             "Writing pid {} to {}",
@@ -182,7 +189,42 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         pid_file: cli.pid_file,
         stopping,
         engine,
+        reopen,
     })
+}
+
+/// The access log of `--access-log`, started; `None` when it is off.
+fn open_access_log(cli: &Cli) -> Result<Option<Arc<access_log::AccessLog>>, StartError> {
+    if cli.access_log == access_log::Destination::Off {
+        return Ok(None);
+    }
+    let redact = cli
+        .access_log_redact
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    access_log::AccessLog::start(
+        cli.access_log.clone(),
+        cli.access_log_format,
+        cli.access_log_status.clone(),
+        redact,
+    )
+    .map(Some)
+    .map_err(|e| StartError(format!("--access-log: {e}")))
+}
+
+/// Reopens the access log file on each SIGUSR1 (logrotate's `postrotate`).
+fn reopen_on_sigusr1(
+    log: Arc<access_log::AccessLog>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let mut usr1 = signal(SignalKind::user_defined1())
+        .map_err(|e| StartError(format!("cannot handle SIGUSR1: {e}")))?;
+    Ok(tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            log.reopen();
+        }
+    }))
 }
 
 /// The tokio runtime for `--worker-threads`: one thread per core by default; with one
@@ -257,6 +299,9 @@ impl Running {
         }
         if let Some(pid_file) = &self.pid_file {
             let _ = std::fs::remove_file(pid_file);
+        }
+        if let Some(task) = self.reopen {
+            task.abort();
         }
     }
 }

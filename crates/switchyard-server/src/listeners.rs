@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) auth_token: Option<String>,
     pub(crate) tls: tls::Listeners,
     pub(crate) stopping: Arc<AtomicBool>,
+    pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// The servers, serving.
@@ -155,6 +156,7 @@ impl Bound {
                 metrics: shared.metrics,
                 engine: shared.engine,
                 stopping: shared.stopping,
+                access_log: shared.access_log,
             },
             public_options.tls(shared.tls.public.map(TlsConfig::new)),
         );

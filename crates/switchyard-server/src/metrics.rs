@@ -7,8 +7,8 @@
 //! rather than prom-client's 10-minute window.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Content type of the Prometheus text format.
@@ -33,6 +33,8 @@ pub(crate) struct Metrics {
     pub(crate) requests_api: StatusCounter,
     /// The engine's own counters, once it is built.
     engine: OnceLock<switchyard::ProxyStats>,
+    /// The access log, when there is one (its dropped entries).
+    access_log: OnceLock<Arc<crate::access_log::AccessLog>>,
 }
 
 /// A monotonically increasing count.
@@ -66,6 +68,7 @@ impl Metrics {
             requests_proxy: StatusCounter::new(),
             requests_api: StatusCounter::new(),
             engine: OnceLock::new(),
+            access_log: OnceLock::new(),
         }
     }
 
@@ -73,6 +76,12 @@ impl Metrics {
     /// its hooks use).
     pub(crate) fn watch_engine(&self, stats: switchyard::ProxyStats) {
         let _ = self.engine.set(stats);
+    }
+
+    pub(crate) fn watch_access_log(&self, log: Option<Arc<crate::access_log::AccessLog>>) {
+        if let Some(log) = log {
+            let _ = self.access_log.set(log);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -110,6 +119,15 @@ impl Metrics {
                 engine.upstream_retries()
             );
         }
+        // Always there, 0 without an access log, so that alerts on it need no `absent`.
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_access_log_dropped_total Access log entries dropped because \
+             the writer was behind.\n\
+             # TYPE switchyard_access_log_dropped_total counter\n\
+             switchyard_access_log_dropped_total {}",
+            self.access_log.get().map_or(0, |l| l.dropped())
+        );
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");
         self.api_route_add

@@ -12,6 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use switchyard::Body;
 
+use crate::access_log::{AccessLog, Ended, Facts};
 use crate::cli::Cli;
 use crate::error_pages::ErrorPages;
 use crate::metrics::Metrics;
@@ -25,7 +26,11 @@ pub(crate) type Engine = switchyard::Proxy<ActivityHooks>;
 /// Builds the engine straight from the flags: its request options, and its upstream
 /// connections, whose TLS configuration (`--client-ssl-*`, `--insecure`) the engine
 /// builds once. The message names the flags at fault.
-pub(crate) fn engine(cli: &Cli, metrics: Arc<Metrics>) -> Result<Engine, String> {
+pub(crate) fn engine(
+    cli: &Cli,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
+) -> Result<Engine, String> {
     let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
     switchyard::Proxy::builder()
         .configure(|o| {
@@ -55,7 +60,10 @@ pub(crate) fn engine(cli: &Cli, metrics: Arc<Metrics>) -> Result<Engine, String>
             c.max_response_header_size = to_usize(cli.max_response_header_size);
             c.max_response_headers = to_usize(cli.max_response_headers);
         })
-        .hooks(ActivityHooks { metrics })
+        .hooks(ActivityHooks {
+            metrics,
+            access_log,
+        })
         .build()
         .map_err(|e| match e {
             switchyard::ConfigError::Tls(_) => {
@@ -71,10 +79,21 @@ fn unless_zero(ms: Option<u64>) -> Option<Duration> {
     ms.filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
-/// Records WebSocket activity on the route the request was routed to.
+/// Records WebSocket activity on the route the request was routed to, and writes the
+/// access log entry of each request the engine ends.
 #[derive(Debug)]
 pub(crate) struct ActivityHooks {
     metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+/// What the hooks keep of a request.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCtx {
+    /// The route, for a WebSocket's activity.
+    route: Option<Arc<Route>>,
+    /// The access log's facts, when there is an access log.
+    facts: Option<Arc<Facts>>,
 }
 
 /// The route of a request, carried to the hooks in its extensions.
@@ -82,10 +101,10 @@ pub(crate) struct ActivityHooks {
 struct RouteOf(Arc<Route>);
 
 impl switchyard::Hooks for ActivityHooks {
-    type Ctx = Option<Arc<Route>>;
+    type Ctx = RequestCtx;
 
     fn new_ctx(&self) -> Self::Ctx {
-        None
+        RequestCtx::default()
     }
 
     fn on_start(
@@ -94,16 +113,32 @@ impl switchyard::Hooks for ActivityHooks {
         req: &http::request::Parts,
         _target: &switchyard::Target,
     ) -> switchyard::Flow {
-        *ctx = req.extensions.get::<RouteOf>().map(|r| r.0.clone());
+        ctx.route = req.extensions.get::<RouteOf>().map(|r| r.0.clone());
+        if self.access_log.is_some() {
+            ctx.facts = req.extensions.get::<Arc<Facts>>().cloned();
+        }
         switchyard::Flow::Continue
     }
 
     fn observes_end(&self) -> bool {
-        false
+        self.access_log.is_some()
+    }
+
+    fn on_end(&self, ctx: Self::Ctx, outcome: &switchyard::Outcome<'_>) {
+        let (Some(log), Some(facts)) = (&self.access_log, ctx.facts) else {
+            return;
+        };
+        // A failure the server answers with an error page is logged by `handle`, with
+        // the status the client got.
+        let answered_by_server =
+            outcome.status.is_none() && outcome.proxy_error().is_some_and(|e| e.status().is_some());
+        if !answered_by_server {
+            log.record(&facts, &Ended::from_outcome(outcome));
+        }
     }
 
     fn on_tunnel_data(&self, ctx: &Self::Ctx, from_client: bool, _n: usize) {
-        if from_client && let Some(route) = ctx {
+        if from_client && let Some(route) = &ctx.route {
             touch(route, &self.metrics);
         }
     }
@@ -120,6 +155,7 @@ pub(crate) struct PublicState {
     pub(crate) engine: Engine,
     /// Set at the first stop signal: `/_chp_readyz` answers 503 from then on.
     pub(crate) stopping: Arc<AtomicBool>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
 /// The outcome of the route lookup for one request.
@@ -147,7 +183,7 @@ pub(crate) fn handle(
     req: Request<Incoming>,
     conn: Option<switchyard::ConnInfo>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
-    let plan = plan(&state, req);
+    let plan = plan(&state, req, conn);
     async move {
         Ok(match plan {
             Plan::Answer(response) => response,
@@ -155,11 +191,17 @@ pub(crate) fn handle(
                 status,
                 upgrade,
                 ref original_url,
-            } => error_response(&state, status, upgrade, original_url).await,
+                facts,
+            } => {
+                let response = error_response(&state, status, upgrade, original_url).await;
+                log_answer(&state, facts.as_deref(), &response, None);
+                response
+            }
             Plan::Forward {
                 req,
                 ref routed,
                 ref original_url,
+                facts,
             } => {
                 let mut call = switchyard::Call::new().target(routed.route.target().engine());
                 if let Some(conn) = conn {
@@ -168,8 +210,11 @@ pub(crate) fn handle(
                 let result = state.engine.try_web(req, call).await;
                 let response = match answer(routed, result) {
                     Ok(response) => response,
-                    Err(status) => {
-                        error_response(&state, status, routed.upgrade, original_url).await
+                    Err((status, err)) => {
+                        let response =
+                            error_response(&state, status, routed.upgrade, original_url).await;
+                        log_answer(&state, facts.as_deref(), &response, Some(&err));
+                        response
                     }
                 };
                 if !routed.upgrade {
@@ -201,16 +246,18 @@ enum Plan {
         status: StatusCode,
         upgrade: bool,
         original_url: http::Uri,
+        facts: Option<Arc<Facts>>,
     },
     /// To the engine, with the path to forward in the URI.
     Forward {
         req: Request<Body>,
         routed: Routed,
         original_url: http::Uri,
+        facts: Option<Arc<Facts>>,
     },
 }
 
-fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
+fn plan(state: &PublicState, req: Request<Incoming>, conn: Option<switchyard::ConnInfo>) -> Plan {
     // Exact `req.url` matches (a query string makes it a proxied request), before routing
     // and not counted, as CHP's health check.
     if let Some(answer) = probe(state, req.uri()) {
@@ -224,6 +271,10 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
     }
     // Kept for the error page (a clone shares the request's bytes).
     let original_url = req.uri().clone();
+    let mut facts = state
+        .access_log
+        .as_ref()
+        .map(|_| Box::new(Facts::of(&req, conn.map(|c| c.remote.ip()), None)));
 
     let mut routed = match route_as(state, &req, upgrade) {
         Ok(r) => r,
@@ -234,20 +285,27 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
                 status,
                 upgrade,
                 original_url,
+                facts: facts.map(Arc::from),
             };
         }
     };
+    if let Some(f) = &mut facts {
+        f.route = Some(routed.prefix.clone());
+        f.target = Some(routed.route.target().to_string().into());
+    }
     tracing::debug!(
         "PROXY {} {} to {}",
         if upgrade { "WS" } else { "WEB" },
         req.uri().path(),
         routed.route.target()
     );
-    match forward_request(req, &mut routed, &state.metrics) {
+    let facts: Option<Arc<Facts>> = facts.map(Arc::from);
+    match forward_request(req, &mut routed, &state.metrics, facts.as_ref()) {
         Some(req) => Plan::Forward {
             req,
             routed,
             original_url,
+            facts,
         },
         None => {
             if !upgrade {
@@ -260,6 +318,7 @@ fn plan(state: &PublicState, req: Request<Incoming>) -> Plan {
                 status: StatusCode::BAD_REQUEST,
                 upgrade,
                 original_url,
+                facts,
             }
         }
     }
@@ -365,6 +424,7 @@ fn forward_request(
     req: Request<Incoming>,
     routed: &mut Routed,
     metrics: &Arc<Metrics>,
+    facts: Option<&Arc<Facts>>,
 ) -> Option<Request<Body>> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query =
@@ -377,6 +437,9 @@ fn forward_request(
         // the requests `is_upgrade` accepts.
         req.extensions_mut().insert(RouteOf(routed.route.clone()));
     }
+    if let Some(facts) = facts {
+        req.extensions_mut().insert(facts.clone());
+    }
     Some(req)
 }
 
@@ -386,7 +449,7 @@ fn forward_request(
 fn answer(
     routed: &Routed,
     result: Result<Response<Body>, switchyard::ProxyError>,
-) -> Result<Response<Body>, StatusCode> {
+) -> Result<Response<Body>, (StatusCode, switchyard::ProxyError)> {
     let err = match result {
         Ok(res) => return Ok(res),
         Err(err) => err,
@@ -401,7 +464,7 @@ fn answer(
             routed.route.target(),
             switchyard::error_chain(&err)
         );
-        return Err(StatusCode::BAD_GATEWAY);
+        return Err((StatusCode::BAD_GATEWAY, err));
     }
     let status = match err.status() {
         Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
@@ -416,7 +479,32 @@ fn answer(
         routed.prefix,
         switchyard::error_chain(&err)
     );
-    Err(status)
+    Err((status, err))
+}
+
+/// The access log entry of a request the server answered itself: a refusal, or an
+/// error page for the engine's `err`.
+fn log_answer(
+    state: &PublicState,
+    facts: Option<&Facts>,
+    response: &Response<Body>,
+    err: Option<&switchyard::ProxyError>,
+) {
+    let (Some(log), Some(facts)) = (&state.access_log, facts) else {
+        return;
+    };
+    use http_body::Body as _;
+    let upstream = err.is_some_and(|e| e.side() == switchyard::ErrorSide::Upstream);
+    let ended = Ended {
+        status: response.status().as_u16(),
+        bytes_out: response.body().size_hint().exact().unwrap_or(0),
+        head_time: Some(facts.start.elapsed()),
+        duration: facts.start.elapsed(),
+        ended_early: upstream.then_some("upstream"),
+        error: err.map(|e| switchyard::error_chain(e)),
+        ..Ended::default()
+    };
+    log.record(facts, &ended);
 }
 
 /// Every data chunk of the request body counts as activity, whatever the answer (CHP).

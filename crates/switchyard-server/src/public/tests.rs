@@ -27,8 +27,9 @@ async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> Publi
         include_prefix,
         error_pages: ErrorPages::builtin(),
         metrics: metrics.clone(),
-        engine: engine(&clap::Parser::parse_from(["switchyard"]), metrics).unwrap(),
+        engine: engine(&clap::Parser::parse_from(["switchyard"]), metrics, None).unwrap(),
         stopping: Arc::default(),
+        access_log: None,
     }
 }
 
