@@ -212,6 +212,11 @@ pub struct Cli {
     /// Log level (error, warn, info, http, verbose, debug, silly)
     #[arg(long, value_name = "loglevel", default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: LogLevel,
+    /// Log line format: `text` (CHP's: `<time> [ConfigProxy] <level>: <message>`) or
+    /// `json` (one object per line: timestamp, level, message, and the event's fields,
+    /// `request_id` among them). Not in CHP.
+    #[arg(long, value_name = "format", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
     /// Idle timeout, in milliseconds, of a client connection during a web request
     /// (0: none, as when absent)
     #[arg(long, value_name = "ms")]
@@ -306,6 +311,28 @@ pub struct Cli {
     /// comma-separated (case-insensitive).
     #[arg(long, value_name = "names", default_value = crate::access_log::DEFAULT_REDACT, value_delimiter = ',')]
     pub(crate) access_log_redact: Vec<String>,
+    /// The header of request IDs: a client's is kept when it is a token of at most 128
+    /// characters (letters, digits, `-`, `_`, `.` and the like), else replaced; a request
+    /// without one gets one. The ID is sent to the target, returned to the client, and
+    /// written in the access log and in error lines. Not in CHP.
+    #[arg(long, value_name = "name", default_value = "x-request-id", value_parser = parse_header_name)]
+    pub(crate) request_id_header: http::HeaderName,
+    /// No request IDs: the header is passed through as sent, and none is made.
+    #[arg(long)]
+    pub(crate) no_request_id: bool,
+}
+
+fn parse_header_name(s: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a header name"))
+}
+
+/// The shape of the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// CHP's lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A winston log level, mapped onto tracing levels.

@@ -32,6 +32,7 @@ mod logging;
 mod metrics;
 mod path;
 mod public;
+mod request_id;
 mod store;
 mod time;
 mod tls;

@@ -157,6 +157,8 @@ impl Bound {
                 engine: shared.engine,
                 stopping: shared.stopping,
                 access_log: shared.access_log,
+                request_ids: (!cli.no_request_id)
+                    .then(|| crate::request_id::RequestIds::new(cli.request_id_header.clone())),
             },
             public_options.tls(shared.tls.public.map(TlsConfig::new)),
         );

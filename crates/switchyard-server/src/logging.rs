@@ -1,4 +1,5 @@
-//! Logs to stdout in CHP's (winston's) shape: `<ISO-8601 UTC> [ConfigProxy] <level>: <msg>`.
+//! Logs to stdout in CHP's (winston's) shape: `<ISO-8601 UTC> [ConfigProxy] <level>: <msg>`,
+//! or as one JSON object per line (`--log-format json`).
 
 use std::fmt;
 
@@ -8,14 +9,26 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LogFormat};
 use crate::time;
 
-/// Installs the global subscriber, logging to stdout in CHP's shape at `--log-level`.
-/// `RUST_LOG`, when set, overrides `--log-level`. A second call changes nothing.
+/// Installs the global subscriber, logging to stdout in CHP's shape (or JSON, with
+/// `--log-format json`) at `--log-level`. `RUST_LOG`, when set, overrides `--log-level`.
+/// A second call changes nothing.
 pub fn init(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.log_level.as_filter()));
+    if cli.log_format == LogFormat::Json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)

@@ -17,6 +17,7 @@ use crate::cli::Cli;
 use crate::error_pages::ErrorPages;
 use crate::metrics::Metrics;
 use crate::path;
+use crate::request_id::RequestIds;
 use crate::store::{Route, RouteStore};
 
 /// The engine with the server's hooks: `last_activity` on client→server
@@ -156,6 +157,8 @@ pub(crate) struct PublicState {
     /// Set at the first stop signal: `/_chp_readyz` answers 503 from then on.
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// `None` with `--no-request-id`.
+    pub(crate) request_ids: Option<RequestIds>,
 }
 
 /// The outcome of the route lookup for one request.
@@ -192,9 +195,11 @@ pub(crate) fn handle(
                 upgrade,
                 ref original_url,
                 facts,
+                request_id,
             } => {
-                let response = error_response(&state, status, upgrade, original_url).await;
+                let mut response = error_response(&state, status, upgrade, original_url).await;
                 log_answer(&state, facts.as_deref(), &response, None);
+                return_id(&state, &mut response, request_id);
                 response
             }
             Plan::Forward {
@@ -202,13 +207,14 @@ pub(crate) fn handle(
                 ref routed,
                 ref original_url,
                 facts,
+                request_id,
             } => {
                 let mut call = switchyard::Call::new().target(routed.route.target().engine());
                 if let Some(conn) = conn {
                     call = call.conn(conn);
                 }
                 let result = state.engine.try_web(req, call).await;
-                let response = match answer(routed, result) {
+                let mut response = match answer(routed, result, request_id.as_ref()) {
                     Ok(response) => response,
                     Err((status, err)) => {
                         let response =
@@ -227,9 +233,17 @@ pub(crate) fn handle(
                 if !routed.upgrade && response.status().as_u16() < 300 {
                     touch(&routed.route, &state.metrics);
                 }
+                return_id(&state, &mut response, request_id);
                 response
             }
         })
+    }
+}
+
+/// The request's ID, back to the client.
+fn return_id(state: &PublicState, response: &mut Response<Body>, id: Option<HeaderValue>) {
+    if let (Some(ids), Some(id)) = (&state.request_ids, id) {
+        response.headers_mut().insert(ids.header().clone(), id);
     }
 }
 
@@ -247,6 +261,7 @@ enum Plan {
         upgrade: bool,
         original_url: http::Uri,
         facts: Option<Arc<Facts>>,
+        request_id: Option<HeaderValue>,
     },
     /// To the engine, with the path to forward in the URI.
     Forward {
@@ -254,10 +269,15 @@ enum Plan {
         routed: Routed,
         original_url: http::Uri,
         facts: Option<Arc<Facts>>,
+        request_id: Option<HeaderValue>,
     },
 }
 
-fn plan(state: &PublicState, req: Request<Incoming>, conn: Option<switchyard::ConnInfo>) -> Plan {
+fn plan(
+    state: &PublicState,
+    mut req: Request<Incoming>,
+    conn: Option<switchyard::ConnInfo>,
+) -> Plan {
     // Exact `req.url` matches (a query string makes it a proxied request), before routing
     // and not counted, as CHP's health check.
     if let Some(answer) = probe(state, req.uri()) {
@@ -271,21 +291,32 @@ fn plan(state: &PublicState, req: Request<Incoming>, conn: Option<switchyard::Co
     }
     // Kept for the error page (a clone shares the request's bytes).
     let original_url = req.uri().clone();
-    let mut facts = state
-        .access_log
+    let request_id = state
+        .request_ids
         .as_ref()
-        .map(|_| Box::new(Facts::of(&req, conn.map(|c| c.remote.ip()), None)));
+        .map(|ids| ids.take(req.headers_mut()));
+    let mut facts = state.access_log.as_ref().map(|_| {
+        Box::new(Facts::of(
+            &req,
+            conn.map(|c| c.remote.ip()),
+            request_id.clone(),
+        ))
+    });
 
     let mut routed = match route_as(state, &req, upgrade) {
         Ok(r) => r,
         Err(status) => {
-            tracing::error!("{} {} {} ", status.as_u16(), req.method(), req.uri().path());
+            error_line(
+                request_id.as_ref(),
+                format_args!("{} {} {} ", status.as_u16(), req.method(), req.uri().path()),
+            );
             state.metrics.requests_proxy.inc(status.as_u16());
             return Plan::Refuse {
                 status,
                 upgrade,
                 original_url,
                 facts: facts.map(Arc::from),
+                request_id,
             };
         }
     };
@@ -306,6 +337,7 @@ fn plan(state: &PublicState, req: Request<Incoming>, conn: Option<switchyard::Co
             routed,
             original_url,
             facts,
+            request_id,
         },
         None => {
             if !upgrade {
@@ -319,6 +351,7 @@ fn plan(state: &PublicState, req: Request<Incoming>, conn: Option<switchyard::Co
                 upgrade,
                 original_url,
                 facts,
+                request_id,
             }
         }
     }
@@ -449,6 +482,7 @@ fn forward_request(
 fn answer(
     routed: &Routed,
     result: Result<Response<Body>, switchyard::ProxyError>,
+    request_id: Option<&HeaderValue>,
 ) -> Result<Response<Body>, (StatusCode, switchyard::ProxyError)> {
     let err = match result {
         Ok(res) => return Ok(res),
@@ -457,12 +491,15 @@ fn answer(
     if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
         // Not CHP's 503: nothing is wrong with the target's reachability, its
         // answer is refused (nginx and HAProxy say 502 here too).
-        tracing::error!(
-            "502 {} response head from {} larger than --max-response-header-size \
-             or with more fields than --max-response-headers: {}",
-            routed.prefix,
-            routed.route.target(),
-            switchyard::error_chain(&err)
+        error_line(
+            request_id,
+            format_args!(
+                "502 {} response head from {} larger than --max-response-header-size \
+                 or with more fields than --max-response-headers: {}",
+                routed.prefix,
+                routed.route.target(),
+                switchyard::error_chain(&err)
+            ),
         );
         return Err((StatusCode::BAD_GATEWAY, err));
     }
@@ -473,13 +510,24 @@ fn answer(
         }
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    tracing::error!(
-        "{} {} {}",
-        status.as_u16(),
-        routed.prefix,
-        switchyard::error_chain(&err)
+    error_line(
+        request_id,
+        format_args!(
+            "{} {} {}",
+            status.as_u16(),
+            routed.prefix,
+            switchyard::error_chain(&err)
+        ),
     );
     Err((status, err))
+}
+
+/// An error line in CHP's words, with the request's ID as a field when it has one.
+fn error_line(request_id: Option<&HeaderValue>, line: std::fmt::Arguments<'_>) {
+    match request_id.and_then(|v| v.to_str().ok()) {
+        Some(id) => tracing::error!(request_id = %id, "{line}"),
+        None => tracing::error!("{line}"),
+    }
 }
 
 /// The access log entry of a request the server answered itself: a refusal, or an

@@ -1,6 +1,6 @@
 //! The access log (`--access-log`), through the real binary: the fields of each kind of
 //! entry, the redaction of secrets, the status filter, rotation (SIGUSR1 and
-//! copytruncate), and a destination nobody reads.
+//! copytruncate), a destination nobody reads; and the request IDs it carries.
 
 #![allow(
     clippy::unwrap_used,
@@ -223,12 +223,21 @@ fn text_entry_shape() {
     let expected_start = "127.0.0.1 - - [";
     assert!(line.starts_with(expected_start), "{line}");
     let after_time = line.split_once("] ").unwrap().1;
-    let target = format!("route=/t target={} id=-", b.url());
+    let target = format!("route=/t target={} id=", b.url());
     assert!(
         after_time.starts_with("\"GET /t/a HTTP/1.1\" 200 4 \"-\" \"ua \\\"quoted\\\"\" "),
         "{line}"
     );
-    assert!(after_time.ends_with(&target), "{line}");
+    let (rest, id) = after_time.rsplit_once(' ').unwrap();
+    assert!(
+        format!("{rest} ").ends_with(&target.replace(" id=", " ")),
+        "{line}"
+    );
+    let id = id.strip_prefix("id=").unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
 }
 
 /// `--access-log-status 4xx`: only the 404 is written.
@@ -320,4 +329,94 @@ fn a_log_nobody_reads_does_not_slow_requests() {
     assert!(dropped > 0, "{m}");
     // A safety net, not a measurement: blocked writes would hold every request forever.
     assert!(took < Duration::from_secs(120), "{took:?}");
+}
+
+// ============================================================================================
+// Request IDs
+// ============================================================================================
+
+/// A sane client ID is kept, sent upstream, returned, logged and put on error lines; a
+/// missing or bad one is replaced by a made one, the same everywhere.
+#[test]
+fn request_id_round_trip() {
+    let dir = temp_dir("access-rid");
+    let log = dir.join("access.log");
+    let b = Backend::echo_target();
+    let mut p = json_proxy(&log, &[]);
+    p.add("/r", &b.url());
+    let r = get(p.port, "/r/1", &[("X-Request-Id", "client-id_1.2")]);
+    assert_eq!(r.header("x-request-id"), Some("client-id_1.2"));
+    assert_eq!(b.next().header("x-request-id"), Some("client-id_1.2"));
+    assert_eq!(json_entries(&log, 1)[0]["request_id"], "client-id_1.2");
+
+    let r = get(p.port, "/r/2", &[]);
+    let made = r.header("x-request-id").unwrap().to_owned();
+    assert_eq!(made.len(), 32, "{made}");
+    assert!(made.bytes().all(|c| c.is_ascii_hexdigit()), "{made}");
+    assert_eq!(b.next().header("x-request-id"), Some(made.as_str()));
+    assert_eq!(json_entries(&log, 2)[1]["request_id"], made.as_str());
+
+    let r = get(p.port, "/r/3", &[("X-Request-Id", "has space\"quote")]);
+    let replaced = r.header("x-request-id").unwrap().to_owned();
+    assert_ne!(replaced, made);
+    assert_eq!(replaced.len(), 32);
+    assert_eq!(b.next().header("x-request-id"), Some(replaced.as_str()));
+
+    let r = get(p.port, "/nowhere", &[("X-Request-Id", "lost-42")]);
+    assert_eq!((r.status, r.header("x-request-id")), (404, Some("lost-42")));
+    let line = p.wait_for_line("404 GET /nowhere");
+    assert!(line.contains("request_id=lost-42"), "{line}");
+}
+
+/// `--request-id-header` names the header; `--no-request-id` passes it through untouched.
+#[test]
+fn request_id_header_and_off() {
+    let b = Backend::echo_target();
+    let p = Proxy::start(&["--request-id-header", "X-Trace"]);
+    p.add("/r", &b.url());
+    let r = get(p.port, "/r", &[]);
+    let id = r.header("x-trace").unwrap().to_owned();
+    assert_eq!(b.next().header("x-trace"), Some(id.as_str()));
+    assert_eq!(r.header("x-request-id"), None);
+
+    let p = Proxy::start(&["--no-request-id"]);
+    p.add("/r", &b.url());
+    let r = get(p.port, "/r", &[("X-Request-Id", "bad value")]);
+    assert_eq!(r.header("x-request-id"), None);
+    assert_eq!(b.next().header("x-request-id"), Some("bad value"));
+    let r = get(p.port, "/r", &[]);
+    assert_eq!(r.header("x-request-id"), None);
+    assert_eq!(b.next().header("x-request-id"), None);
+}
+
+// ============================================================================================
+// Application logs
+// ============================================================================================
+
+/// `--log-format json`: every stdout line is a JSON object with a timestamp, a level and
+/// a message; an error line carries the request's ID as a field.
+#[test]
+fn json_application_logs_parse_line_by_line() {
+    let mut p = Proxy::start(&["--log-format", "json"]);
+    let r = get(p.port, "/nowhere", &[("X-Request-Id", "json-7")]);
+    assert_eq!(r.status, 404);
+    p.wait_for_line("404 GET /nowhere");
+    let mut lines = p.log.clone();
+    lines.extend(p.lines.try_iter());
+    assert!(lines.len() >= 3, "{lines:?}");
+    let mut error = None;
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        assert!(v["message"].is_string(), "{line}");
+        if v["message"].as_str().unwrap().contains("404 GET /nowhere") {
+            error = Some(v);
+        }
+    }
+    let error = error.unwrap();
+    assert_eq!(error["level"], "ERROR");
+    assert_eq!(error["request_id"], "json-7");
 }

@@ -30,6 +30,7 @@ async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> Publi
         engine: engine(&clap::Parser::parse_from(["switchyard"]), metrics, None).unwrap(),
         stopping: Arc::default(),
         access_log: None,
+        request_ids: None,
     }
 }
 
