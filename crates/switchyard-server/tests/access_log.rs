@@ -420,3 +420,54 @@ fn json_application_logs_parse_line_by_line() {
     assert_eq!(error["level"], "ERROR");
     assert_eq!(error["request_id"], "json-7");
 }
+
+// ============================================================================================
+// Metrics
+// ============================================================================================
+
+/// `promtool check metrics` on `/metrics`, after traffic, with the access log on: the
+/// only complaints are the `_total` suffix of CHP's own counter names, which stay as CHP
+/// has them (JupyterHub's dashboards read them).
+#[test]
+fn promtool_finds_nothing_but_chps_names() {
+    let dir = temp_dir("access-promtool");
+    let log = dir.join("access.log");
+    let b = Backend::echo_target();
+    let mut p = json_proxy(&log, &["--metrics-port", "0", "--metrics-ip", "127.0.0.1"]);
+    let metrics_port = p.metrics_port();
+    p.add("/m", &b.url());
+    assert_eq!(get(p.port, "/m/1", &[]).status, 200);
+    assert_eq!(get(p.port, "/missing", &[]).status, 404);
+    let m = common::request(metrics_port, "GET", "/metrics", &[], None).body;
+    assert!(m.contains("switchyard_access_log_dropped_total 0\n"), "{m}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed for this test (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), m.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chp = [
+        "api_route_add",
+        "api_route_delete",
+        "api_route_get",
+        "requests_api",
+        "requests_proxy",
+        "requests_web",
+        "requests_ws",
+    ];
+    for line in said.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line.split(' ').next().unwrap();
+        assert!(
+            chp.contains(&name) && line.ends_with("should have \"_total\" suffix"),
+            "promtool: {line}\n{m}"
+        );
+    }
+}
