@@ -12,6 +12,7 @@
 # requests over BENCH_IR_CONNS [64] keep-alive connections (h2load --h1),
 # dumps, and prints instructions per request; then the functions with the most
 # instructions of their own for the first binary (BENCH_IR_TOP [25] lines).
+# BENCH_IR_ARGS adds flags to every binary's command line (e.g. --no-request-id).
 # Needs valgrind and h2load (apt-get install valgrind nghttp2-client).
 set -euo pipefail
 
@@ -52,7 +53,7 @@ for bin in "${binaries[@]}"; do
     api="$(free_port)"
     valgrind --tool=callgrind --callgrind-out-file="$scratch/cg.%p" "$bin" --worker-threads 1 \
         --ip 127.0.0.1 --port "$port" --api-ip 127.0.0.1 --api-port "$api" \
-        --default-target "http://127.0.0.1:$origin_port" --log-level warn >/dev/null 2>&1 &
+        --default-target "http://127.0.0.1:$origin_port" --log-level warn ${BENCH_IR_ARGS:-} >/dev/null 2>&1 &
     pid=$!
     pids+=("$pid")
     until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
