@@ -32,6 +32,7 @@ mod logging;
 mod metrics;
 mod path;
 mod public;
+mod reload;
 mod request_id;
 mod store;
 mod time;
@@ -42,6 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use switchyard::TlsConfig;
 use switchyard::server::{LocalAddr, Server};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -51,7 +53,8 @@ pub use crate::logging::init as init_logging;
 
 use crate::cli::StorageBackend;
 use crate::error_pages::ErrorPages;
-use crate::metrics::Metrics;
+use crate::metrics::{CertListener, Metrics};
+use crate::reload::{Reloader, Watched};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisConfig, RedisStore};
 use crate::store::{RouteStore, Target};
@@ -74,6 +77,7 @@ pub struct Running {
     engine: public::Engine,
     /// The SIGUSR1 task of the access log.
     reopen: Option<tokio::task::JoinHandle<()>>,
+    reloader: Reloader,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
@@ -153,7 +157,12 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             .await
             .map_err(|e| StartError(e.to_string()))?;
     }
-    bound.log(&cli, &tls, default_target.as_ref());
+    bound.log(
+        &cli,
+        (tls.public.is_some(), tls.api.is_some()),
+        default_target.as_ref(),
+    );
+    let (public_tls, api_tls, reloader) = certificates(&cli, tls, &engine, &metrics)?;
     let served = bound.serve(
         &cli,
         listeners::Shared {
@@ -162,7 +171,8 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             engine: engine.clone(),
             error_pages,
             auth_token: env.auth_token,
-            tls,
+            public_tls,
+            api_tls,
             stopping: stopping.clone(),
             access_log: access_log.clone(),
         },
@@ -191,6 +201,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         stopping,
         engine,
         reopen,
+        reloader,
     })
 }
 
@@ -226,6 +237,50 @@ fn reopen_on_sigusr1(
             log.reopen();
         }
     }))
+}
+
+/// The listeners' TLS handles, their certificates in the metrics, and the reloader
+/// that swaps new certificates in (SIGHUP, a change of the files).
+fn certificates(
+    cli: &Cli,
+    tls: tls::Listeners,
+    engine: &public::Engine,
+    metrics: &Arc<Metrics>,
+) -> Result<(Option<TlsConfig>, Option<TlsConfig>, Reloader), StartError> {
+    let mut sets = Vec::new();
+    let mut handle = |loaded: Option<tls::Loaded>, flags: tls::ServerTls, listener| {
+        loaded.map(|loaded| {
+            metrics.set_certificate(listener, Some(loaded.leaf));
+            let handle = TlsConfig::new(loaded.config);
+            sets.push(Watched::server(listener, flags, handle.clone()));
+            handle
+        })
+    };
+    let public_tls = handle(tls.public, tls.public_flags, CertListener::Public);
+    let api_tls = handle(tls.api, tls.api_flags, CertListener::Api);
+    let client_files: Vec<_> = [
+        &cli.client_ssl_ca,
+        &cli.client_ssl_cert,
+        &cli.client_ssl_key,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    if !client_files.is_empty() {
+        if let Some(cert) = &cli.client_ssl_cert {
+            let leaf = tls::leaf_of_file(cert, "--client-ssl-cert")
+                .map_err(|e| StartError(e.to_string()))?;
+            metrics.set_certificate(CertListener::Client, Some(leaf));
+        }
+        sets.push(Watched::client(
+            client_files,
+            cli.client_ssl_cert.clone(),
+            engine.upstream_tls(),
+        ));
+    }
+    let reloader = Reloader::spawn(sets, metrics.clone()).map_err(StartError)?;
+    Ok((public_tls, api_tls, reloader))
 }
 
 /// The tokio runtime for `--worker-threads`: one thread per core by default; with one
@@ -283,6 +338,7 @@ impl Running {
     /// still holds, and removes the pid file.
     pub async fn stop(self) {
         self.set_not_ready();
+        drop(self.reloader);
         let servers = [
             Some(self.public),
             Some(self.api),

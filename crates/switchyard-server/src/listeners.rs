@@ -17,7 +17,6 @@ use crate::error_pages::{self, ErrorPages};
 use crate::metrics::{self, Metrics};
 use crate::public::{self, Engine, PublicState};
 use crate::store::{RouteStore, Target};
-use crate::tls;
 
 /// The keep-alive timeout of the API, metrics and redirect servers: Node's default (CHP
 /// sets `--keep-alive-timeout` on the public server alone).
@@ -39,7 +38,9 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) error_pages: ErrorPages,
     pub(crate) auth_token: Option<String>,
-    pub(crate) tls: tls::Listeners,
+    /// The public and API listeners' TLS handles (none: plain HTTP).
+    pub(crate) public_tls: Option<TlsConfig>,
+    pub(crate) api_tls: Option<TlsConfig>,
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
@@ -92,15 +93,20 @@ impl Bound {
 
     /// CHP's start-up lines, with the addresses as bound (the port the system chose for
     /// port 0).
-    pub(crate) fn log(&self, cli: &Cli, tls: &tls::Listeners, default_target: Option<&Target>) {
+    pub(crate) fn log(
+        &self,
+        cli: &Cli,
+        (public_tls, api_tls): (bool, bool),
+        default_target: Option<&Target>,
+    ) {
         tracing::info!(
             "Proxying {} to {}",
-            self.public.local_addr().url(tls.public.is_some()),
+            self.public.local_addr().url(public_tls),
             default_target.map_or("(no default)", Target::as_str)
         );
         tracing::info!(
             "Proxy API at {}/api/routes",
-            self.api.local_addr().url(tls.api.is_some())
+            self.api.local_addr().url(api_tls)
         );
         if let Some(l) = &self.metrics {
             tracing::info!("Serve metrics at {}/metrics", l.local_addr().url(false));
@@ -144,7 +150,7 @@ impl Bound {
                 host_routing: cli.host_routing,
                 metrics: shared.metrics.clone(),
             },
-            api_options.tls(shared.tls.api.map(TlsConfig::new)),
+            api_options.tls(shared.api_tls),
         );
         let public = serve_public(
             self.public,
@@ -160,7 +166,7 @@ impl Bound {
                 request_ids: (!cli.no_request_id)
                     .then(|| crate::request_id::RequestIds::new(cli.request_id_header.clone())),
             },
-            public_options.tls(shared.tls.public.map(TlsConfig::new)),
+            public_options.tls(shared.public_tls),
         );
         Served {
             public,

@@ -7,7 +7,7 @@
 //! rather than prom-client's 10-minute window.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +35,19 @@ pub(crate) struct Metrics {
     engine: OnceLock<switchyard::ProxyStats>,
     /// The access log, when there is one (its dropped entries).
     access_log: OnceLock<Arc<crate::access_log::AccessLog>>,
+    /// `notAfter` (Unix seconds) of each [`CertListener`]'s certificate; `i64::MIN`: none.
+    certificates: [AtomicI64; 3],
+}
+
+/// Whose certificate: the `listener` label of the expiry gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CertListener {
+    /// The public port's (`--ssl-cert`, or the ACME certificate).
+    Public,
+    /// The REST API's (`--api-ssl-cert`).
+    Api,
+    /// The one presented to https targets (`--client-ssl-cert`).
+    Client,
 }
 
 /// A monotonically increasing count.
@@ -53,6 +66,18 @@ pub(crate) struct Summary {
     count: AtomicU64,
 }
 
+// === impl CertListener ===
+
+impl CertListener {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Api => "api",
+            Self::Client => "client",
+        }
+    }
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -69,7 +94,14 @@ impl Metrics {
             requests_api: StatusCounter::new(),
             engine: OnceLock::new(),
             access_log: OnceLock::new(),
+            certificates: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
         }
+    }
+
+    /// Records the certificate `listener` serves now.
+    pub(crate) fn set_certificate(&self, listener: CertListener, leaf: Option<crate::tls::Leaf>) {
+        self.certificates[listener as usize]
+            .store(leaf.map_or(i64::MIN, |l| l.not_after), Ordering::Relaxed);
     }
 
     /// Exports the engine's counters too (built after these metrics, which
@@ -81,6 +113,37 @@ impl Metrics {
     pub(crate) fn watch_access_log(&self, log: Option<Arc<crate::access_log::AccessLog>>) {
         if let Some(log) = log {
             let _ = self.access_log.set(log);
+        }
+    }
+
+    /// Seconds until each served certificate's `notAfter` (negative once expired), from
+    /// the clock at scrape time.
+    fn render_certificates(&self, out: &mut String) {
+        let now = jiff::Timestamp::now().as_second();
+        let mut head = false;
+        for listener in [
+            CertListener::Public,
+            CertListener::Api,
+            CertListener::Client,
+        ] {
+            let not_after = self.certificates[listener as usize].load(Ordering::Relaxed);
+            if not_after == i64::MIN {
+                continue;
+            }
+            if !head {
+                out.push_str(
+                    "# HELP switchyard_tls_certificate_expiry_seconds Seconds until the notAfter \
+                     date of the certificate a listener serves (negative once expired).\n\
+                     # TYPE switchyard_tls_certificate_expiry_seconds gauge\n",
+                );
+                head = true;
+            }
+            let _ = writeln!(
+                out,
+                "switchyard_tls_certificate_expiry_seconds{{listener=\"{}\"}} {}",
+                listener.as_str(),
+                not_after - now
+            );
         }
     }
 
@@ -128,6 +191,7 @@ impl Metrics {
              switchyard_access_log_dropped_total {}",
             self.access_log.get().map_or(0, |l| l.dropped())
         );
+        self.render_certificates(&mut out);
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");
         self.api_route_add

@@ -9,8 +9,11 @@
 //! * `--ssl-protocol` accepts `TLSv1_2`/`TLSv1.2`, `TLSv1_3`/`TLSv1.3`, `TLS`/`SSLv23`
 //!   (both); TLS 1.0/1.1 are refused (rustls does not implement them).
 //! * Passphrase-protected (encrypted) private keys are refused with a clear message.
+//!
+//! The same functions build the configurations again when the files change
+//! (`reload.rs`); a certificate past its `notAfter` is refused then.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -26,23 +29,41 @@ use crate::cli::{Cli, Env};
 #[error("{0}")]
 pub(crate) struct TlsError(String);
 
-/// The TLS configurations of the public and the API listeners (none: plain HTTP).
+/// The TLS configurations of the public and the API listeners (none: plain HTTP), with
+/// the flags they were built from.
 #[derive(Debug)]
 pub(crate) struct Listeners {
-    pub(crate) public: Option<Arc<ServerConfig>>,
-    pub(crate) api: Option<Arc<ServerConfig>>,
+    pub(crate) public: Option<Loaded>,
+    pub(crate) api: Option<Loaded>,
+    pub(crate) public_flags: ServerTls,
+    pub(crate) api_flags: ServerTls,
+}
+
+/// A configuration built from the files, and its leaf certificate's facts.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) leaf: Leaf,
+}
+
+/// What the metrics and the logs say of a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leaf {
+    /// `notAfter`, in seconds since the Unix epoch.
+    pub(crate) not_after: i64,
 }
 
 /// The server-side flags of one listener (public or API).
-#[derive(Debug)]
-pub(crate) struct ServerTls<'a> {
+#[derive(Debug, Clone)]
+pub(crate) struct ServerTls {
     pub(crate) flag: &'static str,
-    pub(crate) key: Option<&'a Path>,
-    pub(crate) cert: Option<&'a Path>,
-    pub(crate) ca: Option<&'a Path>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     pub(crate) request_cert: bool,
     pub(crate) reject_unauthorized: bool,
     pub(crate) passphrase: bool,
+    pub(crate) protocol: Option<String>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -55,33 +76,85 @@ impl Listeners {
     /// Both listeners' configurations from the flags; `--ssl-protocol` is checked even
     /// when neither serves TLS.
     pub(crate) fn from_cli(cli: &Cli, env: &Env) -> Result<Self, TlsError> {
-        let protocol = cli.ssl_protocol.as_deref();
-        protocol_versions(protocol)?;
-        let public = server_config(
-            &ServerTls {
-                flag: "--ssl",
-                key: cli.ssl_key.as_deref(),
-                cert: cli.ssl_cert.as_deref(),
-                ca: cli.ssl_ca.as_deref(),
-                request_cert: cli.ssl_request_cert,
-                reject_unauthorized: cli.ssl_reject_unauthorized,
-                passphrase: env.ssl_key_passphrase.is_some(),
-            },
-            protocol,
-        )?;
-        let api = server_config(
-            &ServerTls {
-                flag: "--api-ssl",
-                key: cli.api_ssl_key.as_deref(),
-                cert: cli.api_ssl_cert.as_deref(),
-                ca: cli.api_ssl_ca.as_deref(),
-                request_cert: cli.api_ssl_request_cert,
-                reject_unauthorized: cli.api_ssl_reject_unauthorized,
-                passphrase: env.api_ssl_key_passphrase.is_some(),
-            },
-            protocol,
-        )?;
-        Ok(Self { public, api })
+        protocol_versions(cli.ssl_protocol.as_deref())?;
+        let public_flags = ServerTls {
+            flag: "--ssl",
+            key: cli.ssl_key.clone(),
+            cert: cli.ssl_cert.clone(),
+            ca: cli.ssl_ca.clone(),
+            request_cert: cli.ssl_request_cert,
+            reject_unauthorized: cli.ssl_reject_unauthorized,
+            passphrase: env.ssl_key_passphrase.is_some(),
+            protocol: cli.ssl_protocol.clone(),
+        };
+        let api_flags = ServerTls {
+            flag: "--api-ssl",
+            key: cli.api_ssl_key.clone(),
+            cert: cli.api_ssl_cert.clone(),
+            ca: cli.api_ssl_ca.clone(),
+            request_cert: cli.api_ssl_request_cert,
+            reject_unauthorized: cli.api_ssl_reject_unauthorized,
+            passphrase: env.api_ssl_key_passphrase.is_some(),
+            protocol: cli.ssl_protocol.clone(),
+        };
+        let public = server_config(&public_flags)?;
+        let api = server_config(&api_flags)?;
+        for (loaded, flags) in [(&public, &public_flags), (&api, &api_flags)] {
+            if let Some(Loaded { leaf, .. }) = loaded
+                && leaf.expired()
+            {
+                // Served all the same, as CHP would; a reload refuses it.
+                tracing::warn!(
+                    "{}-cert {}: the certificate expired at {}",
+                    flags.flag,
+                    flags.cert.as_deref().unwrap_or(Path::new("")).display(),
+                    leaf.not_after_text()
+                );
+            }
+        }
+        Ok(Self {
+            public,
+            api,
+            public_flags,
+            api_flags,
+        })
+    }
+}
+
+// === impl ServerTls ===
+
+impl ServerTls {
+    /// The files a reload reads: key, certificate, CA.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        [&self.key, &self.cert, &self.ca]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+// === impl Leaf ===
+
+impl Leaf {
+    /// The facts of a DER certificate.
+    pub(crate) fn of(der: &[u8]) -> Result<Self, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("the certificate does not parse: {e}"))?;
+        Ok(Self {
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// Whether `notAfter` has passed.
+    pub(crate) fn expired(&self) -> bool {
+        self.not_after < jiff::Timestamp::now().as_second()
+    }
+
+    /// `notAfter` as RFC 3339.
+    pub(crate) fn not_after_text(&self) -> String {
+        jiff::Timestamp::from_second(self.not_after)
+            .map_or_else(|_| self.not_after.to_string(), |t| t.to_string())
     }
 }
 
@@ -125,11 +198,9 @@ pub(crate) fn warn_ignored(cli: &Cli) {
 }
 
 /// A server config, or `None` when neither key nor certificate was given.
-pub(crate) fn server_config(
-    flags: &ServerTls<'_>,
-    protocol: Option<&str>,
-) -> Result<Option<Arc<ServerConfig>>, TlsError> {
-    let (key_path, cert_path) = match (flags.key, flags.cert) {
+pub(crate) fn server_config(flags: &ServerTls) -> Result<Option<Loaded>, TlsError> {
+    let protocol = flags.protocol.as_deref();
+    let (key_path, cert_path) = match (flags.key.as_deref(), flags.cert.as_deref()) {
         (None, None) => return Ok(None),
         (Some(k), Some(c)) => (k, c),
         _ => {
@@ -140,12 +211,14 @@ pub(crate) fn server_config(
         }
     };
     let certs = read_certs(cert_path, &format!("{}-cert", flags.flag))?;
+    let leaf = Leaf::of(&certs[0])
+        .map_err(|e| TlsError(format!("{}-cert {}: {e}", flags.flag, cert_path.display())))?;
     let key = read_key(key_path, &format!("{}-key", flags.flag), flags.passphrase)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(protocol_versions(protocol)?)
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
     let builder = if flags.request_cert {
-        let roots = match flags.ca {
+        let roots = match flags.ca.as_deref() {
             Some(ca) => root_store(ca, &format!("{}-ca", flags.flag))?,
             None => webpki_root_store(),
         };
@@ -163,10 +236,32 @@ pub(crate) fn server_config(
         builder.with_no_client_auth()
     };
     // No ALPN list: the listener offers `h2` where it serves HTTP/2, and `http/1.1`.
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("{}-key/{}-cert: {e}", flags.flag, flags.flag)))?;
-    Ok(Some(Arc::new(config)))
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        let e = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key is not the certificate's key".to_owned()
+            }
+            e => e.to_string(),
+        };
+        TlsError(format!(
+            "{}-key {} and {}-cert {}: {e}",
+            flags.flag,
+            key_path.display(),
+            flags.flag,
+            cert_path.display()
+        ))
+    })?;
+    Ok(Some(Loaded {
+        config: Arc::new(config),
+        leaf,
+    }))
+}
+
+/// The facts of the first certificate of a PEM file (the client certificate of
+/// `--client-ssl-cert`, checked before the engine reloads it).
+pub(crate) fn leaf_of_file(path: &Path, flag: &str) -> Result<Leaf, TlsError> {
+    let certs = read_certs(path, flag)?;
+    Leaf::of(&certs[0]).map_err(|e| TlsError(format!("{flag} {}: {e}", path.display())))
 }
 
 fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -247,22 +342,32 @@ mod tests {
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
         )
         .unwrap();
-        let flags = |key: &'static Path| ServerTls {
+        let flags = |key: &Path| ServerTls {
             flag: "--ssl",
-            key: Some(key),
-            cert: Some(Box::leak(cert_path.clone().into_boxed_path())),
-            ca: Some(Box::leak(cert_path.clone().into_boxed_path())),
+            key: Some(key.to_owned()),
+            cert: Some(cert_path.clone()),
+            ca: Some(cert_path.clone()),
             request_cert: true,
             reject_unauthorized: false,
             passphrase: false,
+            protocol: None,
         };
-        let ok = flags(Box::leak(key_path.into_boxed_path()));
-        assert!(server_config(&ok, None).unwrap().is_some());
-        let enc = flags(Box::leak(enc_path.into_boxed_path()));
-        let err = server_config(&enc, None).unwrap_err().to_string();
+        let ok = flags(&key_path);
+        let loaded = server_config(&ok).unwrap().unwrap();
+        assert!(!loaded.leaf.expired());
+        let enc = flags(&enc_path);
+        let err = server_config(&enc).unwrap_err().to_string();
         assert!(err.contains("passphrase-protected"), "{err}");
+
+        // The key of another certificate: refused, naming both files.
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other_key = dir.join("other.pem");
+        std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+        let err = server_config(&flags(&other_key)).unwrap_err().to_string();
+        assert!(err.contains("other.pem") && err.contains("c.pem"), "{err}");
+
         let only_key = ServerTls { cert: None, ..ok };
-        assert!(server_config(&only_key, None).is_err());
+        assert!(server_config(&only_key).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

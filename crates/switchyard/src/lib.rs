@@ -175,6 +175,7 @@ pub use retry::{Retry, RetryContext};
 pub use server::{ListenOptions, Server, TlsConfig};
 pub use service::{ProxyLayer, ProxyService, ResponseFuture};
 pub use target::{Protocol, Target};
+pub use upstream::tls::UpstreamTls;
 
 /// Entry points for the fuzz targets in `fuzz/`: the pure passes, without
 /// sockets. Not part of the public API.

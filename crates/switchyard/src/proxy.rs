@@ -37,6 +37,7 @@ use crate::hooks::{FnHooks, Hooks};
 use crate::options::{ClientOptions, Options};
 use crate::retry::Retry;
 use crate::target::Target;
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{self, Upstream};
 
 mod answer;
@@ -184,6 +185,12 @@ impl<H: Hooks> Proxy<H> {
     pub fn tunnels(&self) -> usize {
         // Each tunnel registers its two directions, together.
         self.inner.tunnels.connections() / 2
+    }
+
+    /// The TLS configuration of this proxy's new connections to its targets,
+    /// as a handle that reloads or replaces it (see [`UpstreamTls`]).
+    pub fn upstream_tls(&self) -> UpstreamTls {
+        self.inner.upstream.tls().clone()
     }
 
     /// Proxies one request with the proxy's options; an error becomes its

@@ -19,7 +19,7 @@ mod h1;
 mod head;
 mod recent;
 mod record;
-mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,6 +75,7 @@ pub(crate) struct Upstream {
     /// hyper's buffer limit only stops heads that arrive in pieces.
     max_response_head: usize,
     counters: Arc<Counters>,
+    tls: tls::UpstreamTls,
 }
 
 /// What the upstream side counts, for metrics.
@@ -110,18 +111,14 @@ pub(crate) enum ResponseFuture {
 
 impl Upstream {
     pub(crate) fn new(opts: &ClientOptions) -> Result<Self, ConfigError> {
-        let base = tls::config(opts)?;
+        let tls = tls::UpstreamTls::new(opts)?;
         // Only a limit other than hyper's own is set: setting one costs an
         // allocation per response.
         let max_headers =
             Some(opts.max_response_headers.max(1)).filter(|n| *n != HYPER_MAX_HEADERS);
         let counters = Arc::new(Counters::default());
         let max_response_head = head::limit(opts);
-        let connectors = [&[&b"http/1.1"[..]][..], &[b"h2", b"http/1.1"], &[b"h2"]].map(|alpn| {
-            let mut tls = base.clone();
-            tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            Connector::new(Arc::new(tls), opts, None)
-        });
+        let connectors = [0, 1, 2].map(|offer| Connector::new(tls.clone(), offer, opts, None));
         let http1 = {
             let mut b = hyper::client::conn::http1::Builder::new();
             b.preserve_header_case(opts.preserve_header_key_case)
@@ -162,6 +159,7 @@ impl Upstream {
             ])),
             max_response_head,
             counters,
+            tls,
         })
     }
 
@@ -191,6 +189,11 @@ impl Upstream {
         });
         *req.uri_mut() = uri;
         ResponseFuture::Client(client.request(req), self.max_response_head)
+    }
+
+    /// The handle on the TLS configuration of new connections.
+    pub(crate) fn tls(&self) -> &tls::UpstreamTls {
+        &self.tls
     }
 
     /// The upstream side's counters.

@@ -19,6 +19,41 @@ use crate::options::Pem;
 /// ALPN: a configuration whose `alpn_protocols` list is empty gets one from
 /// the listener, `h2` (when [`ListenOptions::http2`](super::ListenOptions)
 /// is on) and `http/1.1`; a list set by the caller is used as it is.
+///
+/// # Reloading
+///
+/// Keep a clone of the handle given to [`ListenOptions::tls`](super::ListenOptions::tls)
+/// and call [`TlsConfig::replace`] when the certificate changes. Handshakes
+/// that start afterwards get the new configuration; connections already
+/// open, their requests in flight and their WebSocket tunnels, are not
+/// touched. A configuration with a certificate resolver of its own
+/// ([`rustls::server::ResolvesServerCert`]) can also pick the certificate per
+/// handshake, as an ACME client answering `acme-tls/1` does.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use switchyard::server::ListenOptions;
+/// use switchyard::{Pem, Proxy, TlsConfig};
+/// use tokio::signal::unix::{SignalKind, signal};
+///
+/// let load = || TlsConfig::from_pem(Pem::File("cert.pem".into()), Pem::File("key.pem".into()));
+/// let tls = load()?;
+/// let proxy = Proxy::to("http://127.0.0.1:8080")?;
+/// let options = ListenOptions::default().tls(tls.clone());
+/// let server = proxy.listen_with("127.0.0.1:8443", options).await?;
+/// let mut hup = signal(SignalKind::hangup())?;
+/// while hup.recv().await.is_some() {
+///     match load() {
+///         Ok(new) => tls.replace(new.current()),
+///         // A pair that does not load (bad PEM, the key of another
+///         // certificate): keep serving the one we have.
+///         Err(e) => eprintln!("keeping the certificate served now: {e}"),
+///     }
+/// }
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TlsConfig {
     current: Arc<ArcSwap<Versions>>,

@@ -19,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::record::{Record, Wire};
+use super::tls::{Offer, UpstreamTls};
 use crate::options::ClientOptions;
 use crate::target::Address;
 
@@ -31,7 +32,8 @@ pub(crate) struct Connector {
 }
 
 struct ConnectorInner {
-    tls: TlsConnector,
+    tls: UpstreamTls,
+    offer: Offer,
     local_address: Option<IpAddr>,
     connect_timeout: Option<Duration>,
 }
@@ -70,17 +72,19 @@ enum Io {
 // === impl Connector ===
 
 impl Connector {
-    /// A connector with this TLS configuration (its ALPN list included) and
+    /// A connector with this TLS configuration and ALPN offer, and
     /// the connection options of `opts`; with a `destination`, it dials that
     /// whatever the URI it is given.
     pub(crate) fn new(
-        tls: Arc<rustls::ClientConfig>,
+        tls: UpstreamTls,
+        offer: Offer,
         opts: &ClientOptions,
         destination: Option<Uri>,
     ) -> Self {
         Self {
             inner: Arc::new(ConnectorInner {
-                tls: TlsConnector::from(tls),
+                tls,
+                offer,
                 local_address: opts.local_address,
                 connect_timeout: opts.connect_timeout,
             }),
@@ -142,7 +146,7 @@ impl ConnectorInner {
                     let name =
                         ServerName::try_from("localhost").map_err(|_| ConnectError::Address)?;
                     let s = self
-                        .tls
+                        .tls_connector()
                         .connect(name, stream)
                         .await
                         .map_err(ConnectError::Tls)?;
@@ -158,7 +162,7 @@ impl ConnectorInner {
                         .map_err(|_| ConnectError::Address)?
                         .to_owned();
                     let s = self
-                        .tls
+                        .tls_connector()
                         .connect(name, stream)
                         .await
                         .map_err(ConnectError::Tls)?;
@@ -168,6 +172,11 @@ impl ConnectorInner {
                 }
             }
         }
+    }
+
+    /// The TLS configuration as it is now, for one new connection.
+    fn tls_connector(&self) -> TlsConnector {
+        TlsConnector::from(self.tls.for_offer(self.offer))
     }
 
     async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
