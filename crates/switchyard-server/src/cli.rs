@@ -320,6 +320,41 @@ pub struct Cli {
     /// No request IDs: the header is passed through as sent, and none is made.
     #[arg(long)]
     pub(crate) no_request_id: bool,
+
+    /// Automatic HTTPS (not in CHP): get and renew the public port's certificate from an
+    /// ACME server (Let's Encrypt) for this name; repeat the flag for more names, all in
+    /// one certificate. Replaces --ssl-key/--ssl-cert
+    #[arg(
+        long,
+        value_name = "name",
+        env = "SWITCHYARD_ACME_DOMAIN",
+        value_delimiter = ','
+    )]
+    pub(crate) acme_domain: Vec<String>,
+    /// Contact address given to the ACME server with the account (expiry notices)
+    #[arg(long, value_name = "addr", env = "SWITCHYARD_ACME_EMAIL")]
+    pub(crate) acme_email: Option<String>,
+    /// The ACME server's directory URL. Let's Encrypt's staging server, for trials:
+    /// https://acme-staging-v02.api.letsencrypt.org/directory
+    #[arg(
+        long,
+        value_name = "url",
+        env = "SWITCHYARD_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub(crate) acme_directory: String,
+    /// A PEM file of the CA that signed the ACME server's own HTTPS certificate (a private
+    /// ACME server); default: the system's trust store
+    #[arg(long, value_name = "pem", env = "SWITCHYARD_ACME_CA_FILE")]
+    pub(crate) acme_ca_file: Option<PathBuf>,
+    /// The challenge answered: tls-alpn-01 on the public HTTPS port, or http-01 on
+    /// --redirect-port (which must then be the port the ACME server reaches as port 80)
+    #[arg(long, value_name = "type", env = "SWITCHYARD_ACME_CHALLENGE", default_value = "tls-alpn-01", value_parser = ["tls-alpn-01", "http-01"])]
+    pub(crate) acme_challenge: String,
+    /// Renew once this share of the certificate's lifetime has passed, in percent
+    /// (67: a 90-day certificate is renewed 30 days before it expires)
+    #[arg(long, value_name = "percent", env = "SWITCHYARD_ACME_RENEW_AT", default_value_t = 67, value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub(crate) acme_renew_at: u8,
 }
 
 fn parse_header_name(s: &str) -> Result<http::HeaderName, String> {
@@ -372,7 +407,31 @@ impl Cli {
     ///
     /// The message to print, naming the flags.
     pub fn validate(&self) -> Result<(), String> {
-        if self.redirect_port.is_some() && self.ssl_key.is_none() && self.ssl_cert.is_none() {
+        if !self.acme_domain.is_empty() {
+            if self.ssl_key.is_some() || self.ssl_cert.is_some() {
+                return Err(
+                    "--acme-domain gets the public certificate itself: leave out --ssl-key and --ssl-cert"
+                        .to_owned(),
+                );
+            }
+            if let Some(bad) = self
+                .acme_domain
+                .iter()
+                .find(|d| !crate::acme::valid_domain(d))
+            {
+                return Err(format!("--acme-domain {bad:?}: not a DNS name"));
+            }
+            if self.acme_challenge == "http-01" && self.redirect_port.is_none() {
+                return Err(
+                    "--acme-challenge http-01 is answered on --redirect-port: give it".to_owned(),
+                );
+            }
+        }
+        if self.redirect_port.is_some()
+            && self.ssl_key.is_none()
+            && self.ssl_cert.is_none()
+            && self.acme_domain.is_empty()
+        {
             return Err("HTTPS redirection specified but certificates not provided.".to_owned());
         }
         if let Some(StorageBackend::Redis(url)) = &self.storage_backend {

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod access_log;
+mod acme;
 mod api;
 mod cli;
 mod error_pages;
@@ -78,6 +79,7 @@ pub struct Running {
     /// The SIGUSR1 task of the access log.
     reopen: Option<tokio::task::JoinHandle<()>>,
     reloader: Reloader,
+    acme: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
@@ -157,12 +159,28 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             .await
             .map_err(|e| StartError(e.to_string()))?;
     }
+    let (acme, acme_tls, acme_task) = match acme::AcmeConfig::from_cli(&cli) {
+        Some(config) => {
+            let store = acme_store(&cli, &env).await?;
+            metrics.watch_acme();
+            let (acme, tls, task) =
+                acme::Acme::start(config, store, cli.ssl_protocol.as_deref(), metrics.clone())
+                    .await
+                    .map_err(StartError)?;
+            (Some(acme), Some(tls), Some(task))
+        }
+        None => (None, None, None),
+    };
     bound.log(
         &cli,
-        (tls.public.is_some(), tls.api.is_some()),
+        (
+            tls.public.is_some() || acme_tls.is_some(),
+            tls.api.is_some(),
+        ),
         default_target.as_ref(),
     );
     let (public_tls, api_tls, reloader) = certificates(&cli, tls, &engine, &metrics)?;
+    let public_tls = public_tls.or(acme_tls);
     let served = bound.serve(
         &cli,
         listeners::Shared {
@@ -175,6 +193,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             api_tls,
             stopping: stopping.clone(),
             access_log: access_log.clone(),
+            acme,
         },
     );
     let reopen = access_log.map(reopen_on_sigusr1).transpose()?;
@@ -202,6 +221,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         engine,
         reopen,
         reloader,
+        acme: acme_task,
     })
 }
 
@@ -237,6 +257,33 @@ fn reopen_on_sigusr1(
             log.reopen();
         }
     }))
+}
+
+/// Where the ACME account and certificate live: Redis with the routes, else memory
+/// (and the file beside `--state-file`).
+async fn acme_store(cli: &Cli, env: &Env) -> Result<acme::store::AcmeStore, StartError> {
+    match &cli.storage_backend {
+        Some(StorageBackend::Redis(url)) => {
+            let config = RedisConfig {
+                url: url.clone(),
+                prefix: cli.redis_key_prefix.clone(),
+                password: env.redis_password.clone(),
+            };
+            let client = config.client().map_err(StartError)?;
+            acme::store::AcmeStore::redis(client, &cli.redis_key_prefix)
+                .await
+                .map_err(StartError)
+        }
+        _ => {
+            if cli.state_file.is_none() {
+                tracing::warn!(
+                    "ACME: without --state-file or Redis the certificate is kept in memory only: \
+                     a restart orders a new one (mind the ACME server's rate limits)"
+                );
+            }
+            acme::store::AcmeStore::memory(cli.state_file.as_deref()).map_err(StartError)
+        }
+    }
 }
 
 /// The listeners' TLS handles, their certificates in the metrics, and the reloader
@@ -339,6 +386,9 @@ impl Running {
     pub async fn stop(self) {
         self.set_not_ready();
         drop(self.reloader);
+        if let Some(task) = &self.acme {
+            task.abort();
+        }
         let servers = [
             Some(self.public),
             Some(self.api),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchyard::TlsConfig;
 use switchyard::server::{ListenOptions, Listener, LocalAddr, Server, serve, service_fn};
 
+use crate::acme::Acme;
 use crate::api::{self, ApiState};
 use crate::cli::Cli;
 use crate::error_pages::{self, ErrorPages};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) api_tls: Option<TlsConfig>,
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Automatic HTTPS: the HTTP-01 challenges the redirect port answers.
+    pub(crate) acme: Option<Acme>,
 }
 
 /// The servers, serving.
@@ -137,7 +140,12 @@ impl Bound {
         let api_options = limits.http2(false).keep_alive_timeout(NODE_KEEP_ALIVE);
         let https_port = self.https_port(cli);
         let redirect = self.redirect.map(|listener| {
-            serve_redirect(listener, https_port, public_options.clone().http2(false))
+            serve_redirect(
+                listener,
+                https_port,
+                shared.acme.clone(),
+                public_options.clone().http2(false),
+            )
         });
         let metrics = self
             .metrics
@@ -229,17 +237,27 @@ fn serve_metrics(
     )
 }
 
+/// The HTTP→HTTPS redirect; with ACME's HTTP-01, its challenges are answered first.
 fn serve_redirect(
     listener: Listener,
     https_port: u16,
+    acme: Option<Acme>,
     options: ListenOptions,
 ) -> Server<LocalAddr> {
     serve(
         listener,
         move |_conn| {
+            let acme = acme.clone();
             service_fn(move |req| {
-                let response = public::redirect(&req, https_port);
-                async move { Ok::<_, Infallible>(response) }
+                let acme = acme.clone();
+                async move {
+                    if let Some(acme) = &acme
+                        && let Some(answer) = acme.http01(&req).await
+                    {
+                        return Ok::<_, Infallible>(answer);
+                    }
+                    Ok(public::redirect(&req, https_port))
+                }
             })
         },
         options,

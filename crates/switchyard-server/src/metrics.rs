@@ -37,6 +37,9 @@ pub(crate) struct Metrics {
     access_log: OnceLock<Arc<crate::access_log::AccessLog>>,
     /// `notAfter` (Unix seconds) of each [`CertListener`]'s certificate; `i64::MIN`: none.
     certificates: [AtomicI64; 3],
+    /// The ACME side's counters, exported once `--acme-domain` is on.
+    pub(crate) acme: crate::acme::AcmeCounters,
+    acme_on: std::sync::atomic::AtomicBool,
 }
 
 /// Whose certificate: the `listener` label of the expiry gauge.
@@ -95,7 +98,14 @@ impl Metrics {
             engine: OnceLock::new(),
             access_log: OnceLock::new(),
             certificates: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
+            acme: crate::acme::AcmeCounters::default(),
+            acme_on: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Exports the ACME counters.
+    pub(crate) fn watch_acme(&self) {
+        self.acme_on.store(true, Ordering::Relaxed);
     }
 
     /// Records the certificate `listener` serves now.
@@ -147,6 +157,35 @@ impl Metrics {
         }
     }
 
+    fn render_acme(&self, out: &mut String) {
+        if !self.acme_on.load(Ordering::Relaxed) {
+            return;
+        }
+        for (name, help, value) in [
+            (
+                "switchyard_acme_orders_total",
+                "Certificate orders this replica started.",
+                &self.acme.orders,
+            ),
+            (
+                "switchyard_acme_certificates_issued_total",
+                "Certificates this replica got issued and stored.",
+                &self.acme.issued,
+            ),
+            (
+                "switchyard_acme_failures_total",
+                "Failed ACME attempts (order, validation, lock or store), each retried with backoff.",
+                &self.acme.failures,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -192,6 +231,7 @@ impl Metrics {
             self.access_log.get().map_or(0, |l| l.dropped())
         );
         self.render_certificates(&mut out);
+        self.render_acme(&mut out);
         self.api_route_get
             .render(&mut out, "api_route_get", "Count of API route get requests");
         self.api_route_add

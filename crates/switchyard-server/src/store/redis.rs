@@ -150,7 +150,7 @@ impl RedisConfig {
     }
 
     /// The client for the URL, with the password from the environment if there is one.
-    fn client(&self) -> Result<redis::Client, String> {
+    pub(crate) fn client(&self) -> Result<redis::Client, String> {
         client_for(&self.url, self.password.as_deref())
     }
 }
