@@ -335,7 +335,7 @@ pub struct Cli {
     #[arg(long, value_name = "addr", env = "SWITCHYARD_ACME_EMAIL")]
     pub(crate) acme_email: Option<String>,
     /// The ACME server's directory URL. Let's Encrypt's staging server, for trials:
-    /// https://acme-staging-v02.api.letsencrypt.org/directory
+    /// <https://acme-staging-v02.api.letsencrypt.org/directory>
     #[arg(
         long,
         value_name = "url",

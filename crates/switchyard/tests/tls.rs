@@ -304,3 +304,53 @@ async fn wss_through_the_tls_listener() {
     );
     assert_eq!(seen.lock().unwrap()[0]["x-forwarded-proto"], "wss");
 }
+
+/// `Proxy::upstream_tls`: `reload` reads the `ca` file again for new connections (a
+/// file that does not load leaves the configuration as it was), and `replace` swaps in
+/// a configuration of the caller's.
+#[tokio::test]
+async fn upstream_tls_reload_and_replace_apply_to_new_connections() {
+    let (first, second) = (pki(), pki());
+    let b = https_echo(&second, &[b"http/1.1"]).await;
+    let dir = std::env::temp_dir().join(format!("switchyard-upstream-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &first.ca_pem).unwrap();
+    let target = Target::parse(&format!("https://localhost:{}", b.addr.port())).unwrap();
+    let proxy = Proxy::builder()
+        .target(target)
+        .configure_client(|c| c.ca = Some(Pem::File(ca.clone())))
+        .build()
+        .unwrap();
+    let status = || async {
+        within(proxy.web(Request::get("/").header("host", "f").body(()).unwrap()))
+            .await
+            .status()
+    };
+    assert_eq!(status().await, 502, "the target's CA is not trusted yet");
+
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let err = proxy.upstream_tls().reload().unwrap_err();
+    assert!(err.to_string().contains("CA"), "{err}");
+    assert_eq!(status().await, 502);
+
+    std::fs::write(&ca, &second.ca_pem).unwrap();
+    proxy.upstream_tls().reload().unwrap();
+    assert_eq!(status().await, 200);
+
+    // A configuration that trusts nothing of ours: new connections fail again (the
+    // target closes none, so the pooled one still works: drop it first).
+    let proxy = {
+        let fresh = Proxy::builder()
+            .target(Target::parse(&format!("https://localhost:{}", b.addr.port())).unwrap())
+            .configure_client(|c| c.ca = Some(Pem::from(second.ca_pem.as_str())))
+            .build()
+            .unwrap();
+        let untrusting = (*tls_client_config(&first.ca_pem, &[])).clone();
+        fresh.upstream_tls().replace(untrusting);
+        fresh
+    };
+    let res = within(proxy.web(Request::get("/").body(()).unwrap())).await;
+    assert_eq!(res.status(), 502);
+    std::fs::remove_dir_all(dir).unwrap();
+}
