@@ -639,3 +639,29 @@ fn a_replica_answers_the_challenge_of_another_one() {
     assert_eq!(metric(ma, "switchyard_acme_certificates_issued_total"), 0.0);
     assert_eq!(metric(mb, "switchyard_acme_certificates_issued_total"), 1.0);
 }
+
+/// A challenge that cannot validate (nothing answers on the port Pebble checks) fails
+/// the order with Pebble's problem document in the log line, is counted, and is tried
+/// again; nothing is served meanwhile, and the proxy keeps running.
+#[test]
+fn a_failed_validation_is_logged_with_the_problem_document() {
+    let domain = "nowhere.switchyard.test";
+    let setup = PebbleSetup::new();
+    let mut args = setup.flags(&[domain]);
+    args.extend(strings(&["--metrics-port", "0"]));
+    let (mut p, _) = proxy(&args);
+    let metrics = p.metrics_port();
+    let _pebble = setup.start(free_port(), free_port(), None);
+    let line = wait_long(&mut p, "failed: waiting for validation: ", ORDER_WAIT);
+    assert!(line.contains("urn:ietf:params:acme:error:"), "{line}");
+    assert!(line.contains(domain), "{line}");
+    assert!(line.contains("] error: "), "{line}");
+    wait_long(&mut p, "ACME: next attempt in", IO_TIMEOUT);
+    assert!(metric(metrics, "switchyard_acme_failures_total") >= 1.0);
+    assert_eq!(
+        metric(metrics, "switchyard_acme_certificates_issued_total"),
+        0.0
+    );
+    assert!(handshake(p.port, domain).is_err());
+    assert!(p.child.try_wait().unwrap().is_none());
+}

@@ -114,9 +114,15 @@ impl AcmeStore {
 
     /// The Redis store, on its own connection, with the route keys' prefix.
     pub(crate) async fn redis(client: redis::Client, prefix: &str) -> Result<Self, String> {
+        // A Redis that stops answering fails a command after a bound, as the route
+        // store's connection does, instead of holding the renewal task.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
         let conn = tokio::time::timeout(
             Duration::from_secs(3),
-            ConnectionManager::new(client.clone()),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| "ACME store: connecting to Redis timed out".to_owned())?
