@@ -359,7 +359,14 @@ impl AcmeStore {
                             }
                         }
                         let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
+                        loop {
+                            // The renewal task gone (the server stopped): so is this one,
+                            // and its connection.
+                            let msg = tokio::select! {
+                                () = tx.closed() => return,
+                                msg = stream.next() => msg,
+                            };
+                            let Some(msg) = msg else { break };
                             let change = match msg.get_payload_bytes() {
                                 b"certificate" => Change::Certificate,
                                 _ => Change::Challenges,
