@@ -169,12 +169,13 @@ fn tls_alpn_certificate(domain: &str, key_authorization: &str) -> Result<Certifi
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        // RFC 8737 §3: the validation offers `acme-tls/1` and nothing else.
+        let acme = hello.alpn().is_some_and(|mut offered| {
+            offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none()
+        });
         if acme {
-            // RFC 8737 §3: only the challenge certificate, and only for a name being
-            // validated; an unknown name fails the handshake.
+            // Only the challenge certificate, and only for a name being validated; an
+            // unknown name fails the handshake.
             return self.challenges.tls_alpn(hello.server_name()?);
         }
         self.current.clone()
