@@ -20,11 +20,11 @@ use std::io::BufRead as _;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, free_port, port_in, request, temp_dir};
+use common::{IO_TIMEOUT, Proxy, RefusingPort, port_in, request, temp_dir};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// A generous bound for an order against Pebble on a loaded machine (it takes well under
@@ -61,7 +61,7 @@ impl PebbleSetup {
         std::fs::write(&ca_file, ca_pem).unwrap();
         std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
         std::fs::write(dir.join("key.pem"), key_pem).unwrap();
-        let listen = free_port();
+        let listen = candidate_port();
         Self {
             directory: format!("https://127.0.0.1:{listen}/dir"),
             listen,
@@ -90,7 +90,7 @@ impl PebbleSetup {
     /// Pebble validating on `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01), issuing
     /// certificates valid for `validity` seconds (Pebble's default: five years).
     fn start(self, http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
-        let dns_port = free_port();
+        let dns_port = candidate_port();
         let mut dns = Command::new(tool("pebble-challtestsrv"))
             .args([
                 "-defaultIPv4",
@@ -106,7 +106,8 @@ impl PebbleSetup {
                 "-tlsalpn01",
                 "",
                 "-management",
-                &format!("127.0.0.1:{}", free_port()),
+                // Port 0: the management API is not used.
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -160,6 +161,29 @@ impl Drop for Pebble {
         }
         let _ = std::fs::remove_dir_all(&self.setup.dir);
     }
+}
+
+/// A port for Pebble's ACME listener or its DNS server that was free a moment ago. Both
+/// take their address from their configuration only, and neither reports the port the
+/// system picks for port 0, so the proxy (which needs the directory URL) and Pebble
+/// (which needs the DNS server's) cannot be given one otherwise. It is chosen below the
+/// kernel's ephemeral range (32768 and up), so no `bind(127.0.0.1:0)` and no outgoing
+/// connection takes it meanwhile, and each test process walks its own sequence (seeded
+/// by its pid). A port taken anyway makes Pebble exit, and the test fails saying so.
+fn candidate_port() -> u16 {
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(BASE + (seed + n) % SPAN).unwrap();
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN);
 }
 
 /// A tool the test cannot run without: its absence fails the test, with the reason.
@@ -380,7 +404,8 @@ fn tls_alpn_01_issues_and_serves_a_certificate() {
     );
 
     // Nothing listens on Pebble's HTTP-01 port: only TLS-ALPN-01 can succeed.
-    let _pebble = setup.start(free_port(), p.port, None);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, p.port, None);
     let started = Instant::now();
     let issued = wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
     eprintln!("issued after {:?} ({issued})", started.elapsed());
@@ -426,7 +451,8 @@ fn http_01_issues_and_a_restart_serves_the_stored_certificate() {
     let (mut p, redirect) = proxy(&args);
     let redirect = redirect.unwrap();
     // A closed port for TLS-ALPN-01: only HTTP-01 can succeed.
-    let _pebble = setup.start(redirect, free_port(), None);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(redirect, closed.port, None);
     let started = Instant::now();
     wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
     eprintln!("issued after {:?}", started.elapsed());
@@ -463,7 +489,8 @@ fn short_lived_certificates_are_renewed() {
     let mut args = setup.flags(&[domain]);
     args.extend(strings(&["--acme-renew-at", "50"]));
     let (mut p, _) = proxy(&args);
-    let _pebble = setup.start(free_port(), p.port, Some(20));
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, p.port, Some(20));
     wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
     let first = handshake(p.port, domain).unwrap();
     let started = Instant::now();
@@ -535,7 +562,8 @@ fn two_replicas_make_one_order_and_both_serve_it() {
     ]));
     let (mut a, _) = proxy(&args);
     let (mut b, _) = proxy(&args);
-    let _pebble = setup.start(free_port(), a.port, None);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, a.port, None);
     let started = Instant::now();
     wait_long(&mut a, "ACME: serving the certificate", ORDER_WAIT);
     wait_long(&mut b, "ACME: serving the certificate", ORDER_WAIT);
@@ -582,7 +610,8 @@ fn the_other_replica_completes_when_the_ordering_one_dies() {
     let mut args = setup.flags(&[domain]);
     args.extend(strings(&["--storage-backend", &redis.url()]));
     let (mut other, _) = proxy(&args);
-    let _pebble = setup.start(free_port(), other.port, None);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, other.port, None);
     // While the stuck replica lives it keeps the lock.
     stuck.child.kill().unwrap();
     let started = Instant::now();
@@ -614,7 +643,8 @@ fn a_replica_answers_the_challenge_of_another_one() {
         .iter()
         .position(|a| a == "--acme-directory")
         .unwrap();
-    unreachable[at + 1] = format!("https://127.0.0.1:{}/dir", free_port());
+    let refusing = RefusingPort::bind();
+    unreachable[at + 1] = format!("https://127.0.0.1:{}/dir", refusing.port);
     unreachable.extend(strings(&[
         "--storage-backend",
         &redis.url(),
@@ -630,7 +660,8 @@ fn a_replica_answers_the_challenge_of_another_one() {
         "0",
     ]));
     let (mut b, _) = proxy(&args);
-    let _pebble = setup.start(free_port(), a.port, None);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, a.port, None);
     wait_long(&mut b, "ACME: certificate issued", ORDER_WAIT);
     wait_long(&mut a, "ACME: serving the certificate", ORDER_WAIT);
     let served = handshake(b.port, domain).unwrap();
@@ -651,7 +682,8 @@ fn a_failed_validation_is_logged_with_the_problem_document() {
     args.extend(strings(&["--metrics-port", "0"]));
     let (mut p, _) = proxy(&args);
     let metrics = p.metrics_port();
-    let _pebble = setup.start(free_port(), free_port(), None);
+    let (closed, also_closed) = (RefusingPort::bind(), RefusingPort::bind());
+    let _pebble = setup.start(closed.port, also_closed.port, None);
     let line = wait_long(&mut p, "failed: waiting for validation: ", ORDER_WAIT);
     assert!(line.contains("urn:ietf:params:acme:error:"), "{line}");
     assert!(line.contains(domain), "{line}");
