@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod traffic;
+
+pub(crate) use traffic::Protocol;
+
 /// Content type of the Prometheus text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -31,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) requests_web: Counter,
     pub(crate) requests_proxy: StatusCounter,
     pub(crate) requests_api: StatusCounter,
+    /// Durations, bytes and upstream errors of the proxied requests.
+    pub(crate) traffic: traffic::Traffic,
     /// The engine's own counters, once it is built.
     engine: OnceLock<switchyard::ProxyStats>,
     /// The access log, when there is one (its dropped entries).
@@ -95,6 +101,7 @@ impl Metrics {
             requests_web: Counter::default(),
             requests_proxy: StatusCounter::new(),
             requests_api: StatusCounter::new(),
+            traffic: traffic::Traffic::default(),
             engine: OnceLock::new(),
             access_log: OnceLock::new(),
             certificates: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
@@ -221,6 +228,7 @@ impl Metrics {
                 engine.upstream_retries()
             );
         }
+        self.traffic.render(&mut out);
         // Always there, 0 without an access log, so that alerts on it need no `absent`.
         let _ = writeln!(
             out,

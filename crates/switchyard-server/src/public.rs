@@ -62,6 +62,10 @@ pub(crate) fn engine(
             c.max_response_headers = to_usize(cli.max_response_headers);
         })
         .hooks(ActivityHooks {
+            // Timing each request to its end costs a little; only a metrics server shows it.
+            observes_end: access_log.is_some()
+                || cli.metrics_port.is_some()
+                || cli.metrics_socket.is_some(),
             metrics,
             access_log,
         })
@@ -84,6 +88,8 @@ fn unless_zero(ms: Option<u64>) -> Option<Duration> {
 /// access log entry of each request the engine ends.
 #[derive(Debug)]
 pub(crate) struct ActivityHooks {
+    /// Whether the end of each request is watched (for the access log or the metrics).
+    observes_end: bool,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
 }
@@ -95,6 +101,8 @@ pub(crate) struct RequestCtx {
     route: Option<Arc<Route>>,
     /// The access log's facts, when there is an access log.
     facts: Option<Arc<Facts>>,
+    /// The HTTP version the client spoke.
+    version: http::Version,
 }
 
 /// The route of a request, carried to the hooks in its extensions.
@@ -115,6 +123,7 @@ impl switchyard::Hooks for ActivityHooks {
         _target: &switchyard::Target,
     ) -> switchyard::Flow {
         ctx.route = req.extensions.get::<RouteOf>().map(|r| r.0.clone());
+        ctx.version = req.version;
         if self.access_log.is_some() {
             ctx.facts = req.extensions.get::<Arc<Facts>>().cloned();
         }
@@ -122,18 +131,24 @@ impl switchyard::Hooks for ActivityHooks {
     }
 
     fn observes_end(&self) -> bool {
-        self.access_log.is_some()
+        self.observes_end
     }
 
     fn on_end(&self, ctx: Self::Ctx, outcome: &switchyard::Outcome<'_>) {
-        let (Some(log), Some(facts)) = (&self.access_log, ctx.facts) else {
-            return;
-        };
         // A failure the server answers with an error page is logged by `handle`, with
-        // the status the client got.
-        let answered_by_server =
-            outcome.status.is_none() && outcome.proxy_error().is_some_and(|e| e.status().is_some());
-        if !answered_by_server {
+        // the status the client got, which is the one timed here.
+        let answered = match outcome.proxy_error() {
+            Some(e) if outcome.status.is_none() && e.status().is_some() => {
+                Some(error_status(e).as_u16())
+            }
+            _ => None,
+        };
+        self.metrics.traffic.record(
+            crate::metrics::Protocol::of(ctx.version, outcome),
+            outcome,
+            answered,
+        );
+        if let (Some(log), Some(facts), None) = (&self.access_log, ctx.facts, answered) {
             log.record(&facts, &Ended::from_outcome(outcome));
         }
     }
@@ -476,6 +491,22 @@ fn forward_request(
     Some(req)
 }
 
+/// The status of the error page for a failed call.
+fn error_status(err: &switchyard::ProxyError) -> StatusCode {
+    match err.status() {
+        // Not CHP's 503: nothing is wrong with the target's reachability, its
+        // answer is refused (nginx and HAProxy say 502 here too).
+        _ if matches!(err, switchyard::ProxyError::UpstreamHeadTooLarge(_)) => {
+            StatusCode::BAD_GATEWAY
+        }
+        Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
+        Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 /// The engine's answer as the client gets it. Errors map as CHP's: anything on
 /// the upstream side is 503, a request that cannot be forwarded 400, anything else 500;
 /// `Err` is the status of the error page (a WebSocket gets a bare status and a close).
@@ -488,9 +519,8 @@ fn answer(
         Ok(res) => return Ok(res),
         Err(err) => err,
     };
+    let status = error_status(&err);
     if let switchyard::ProxyError::UpstreamHeadTooLarge(_) = err {
-        // Not CHP's 503: nothing is wrong with the target's reachability, its
-        // answer is refused (nginx and HAProxy say 502 here too).
         error_line(
             request_id,
             format_args!(
@@ -501,15 +531,8 @@ fn answer(
                 switchyard::error_chain(&err)
             ),
         );
-        return Err((StatusCode::BAD_GATEWAY, err));
+        return Err((status, err));
     }
-    let status = match err.status() {
-        Some(StatusCode::BAD_REQUEST) => StatusCode::BAD_REQUEST,
-        Some(s) if s.is_server_error() && err.side() == switchyard::ErrorSide::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
     error_line(
         request_id,
         format_args!(

@@ -1,0 +1,261 @@
+//! The metrics beyond CHP's nine, through the real binary: after known traffic, each new
+//! series has the values that traffic implies, and `promtool check metrics` finds nothing
+//! to say about them.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test peers and helpers panic on failure"
+)]
+
+mod backends;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backends::*;
+use common::{IO_TIMEOUT, Proxy};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A proxy with a metrics server on loopback, and its port.
+fn proxy_with_metrics(extra: &[&str]) -> (Proxy, u16) {
+    let mut args = vec!["--metrics-port", "0", "--metrics-ip", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let mut p = Proxy::start(&args);
+    let port = p.metrics_port();
+    (p, port)
+}
+
+fn scrape(port: u16) -> String {
+    let r = common::request(port, "GET", "/metrics", &[], None);
+    assert_eq!(r.status, 200);
+    r.body
+}
+
+/// The value of the sample `series` (name and labels, exactly as rendered).
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    })
+}
+
+/// Scrapes until `series` reaches `want` (a request is recorded when its response has
+/// ended, a moment after the client read its last byte), then returns the scrape.
+fn scrape_once(port: u16, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let m = scrape(port);
+        if value(&m, series) == Some(want) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {:?}, not {want}, in\n{m}",
+            value(&m, series)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `promtool check metrics` on `m`: its complaints, but for the `_total` suffix that
+/// CHP's own counter names lack (they stay as CHP has them).
+fn promtool_complaints(m: &str) -> Vec<String> {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed for this test (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), m.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chp = [
+        "api_route_add",
+        "api_route_delete",
+        "api_route_get",
+        "requests_api",
+        "requests_proxy",
+        "requests_web",
+        "requests_ws",
+    ];
+    said.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let name = l.split(' ').next().unwrap();
+            !(chp.contains(&name) && l.ends_with("should have \"_total\" suffix"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `n` HTTP/2 GETs on one connection, with prior knowledge.
+fn h2_gets(port: u16, path: &str, n: usize) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let url = format!("http://127.0.0.1:{port}{path}");
+    common::block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..n {
+            let req = http::Request::get(&url)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            assert_eq!(res.status(), 200);
+            res.into_body().collect().await.unwrap();
+        }
+    });
+}
+
+const HEAD: &str = "switchyard_request_head_duration_seconds";
+const END: &str = "switchyard_request_duration_seconds";
+
+/// Known traffic of each protocol and outcome, then every count it implies: the
+/// histograms by protocol and status class (count, `+Inf` bucket, a plausible sum), the
+/// bytes each way, the refused upstream; and promtool is content.
+#[test]
+fn request_histograms_bytes_and_errors_after_known_traffic() {
+    let b = Backend::echo_target();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (ws_port, _handshakes) = ws_backend(None);
+    let (p, metrics) = proxy_with_metrics(&[]);
+    p.add("/m", &b.url());
+    p.add("/down", &format!("http://127.0.0.1:{down}"));
+    p.add("/ws", &format!("http://127.0.0.1:{ws_port}"));
+
+    for i in 0..5 {
+        assert_eq!(get(p.port, &format!("/m/{i}"), &[]).status, 200);
+    }
+    let mut c = common::Client::connect(p.port);
+    c.send("POST", "/m/post", &[], "0123456789");
+    assert_eq!(c.response().status, 200);
+    h2_gets(p.port, "/m/h2", 2);
+    assert_eq!(get(p.port, "/down/x", &[]).status, 503);
+    // No route: answered before the engine, so in none of the new series.
+    assert_eq!(get(p.port, "/missing", &[]).status, 404);
+    let (mut ws, res) = ws_connect(p.port, "/ws/k");
+    assert_eq!(res.status(), 101);
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hello"));
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    drop(ws);
+
+    let labels =
+        |proto: &str, class: &str| format!("{{protocol=\"{proto}\",status_class=\"{class}\"}}");
+    let h1 = labels("http1.1", "2xx");
+    scrape_once(metrics, &format!("{END}_count{h1}"), 6.0);
+    scrape_once(
+        metrics,
+        &format!("{END}_count{}", labels("websocket", "1xx")),
+        1.0,
+    );
+    let m = scrape_once(
+        metrics,
+        &format!("{END}_count{}", labels("http2", "2xx")),
+        2.0,
+    );
+    for (set, n) in [
+        (h1.clone(), 6.0),
+        (labels("http2", "2xx"), 2.0),
+        (labels("http1.1", "5xx"), 1.0),
+        (labels("websocket", "1xx"), 1.0),
+    ] {
+        for family in [HEAD, END] {
+            assert_eq!(
+                value(&m, &format!("{family}_count{set}")),
+                Some(n),
+                "{family}{set}\n{m}"
+            );
+            let inf = format!("{family}_bucket{}", set.replace('}', ",le=\"+Inf\"}"));
+            assert_eq!(value(&m, &inf), Some(n), "{inf}\n{m}");
+            let sum = value(&m, &format!("{family}_sum{set}")).unwrap();
+            assert!(
+                sum > 0.0 && sum < n * IO_TIMEOUT.as_secs_f64(),
+                "{family}{set} sum {sum}"
+            );
+        }
+    }
+    // Exactly those: no 404, nothing else.
+    let counted: f64 = m
+        .lines()
+        .filter(|l| l.starts_with(&format!("{END}_count{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(counted, 10.0, "{m}");
+    // Time to the head never exceeds the time to the end, bucket by bucket.
+    let head_sum = value(&m, &format!("{HEAD}_sum{h1}")).unwrap();
+    let end_sum = value(&m, &format!("{END}_sum{h1}")).unwrap();
+    assert!(head_sum <= end_sum, "{head_sum} > {end_sum}");
+
+    // The POST's 10 bytes; the WebSocket's masked frame (2 + 4 + 5) and its close.
+    assert_eq!(
+        value(&m, "switchyard_received_bytes_total{protocol=\"http1.1\"}"),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(&m, "switchyard_received_bytes_total{protocol=\"http2\"}"),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &m,
+            "switchyard_received_bytes_total{protocol=\"websocket\"}"
+        )
+        .unwrap()
+            >= 11.0
+    );
+    assert!(value(&m, "switchyard_sent_bytes_total{protocol=\"websocket\"}").unwrap() >= 7.0);
+    // The echo target answers each path: "/m/0" … "/m/4" and "/m/post", then the 503's
+    // page (the error page is the server's, not proxied bytes).
+    assert_eq!(
+        value(&m, "switchyard_sent_bytes_total{protocol=\"http1.1\"}"),
+        Some(5.0 * 4.0 + 7.0)
+    );
+    assert_eq!(
+        value(&m, "switchyard_sent_bytes_total{protocol=\"http2\"}"),
+        Some(2.0 * 5.0)
+    );
+    assert_eq!(
+        value(&m, "switchyard_upstream_errors_total{kind=\"refused\"}"),
+        Some(1.0)
+    );
+    for kind in ["connect", "timeout", "reset", "tls", "protocol"] {
+        let series = format!("switchyard_upstream_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(value(&m, &series), Some(0.0), "{series}");
+    }
+    // CHP's counters are still counted as before.
+    assert_eq!(value(&m, "requests_web"), Some(10.0));
+    assert_eq!(value(&m, "requests_ws"), Some(1.0));
+
+    let complaints = promtool_complaints(&m);
+    assert!(complaints.is_empty(), "promtool: {complaints:?}\n{m}");
+}
+
+/// Before any traffic the histogram families are declared, with no sample yet, and
+/// promtool accepts that.
+#[test]
+fn promtool_is_content_before_any_traffic() {
+    let (_p, metrics) = proxy_with_metrics(&[]);
+    let m = scrape(metrics);
+    assert!(m.contains(&format!("# TYPE {END} histogram")), "{m}");
+    assert!(m.contains(&format!("# TYPE {HEAD} histogram")), "{m}");
+    let complaints = promtool_complaints(&m);
+    assert!(complaints.is_empty(), "promtool: {complaints:?}\n{m}");
+}
