@@ -144,6 +144,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     let error_pages = error_pages(&cli)?;
     // The store is ready (every route loaded) before any port is bound or served.
     let store = open_store(&cli, &env).await?;
+    metrics.watch_store(store.clone());
     let stopping = Arc::new(AtomicBool::new(false));
     // Bind everything; any failure exits non-zero (CHP kept running half up).
     let bound = listeners::Bound::bind(&cli).await.map_err(StartError)?;

@@ -147,9 +147,6 @@ impl Bound {
                 public_options.clone().http2(false),
             )
         });
-        let metrics = self
-            .metrics
-            .map(|listener| serve_metrics(listener, shared.metrics.clone(), api_options.clone()));
         let api = serve_api(
             self.api,
             ApiState {
@@ -158,7 +155,7 @@ impl Bound {
                 host_routing: cli.host_routing,
                 metrics: shared.metrics.clone(),
             },
-            api_options.tls(shared.api_tls),
+            api_options.clone().tls(shared.api_tls),
         );
         let public = serve_public(
             self.public,
@@ -167,7 +164,7 @@ impl Bound {
                 host_routing: cli.host_routing,
                 include_prefix: cli.include_prefix,
                 error_pages: shared.error_pages,
-                metrics: shared.metrics,
+                metrics: shared.metrics.clone(),
                 engine: shared.engine,
                 stopping: shared.stopping,
                 access_log: shared.access_log,
@@ -176,6 +173,11 @@ impl Bound {
             },
             public_options.tls(shared.public_tls),
         );
+        // Before the metrics server, whose first scrape shows the public connections.
+        shared.metrics.watch_public(public.stats());
+        let metrics = self
+            .metrics
+            .map(|listener| serve_metrics(listener, shared.metrics.clone(), api_options));
         Served {
             public,
             api,

@@ -46,6 +46,10 @@ pub(crate) struct Metrics {
     /// The ACME side's counters, exported once `--acme-domain` is on.
     pub(crate) acme: crate::acme::AcmeCounters,
     acme_on: std::sync::atomic::AtomicBool,
+    /// The route store (its table's size).
+    store: OnceLock<Arc<dyn crate::store::RouteStore>>,
+    /// The public server (its open connections).
+    public: OnceLock<switchyard::ServerStats>,
 }
 
 /// Whose certificate: the `listener` label of the expiry gauge.
@@ -107,6 +111,8 @@ impl Metrics {
             certificates: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
             acme: crate::acme::AcmeCounters::default(),
             acme_on: std::sync::atomic::AtomicBool::new(false),
+            store: OnceLock::new(),
+            public: OnceLock::new(),
         }
     }
 
@@ -193,6 +199,16 @@ impl Metrics {
         }
     }
 
+    /// Exports the size of the store's route table.
+    pub(crate) fn watch_store(&self, store: Arc<dyn crate::store::RouteStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Exports the public server's open connections.
+    pub(crate) fn watch_public(&self, server: switchyard::ServerStats) {
+        let _ = self.public.set(server);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -229,6 +245,7 @@ impl Metrics {
             );
         }
         self.traffic.render(&mut out);
+        self.render_gauges(&mut out);
         // Always there, 0 without an access log, so that alerts on it need no `absent`.
         let _ = writeln!(
             out,
@@ -268,6 +285,35 @@ impl Metrics {
         self.requests_api
             .render(&mut out, "requests_api", "Count of API requests");
         out
+    }
+
+    fn render_gauges(&self, out: &mut String) {
+        let mut gauge = |name: &str, help: &str, value: usize| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        if let Some(engine) = self.engine.get() {
+            gauge(
+                "switchyard_websocket_tunnels",
+                "WebSocket tunnels open.",
+                engine.tunnels(),
+            );
+        }
+        if let Some(store) = self.store.get() {
+            gauge("switchyard_routes", "Routes in the table.", store.len());
+        }
+        if let Some(public) = self.public.get() {
+            // An upgraded connection leaves the server for its tunnel.
+            let tunnels = self.engine.get().map_or(0, switchyard::ProxyStats::tunnels);
+            gauge(
+                "switchyard_client_connections",
+                "Client connections open on the public port (TLS handshakes and WebSocket \
+                 tunnels included).",
+                public.connections() + tunnels,
+            );
+        }
     }
 }
 

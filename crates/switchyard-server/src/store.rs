@@ -51,6 +51,8 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn update_last_activity<'a>(&'a self, key: &'a str, at_ms: i64) -> StoreFuture<'a, ()>;
     /// The hot path: longest-prefix lookup in the in-memory snapshot. Never blocks.
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
+    /// How many routes the in-memory table holds. Never blocks.
+    fn len(&self) -> usize;
     /// Whether the table is what the store holds, so this replica may take traffic: `Err`
     /// with a short reason when not (a shared store that is disconnected or reloading).
     fn ready(&self) -> Result<(), &'static str> {

@@ -259,3 +259,48 @@ fn promtool_is_content_before_any_traffic() {
     let complaints = promtool_complaints(&m);
     assert!(complaints.is_empty(), "promtool: {complaints:?}\n{m}");
 }
+
+/// The gauges follow what is open: routes in the table, client connections on the
+/// public port (a WebSocket's among them), WebSocket tunnels; back to zero when the
+/// clients leave.
+#[test]
+fn gauges_follow_routes_connections_and_tunnels() {
+    let b = Backend::echo_target();
+    let (ws_port, _handshakes) = ws_backend(None);
+    // Idle connections stay open for as long as the test needs them.
+    let (p, metrics) = proxy_with_metrics(&["--keep-alive-timeout", "600000"]);
+    let m = scrape(metrics);
+    assert_eq!(value(&m, "switchyard_routes"), Some(0.0), "{m}");
+    assert_eq!(value(&m, "switchyard_client_connections"), Some(0.0), "{m}");
+    assert_eq!(value(&m, "switchyard_websocket_tunnels"), Some(0.0), "{m}");
+    p.add("/a", &b.url());
+    p.add("/b", &b.url());
+    p.add("/ws", &format!("http://127.0.0.1:{ws_port}"));
+    assert_eq!(value(&scrape(metrics), "switchyard_routes"), Some(3.0));
+
+    // Two keep-alive connections, each idle after one exchange.
+    let mut clients: Vec<common::Client> = (0..2)
+        .map(|_| {
+            let mut c = common::Client::connect(p.port);
+            c.send("GET", "/a/x", &[], "");
+            assert_eq!(c.response().status, 200);
+            c
+        })
+        .collect();
+    scrape_once(metrics, "switchyard_client_connections", 2.0);
+    let (mut ws, res) = ws_connect(p.port, "/ws/k");
+    assert_eq!(res.status(), 101);
+    scrape_once(metrics, "switchyard_websocket_tunnels", 1.0);
+    scrape_once(metrics, "switchyard_client_connections", 3.0);
+
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    drop(ws);
+    scrape_once(metrics, "switchyard_websocket_tunnels", 0.0);
+    scrape_once(metrics, "switchyard_client_connections", 2.0);
+    clients.clear();
+    scrape_once(metrics, "switchyard_client_connections", 0.0);
+
+    p.api("DELETE", "/api/routes/b", None);
+    assert_eq!(value(&scrape(metrics), "switchyard_routes"), Some(2.0));
+}

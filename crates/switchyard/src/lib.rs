@@ -172,7 +172,7 @@ pub use proxy::hygiene::{HeadLimits, is_valid_host};
 pub use proxy::{Call, ConnInfo, Proxy, ProxyBuilder, ProxyStats, error_response};
 pub use reply::Forward;
 pub use retry::{Retry, RetryContext};
-pub use server::{ListenOptions, Server, TlsConfig};
+pub use server::{ListenOptions, Server, ServerStats, TlsConfig};
 pub use service::{ProxyLayer, ProxyService, ResponseFuture};
 pub use target::{Protocol, Target};
 pub use upstream::tls::UpstreamTls;

@@ -99,6 +99,7 @@ pub struct Proxy<H: Hooks = FnHooks> {
 #[derive(Clone, Debug)]
 pub struct ProxyStats {
     upstream: Arc<upstream::Counters>,
+    tunnels: Drain,
 }
 
 pub(crate) struct Inner<H> {
@@ -166,6 +167,7 @@ impl<H: Hooks> Proxy<H> {
     pub fn stats(&self) -> ProxyStats {
         ProxyStats {
             upstream: self.inner.upstream.counters().clone(),
+            tunnels: self.inner.tunnels.clone(),
         }
     }
 
@@ -421,6 +423,11 @@ impl ProxyStats {
         self.upstream
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many WebSocket tunnels are open, as [`Proxy::tunnels`].
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.connections() / 2
     }
 }
 

@@ -129,6 +129,13 @@ pub struct Server<A = SocketAddr> {
     task: Option<JoinHandle<()>>,
 }
 
+/// Live counts of a [`Server`], for metrics; from [`Server::stats`]. Cheap to clone, and
+/// valid after the server is gone (its counts are then zero).
+#[derive(Debug, Clone)]
+pub struct ServerStats {
+    drain: Drain,
+}
+
 /// A service made of a closure from a request to a future of a response: always ready,
 /// called in place (see [`service_fn`]).
 #[derive(Debug, Clone, Copy)]
@@ -411,6 +418,15 @@ impl ListenOptions {
     }
 }
 
+// === impl ServerStats ===
+
+impl ServerStats {
+    /// How many client connections are open, as [`Server::connections`].
+    pub fn connections(&self) -> usize {
+        self.drain.connections()
+    }
+}
+
 // === impl Server ===
 
 impl<A: Clone> Server<A> {
@@ -439,6 +455,13 @@ impl<A> Server<A> {
     /// How many client connections are open (TLS handshakes in progress included).
     pub fn connections(&self) -> usize {
         self.drain.connections()
+    }
+
+    /// The server's counts, live: keep the handle and read it when metrics are scraped.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            drain: self.drain.clone(),
+        }
     }
 
     fn with_addr<B>(mut self, local_addr: B) -> Server<B> {

@@ -196,6 +196,10 @@ impl RouteStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>> {
         self.table.lookup(path)
     }

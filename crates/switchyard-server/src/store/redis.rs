@@ -477,6 +477,10 @@ impl RouteStore for RedisStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn len(&self) -> usize {
+        self.inner.table.len()
+    }
+
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>> {
         self.inner.table.lookup(path)
     }
