@@ -314,6 +314,15 @@ impl Metrics {
                 public.connections() + tunnels,
             );
         }
+        if let Some(n) = self.store.get().and_then(|s| s.reconnects()) {
+            let _ = writeln!(
+                out,
+                "# HELP switchyard_redis_reconnects_total Times the connection to Redis was \
+                 lost and then restored (the table reloaded).\n\
+                 # TYPE switchyard_redis_reconnects_total counter\n\
+                 switchyard_redis_reconnects_total {n}"
+            );
+        }
     }
 }
 

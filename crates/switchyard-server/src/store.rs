@@ -53,6 +53,11 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
     /// How many routes the in-memory table holds. Never blocks.
     fn len(&self) -> usize;
+    /// How many times a shared store got its connection back after losing it; `None`
+    /// for a store without one.
+    fn reconnects(&self) -> Option<u64> {
+        None
+    }
     /// Whether the table is what the store holds, so this replica may take traffic: `Err`
     /// with a short reason when not (a shared store that is disconnected or reloading).
     fn ready(&self) -> Result<(), &'static str> {

@@ -304,3 +304,50 @@ fn gauges_follow_routes_connections_and_tunnels() {
     p.api("DELETE", "/api/routes/b", None);
     assert_eq!(value(&scrape(metrics), "switchyard_routes"), Some(2.0));
 }
+
+/// Upstream failures by kind: a refused connection, a target that reads the request and
+/// closes without a word (reset), one that never answers (timeout); and the failures
+/// the client causes are not the upstream's.
+#[test]
+fn upstream_errors_by_kind() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap().port();
+    drop(closed);
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reset = closer.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in closer.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream);
+            read_request(&mut reader);
+        }
+    });
+    let (hanging, _requests) = hanging_backend();
+    let (p, metrics) = proxy_with_metrics(&["--proxy-timeout", "300"]);
+    p.add("/refused", &format!("http://127.0.0.1:{refused}"));
+    p.add("/reset", &format!("http://127.0.0.1:{reset}"));
+    p.add("/hang", &format!("http://127.0.0.1:{hanging}"));
+
+    assert_eq!(get(p.port, "/refused/x", &[]).status, 503);
+    assert_eq!(get(p.port, "/reset/x", &[]).status, 503);
+    assert_eq!(get(p.port, "/hang/x", &[]).status, 503);
+    let kind = |k: &str| format!("switchyard_upstream_errors_total{{kind=\"{k}\"}}");
+    scrape_once(metrics, &kind("timeout"), 1.0);
+    let m = scrape_once(
+        metrics,
+        &format!("{END}_count{{protocol=\"http1.1\",status_class=\"5xx\"}}"),
+        3.0,
+    );
+    assert_eq!(value(&m, &kind("refused")), Some(1.0), "{m}");
+    assert_eq!(value(&m, &kind("reset")), Some(1.0), "{m}");
+    for k in ["connect", "tls", "protocol"] {
+        assert_eq!(value(&m, &kind(k)), Some(0.0), "{k}\n{m}");
+    }
+    // The timed-out request is timed to its timeout at least.
+    let sum = value(
+        &m,
+        &format!("{END}_sum{{protocol=\"http1.1\",status_class=\"5xx\"}}"),
+    )
+    .unwrap();
+    assert!(sum >= 0.3, "{sum}");
+}

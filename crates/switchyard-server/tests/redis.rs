@@ -108,7 +108,27 @@ fn activity_through_one_is_visible_from_all() {
 #[test]
 fn redis_outage_keeps_traffic_and_recovers() {
     let mut redis = Redis::start();
-    let (mut a, mut b) = (replica(&redis), replica(&redis));
+    let mut a = Proxy::start(&[
+        "--storage-backend",
+        &redis.url(),
+        "--metrics-port",
+        "0",
+        "--metrics-ip",
+        "127.0.0.1",
+    ]);
+    a.wait_for_line("Loaded");
+    let metrics = a.metrics_port();
+    let reconnects = || {
+        let m = request(metrics, "GET", "/metrics", &[], None).body;
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("switchyard_redis_reconnects_total "))
+            .unwrap_or_else(|| panic!("no reconnect counter in\n{m}"))
+            .to_owned();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(reconnects(), 0);
+    let mut b = replica(&redis);
     a.add("/keep", &backend("keep"));
     eventually("the route on b", || status(&b, "/keep") == 200);
 
@@ -174,6 +194,7 @@ fn redis_outage_keeps_traffic_and_recovers() {
     eventually("b's new route on a", || status(&a, "/after") == 200);
     a.wait_for_line("Reconnected to Redis");
     b.wait_for_line("Reconnected to Redis");
+    assert_eq!(reconnects(), 1);
     for p in [&a, &b] {
         assert_eq!(
             request(p.port, "GET", "/_chp_readyz", &[], None).status,

@@ -52,7 +52,7 @@ mod sync;
 mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -115,6 +115,8 @@ struct Inner {
     /// Subscribed to the changes and the table reloaded since: the table is Redis's.
     /// Cleared when the subscription is lost, set again after the next reload.
     synced: AtomicBool,
+    /// Times the table was reloaded after the connection was lost.
+    reconnects: AtomicU64,
 }
 
 /// The master's address and the connections to it.
@@ -353,6 +355,7 @@ impl RedisStore {
             refresh,
             epoch: std::sync::Mutex::new(None),
             synced: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
         });
         let stream = inner
             .subscribe_and_reload()
@@ -479,6 +482,10 @@ impl RouteStore for RedisStore {
 
     fn len(&self) -> usize {
         self.inner.table.len()
+    }
+
+    fn reconnects(&self) -> Option<u64> {
+        Some(self.inner.reconnects.load(Ordering::Relaxed))
     }
 
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>> {

@@ -279,6 +279,7 @@ pub(super) async fn sync_task(
             match inner.subscribe_and_reload().await {
                 Ok(s) => {
                     inner.synced.store(true, Ordering::Relaxed);
+                    inner.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("Reconnected to Redis; routing table reloaded");
                     stream = Some(s);
                     backoff = MIN_BACKOFF;
