@@ -300,6 +300,11 @@ impl Metrics {
                 "WebSocket tunnels open.",
                 engine.tunnels(),
             );
+            gauge(
+                "switchyard_upstream_idle_connections",
+                "HTTP/1 connections to targets idle in the pool.",
+                engine.idle_upstream_connections(),
+            );
         }
         if let Some(store) = self.store.get() {
             gauge("switchyard_routes", "Routes in the table.", store.len());

@@ -261,8 +261,8 @@ fn promtool_is_content_before_any_traffic() {
 }
 
 /// The gauges follow what is open: routes in the table, client connections on the
-/// public port (a WebSocket's among them), WebSocket tunnels; back to zero when the
-/// clients leave.
+/// public port (a WebSocket's among them), WebSocket tunnels, idle upstream connections;
+/// back to zero when the clients leave.
 #[test]
 fn gauges_follow_routes_connections_and_tunnels() {
     let b = Backend::echo_target();
@@ -273,6 +273,11 @@ fn gauges_follow_routes_connections_and_tunnels() {
     assert_eq!(value(&m, "switchyard_routes"), Some(0.0), "{m}");
     assert_eq!(value(&m, "switchyard_client_connections"), Some(0.0), "{m}");
     assert_eq!(value(&m, "switchyard_websocket_tunnels"), Some(0.0), "{m}");
+    assert_eq!(
+        value(&m, "switchyard_upstream_idle_connections"),
+        Some(0.0),
+        "{m}"
+    );
     p.add("/a", &b.url());
     p.add("/b", &b.url());
     p.add("/ws", &format!("http://127.0.0.1:{ws_port}"));
@@ -288,6 +293,8 @@ fn gauges_follow_routes_connections_and_tunnels() {
         })
         .collect();
     scrape_once(metrics, "switchyard_client_connections", 2.0);
+    // One after the other, the two requests used one upstream connection, now idle.
+    scrape_once(metrics, "switchyard_upstream_idle_connections", 1.0);
     let (mut ws, res) = ws_connect(p.port, "/ws/k");
     assert_eq!(res.status(), 101);
     scrape_once(metrics, "switchyard_websocket_tunnels", 1.0);

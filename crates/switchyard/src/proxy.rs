@@ -99,6 +99,7 @@ pub struct Proxy<H: Hooks = FnHooks> {
 #[derive(Clone, Debug)]
 pub struct ProxyStats {
     upstream: Arc<upstream::Counters>,
+    idle: upstream::IdleCount,
     tunnels: Drain,
 }
 
@@ -167,6 +168,7 @@ impl<H: Hooks> Proxy<H> {
     pub fn stats(&self) -> ProxyStats {
         ProxyStats {
             upstream: self.inner.upstream.counters().clone(),
+            idle: self.inner.upstream.idle_count(),
             tunnels: self.inner.tunnels.clone(),
         }
     }
@@ -423,6 +425,13 @@ impl ProxyStats {
         self.upstream
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many HTTP/1 connections to upstreams wait idle in the pool (HTTP/2
+    /// connections, shared by their requests, are not counted). Takes the
+    /// pool's lock for a moment: for a scrape, not for every request.
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.idle.get()
     }
 
     /// How many WebSocket tunnels are open, as [`Proxy::tunnels`].

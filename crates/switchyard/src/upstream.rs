@@ -21,6 +21,8 @@ mod recent;
 mod record;
 pub(crate) mod tls;
 
+pub(crate) use h1::IdleCount;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -199,6 +201,11 @@ impl Upstream {
     /// The upstream side's counters.
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// The HTTP/1 pool's idle connections, counted at each read.
+    pub(crate) fn idle_count(&self) -> IdleCount {
+        self.http1.idle_count()
     }
 }
 

@@ -91,6 +91,10 @@ pub(crate) struct Pool {
     shared: Arc<Shared>,
 }
 
+/// A handle on a pool's idle connections that does not keep the pool alive.
+#[derive(Clone)]
+pub(crate) struct IdleCount(Weak<Shared>);
+
 /// The idle connections of each key, most recently used last.
 type IdleMap = HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>;
 
@@ -334,6 +338,28 @@ impl Pool {
             // it never ran (its runtime shut down first), it clears the flag.
             tokio::spawn(sweep(Sweeping(Arc::downgrade(&self.shared)), tick));
         }
+    }
+}
+
+impl Pool {
+    /// A handle that counts the idle connections, for metrics.
+    pub(crate) fn idle_count(&self) -> IdleCount {
+        IdleCount(Arc::downgrade(&self.shared))
+    }
+}
+
+impl IdleCount {
+    /// The connections idle in the pool now; 0 once the pool is gone.
+    pub(crate) fn get(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |shared| shared.lock().values().map(Vec::len).sum())
+    }
+}
+
+impl std::fmt::Debug for IdleCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IdleCount").field(&self.get()).finish()
     }
 }
 
