@@ -1,5 +1,8 @@
 //! Prometheus metrics: CHP's nine custom metrics with the same names, types
-//! and labels, plus the standard `process_*` family read from `/proc`.
+//! and labels, the standard `process_*` family read from `/proc`, and
+//! Switchyard's own `switchyard_*` series: request durations, bytes and
+//! upstream errors ([`traffic`]), and gauges read from the engine, the serving
+//! layer and the route store at scrape time.
 //!
 //! Everything the request path touches is an atomic: counters, per-status counters (an
 //! array indexed by status code) and summaries (log-scale buckets). Quantiles are estimated
