@@ -355,6 +355,13 @@ pub struct Cli {
     /// (67: a 90-day certificate is renewed 30 days before it expires)
     #[arg(long, value_name = "percent", env = "SWITCHYARD_ACME_RENEW_AT", default_value_t = 67, value_parser = clap::value_parser!(u8).range(1..=99))]
     pub(crate) acme_renew_at: u8,
+    /// Most client connections open at once on each public listener (the public port, the
+    /// HTTP redirect port); more wait in the system's accept queue until one ends. The API
+    /// and metrics ports are not counted. Default: half of the open-files limit (raised to
+    /// its hard limit at start) less a reserve of 100, since each client connection may
+    /// hold one to its target
+    #[arg(long, value_name = "n", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: Option<u64>,
 }
 
 fn parse_header_name(s: &str) -> Result<http::HeaderName, String> {

@@ -31,6 +31,7 @@ mod image;
 mod listeners;
 mod logging;
 mod metrics;
+mod nofile;
 mod path;
 mod public;
 mod reload;
@@ -146,6 +147,11 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     let store = open_store(&cli, &env).await?;
     metrics.watch_store(store.clone());
     let stopping = Arc::new(AtomicBool::new(false));
+    let soft_limit = nofile::raise();
+    let max_connections = cli
+        .max_connections
+        .unwrap_or_else(|| nofile::default_max_connections(soft_limit));
+    tracing::info!("Up to {max_connections} connections at once on each public listener");
     // Bind everything; any failure exits non-zero (CHP kept running half up).
     let bound = listeners::Bound::bind(&cli).await.map_err(StartError)?;
     if let Some(target) = &default_target {
@@ -195,6 +201,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             stopping: stopping.clone(),
             access_log: access_log.clone(),
             acme,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
     );
     let reopen = access_log.map(reopen_on_sigusr1).transpose()?;

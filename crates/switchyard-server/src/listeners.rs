@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// Automatic HTTPS: the HTTP-01 challenges the redirect port answers.
     pub(crate) acme: Option<Acme>,
+    /// `--max-connections`, or its default from the open-files limit.
+    pub(crate) max_connections: usize,
 }
 
 /// The servers, serving.
@@ -135,7 +137,13 @@ impl Bound {
         let limits = limits(cli);
         // The public port also speaks HTTP/2 (not in CHP): ALPN `h2` over TLS, prior
         // knowledge in clear text. WebSockets stay on HTTP/1.1.
-        let public_options = limits.clone().keep_alive_timeout(cli.keep_alive_timeout());
+        // The public listeners (and the redirect one) are the ones anyone can fill: each
+        // has `--max-connections`; the API and metrics ports stay reachable when they
+        // are full.
+        let public_options = limits
+            .clone()
+            .keep_alive_timeout(cli.keep_alive_timeout())
+            .max_connections(shared.max_connections);
         // The API, metrics and redirect servers speak HTTP/1.1 only, as in CHP.
         let api_options = limits.http2(false).keep_alive_timeout(NODE_KEEP_ALIVE);
         let https_port = self.https_port(cli);

@@ -37,7 +37,9 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
         .is_ok_and(|out| out.status.success());
     assert!(found, "this test needs prlimit (util-linux) on PATH");
     let backend = ok_backend();
-    let mut p = Proxy::start_under(&wrapper, &[], Some(TOKEN));
+    // A connection limit above the descriptor limit: the default, derived from it, would
+    // keep the table from filling.
+    let mut p = Proxy::start_under(&wrapper, &["--max-connections", "1000"], Some(TOKEN));
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     let baseline = p.open_fds();
     assert!(baseline < NOFILE / 2, "{baseline} descriptors at start");

@@ -24,7 +24,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, Proxy, request, run_to_exit};
+use common::{Client, IO_TIMEOUT, Proxy, request, run_to_exit};
 
 /// `--help` documents every limit with its default; bad values exit 1 naming the flag.
 #[test]
@@ -39,6 +39,7 @@ fn limit_flags_are_documented_and_validated() {
         ("--max-response-header-size", "[default: 65536]"),
         ("--max-response-headers", "[default: 100]"),
         ("--request-head-timeout", "[default: 60000]"),
+        ("--max-connections", "open-files"),
     ] {
         let at = help
             .find(flag)
@@ -57,6 +58,8 @@ fn limit_flags_are_documented_and_validated() {
         &["--max-response-header-size", "1024"],
         &["--max-response-headers", "0"],
         &["--request-head-timeout", "soon"],
+        &["--max-connections", "0"],
+        &["--max-connections", "many"],
     ] {
         let out = run_to_exit(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -338,6 +341,93 @@ fn keep_alive_hint_on_both_ports() {
         );
     }
     assert_eq!(hint(p.port, "/a", &[]), None);
+}
+
+/// `--max-connections`: with two connections open on the public port, a third waits in
+/// the kernel's accept queue (seen in `/proc/net/tcp`) unanswered, while the API and
+/// metrics ports answer; when one of the two closes, the third is taken and answered.
+/// The start-up logs the open-files limits and the connection limit; reaching the limit is
+/// logged.
+#[test]
+fn max_connections_leaves_the_rest_in_the_accept_queue() {
+    let mut p = Proxy::start(&["--max-connections", "2", "--metrics-port", "0"]);
+    let metrics = p.metrics_port();
+    let nofile = p.wait_for_line("Open-files limit");
+    assert!(nofile.contains("hard limit"), "{nofile}");
+    p.wait_for_line("Up to 2 connections at once on each public listener");
+    let mut held: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut client = Client::connect(p.port);
+            client.send("GET", "/_chp_healthz", &[], "");
+            assert_eq!(client.response().status, 200);
+            client
+        })
+        .collect();
+    let full = p.wait_for_line("connections open on ");
+    assert!(
+        full.contains(&format!(
+            "2 connections open on http://127.0.0.1:{}",
+            p.port
+        )),
+        "{full}"
+    );
+
+    let mut waiting = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    waiting
+        .write_all(b"GET /_chp_healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_until("the connection in the accept queue", || {
+        accept_queue(p.port) == 1
+    });
+    // The other ports answer meanwhile; the public one has taken nothing more.
+    assert_eq!(p.api("GET", "/api/routes", None).status, 200);
+    let r = request(metrics, "GET", "/metrics", &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(accept_queue(p.port), 1);
+    waiting.set_nonblocking(true).unwrap();
+    let mut byte = [0; 1];
+    let unanswered = waiting.read(&mut byte);
+    assert!(
+        unanswered
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "{unanswered:?}"
+    );
+    waiting.set_nonblocking(false).unwrap();
+
+    // One leaves: the waiting connection is accepted and answered.
+    drop(held.pop());
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut status = String::new();
+    BufReader::new(&waiting).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    assert_eq!(accept_queue(p.port), 0);
+}
+
+/// How many connections wait in the accept queue of the TCP listener on `127.0.0.1:port`:
+/// a listening socket's `rx_queue` in `/proc/net/tcp`.
+fn accept_queue(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields[1] == local && fields[3] == "0A")
+        .map(|fields| {
+            let rx = fields[4].split(':').nth(1).unwrap();
+            u64::from_str_radix(rx, 16).unwrap()
+        })
+        .unwrap_or_else(|| panic!("no listener on port {port} in /proc/net/tcp"))
+}
+
+/// Polls `done` until it holds; panics after `IO_TIMEOUT`.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 // ============================================================================================

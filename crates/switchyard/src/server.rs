@@ -20,6 +20,9 @@
 //! # }
 //! ```
 //!
+//! With [`ListenOptions::max_connections`], a listener at its limit accepts nothing
+//! until a connection ends; the system queues the new ones meanwhile.
+//!
 //! Each connection goes through these stages: accepted (counted by the drain from here
 //! on), TLS handshake (within [`ListenOptions::tls_handshake_timeout`]), then HTTP/1.1 or
 //! HTTP/2 (prior knowledge in clear text, ALPN over TLS). Every request head is checked
@@ -114,6 +117,12 @@ pub struct ListenOptions {
     /// How long a graceful shutdown waits for in-flight requests; the connections
     /// still open then are closed. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// The most connections served at once (TLS handshakes in progress included). At
+    /// the limit the listener stops accepting: new connections wait in the system's
+    /// accept queue, and are taken as open ones end. Each of a proxy's connections may
+    /// hold a target connection too, so size it against the process's descriptor limit.
+    /// At least 1. Default none (no limit).
+    pub max_connections: Option<usize>,
 }
 
 /// A running server. [`Server::shutdown`] stops it and waits for the drain; dropping it
@@ -334,6 +343,7 @@ impl Default for ListenOptions {
             max_uri_length: 16 * 1024,
             max_headers: DEFAULT_MAX_HEADERS,
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -414,6 +424,13 @@ impl ListenOptions {
     #[must_use]
     pub fn shutdown_timeout(mut self, limit: Duration) -> Self {
         self.shutdown_timeout = limit;
+        self
+    }
+
+    /// Sets [`max_connections`](Self::max_connections).
+    #[must_use]
+    pub fn max_connections(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.max_connections = limit.into();
         self
     }
 }

@@ -429,6 +429,44 @@ async fn connections_are_counted_until_they_close() {
     .await;
 }
 
+/// `max_connections`: at the limit the listener accepts nothing (the next client waits,
+/// unanswered, with the count still at the limit); when a connection ends, the waiting
+/// one is accepted and answered. A shutdown while the listener waits still ends it.
+#[tokio::test]
+async fn at_max_connections_new_connections_wait_for_one_to_end() {
+    let server = serve(
+        tcp_listener().await,
+        |_| answering("ok".into()),
+        ListenOptions::default().max_connections(1),
+    );
+    let addr = server.local_addr().tcp().unwrap();
+    let (mut send, conn) = h1_conn(addr).await;
+    let req = Request::get("/").header("host", "x").body(Body::empty());
+    within(send.send_request(req.unwrap())).await.unwrap();
+
+    let mut waiting = within(TcpStream::connect(addr)).await.unwrap();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0; 1];
+    // A negative check needs a window: nothing comes in it, and nothing was accepted.
+    let early = tokio::time::timeout(Duration::from_millis(200), waiting.read(&mut first)).await;
+    assert!(early.is_err(), "answered at the limit: {early:?}");
+    assert_eq!(server.connections(), 1);
+
+    drop(send);
+    within(conn).await.unwrap().unwrap();
+    let answer = read_to_close(&mut waiting).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+
+    // Full again, with the next client waiting: the shutdown does not wait for a permit.
+    let (_send, _conn) = h1_conn(addr).await;
+    let _queued = within(TcpStream::connect(addr)).await.unwrap();
+    within(server.shutdown()).await;
+}
+
 /// A shutdown closes the listener at once (a new connection is refused) while the
 /// request in flight finishes and gets its answer, with `Connection: close`.
 #[tokio::test]

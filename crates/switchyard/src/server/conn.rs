@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -68,9 +69,22 @@ pub(super) async fn accept_loop<M, S, B>(
         drain,
         options,
     });
-    let mut accept_errors =
-        AcceptErrors::new(listener.local_addr.url(shared.options.tls.is_some()));
+    let url = listener.local_addr.url(shared.options.tls.is_some());
+    let mut slots = shared
+        .options
+        .max_connections
+        .map(|n| Slots::new(n, url.clone()));
+    let mut accept_errors = AcceptErrors::new(url);
     loop {
+        // A permit per connection, held by its task: at the limit, nothing is accepted
+        // until a connection ends, and the kernel queues the new ones meanwhile.
+        let permit = match &mut slots {
+            None => None,
+            Some(slots) => tokio::select! {
+                () = cancel.cancelled() => break,
+                permit = slots.acquire() => permit,
+            },
+        };
         let accepted = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = accept(&listener) => accepted,
@@ -83,11 +97,11 @@ pub(super) async fn accept_loop<M, S, B>(
                     remote,
                     tls: shared.options.tls.is_some(),
                 };
-                spawn_connection(stream, Some(conn), &shared);
+                spawn_connection(stream, Some(conn), &shared, permit);
             }
             Ok(Accepted::Unix(stream)) => {
                 accept_errors.succeeded();
-                spawn_connection(stream, None, &shared);
+                spawn_connection(stream, None, &shared, permit);
             }
             Err(err) => {
                 // Out of file descriptors or similar: back off, then go on; the shutdown
@@ -172,8 +186,12 @@ fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one connection in a task of its own.
-fn spawn_connection<IO, M, S, B>(stream: IO, conn: Option<ConnInfo>, shared: &Arc<Shared<M>>)
-where
+fn spawn_connection<IO, M, S, B>(
+    stream: IO,
+    conn: Option<ConnInfo>,
+    shared: &Arc<Shared<M>>,
+    permit: Option<OwnedSemaphorePermit>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -186,6 +204,8 @@ where
     let mut registration = shared.drain.register();
     let shared = shared.clone();
     tokio::spawn(async move {
+        // Given back when the task ends, however it ends.
+        let _permit = permit;
         let service = ConnService {
             inner: RefCell::new((shared.make_service)(conn)),
             limits: shared.limits,
@@ -469,6 +489,47 @@ fn keep_alive_hint(timeout: Duration) -> HeaderValue {
 /// as the condition lasts. The first failure is logged, then a summary after 10, 100,
 /// 1,000… failures, and one line when an accept succeeds again.
 #[derive(Debug)]
+/// The connection limit of a listener: one permit per open connection.
+struct Slots {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    listener: String,
+    /// When reaching the limit was last logged.
+    logged: Option<std::time::Instant>,
+}
+
+impl Slots {
+    /// Reaching the limit is logged at most this often: a listener kept at its limit
+    /// reaches it again each time a connection ends.
+    const LOG_EVERY: Duration = Duration::from_secs(60);
+
+    fn new(limit: usize, listener: String) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            listener,
+            logged: None,
+        }
+    }
+
+    /// A permit for the next connection; at the limit, waits for a connection to end.
+    /// `None` (not reached: the semaphore is never closed) lets the connection in.
+    async fn acquire(&mut self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.logged.is_none_or(|at| at.elapsed() >= Self::LOG_EVERY) {
+            self.logged = Some(std::time::Instant::now());
+            warn!(
+                "{} connections open on {}, the limit: new connections wait until one ends",
+                self.limit, self.listener
+            );
+        }
+        self.permits.clone().acquire_owned().await.ok()
+    }
+}
+
 struct AcceptErrors {
     listener: String,
     count: u64,
