@@ -267,8 +267,10 @@ pub struct Cli {
     #[arg(long, value_name = "bytes", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub(crate) max_uri_length: u32,
     /// A request or response body that sends nothing for this many milliseconds is
-    /// aborted: the target's request is cancelled, the client's connection closed.
-    /// 0 turns the limit off. WebSocket tunnels are not affected.
+    /// aborted: the target's request is cancelled, the client's connection closed; so is a
+    /// connection whose client takes no byte of what is written to it for this long (a
+    /// download or WebSocket messages it does not read). 0 turns the limit off. Idle
+    /// WebSocket tunnels are not affected.
     #[arg(long, value_name = "ms", default_value_t = 300_000)]
     pub(crate) body_idle_timeout: u64,
     /// Largest response head (status line + headers) accepted from a target, in bytes;
@@ -473,6 +475,11 @@ impl Cli {
         } else {
             self.keep_alive_timeout
         })
+    }
+
+    /// How long a body may be silent, or a client take no byte (`None`: no limit).
+    pub(crate) fn body_idle_timeout(&self) -> Option<Duration> {
+        (self.body_idle_timeout > 0).then(|| Duration::from_millis(self.body_idle_timeout))
     }
 
     /// How long a request head may take from its first byte (`None`: no limit).

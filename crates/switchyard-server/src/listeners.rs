@@ -205,6 +205,8 @@ fn limits(cli: &Cli) -> ListenOptions {
         .max_header_size(to_usize(cli.max_header_size))
         .max_uri_length(to_usize(cli.max_uri_length))
         .max_headers(to_usize(cli.max_headers))
+        // A client that stops reading is dropped as a silent body is.
+        .send_timeout(cli.body_idle_timeout())
         .shutdown_timeout(Duration::from_millis(cli.shutdown_timeout))
 }
 

@@ -29,12 +29,14 @@
 //! against the size limits before the service sees it (`414`, `431`, the connection
 //! closed after the answer). On HTTP/1 the keep-alive timeout ends a connection idle
 //! between requests, and the request-head timeout one whose head is not complete in time
-//! after its first byte (with a `408`). [`Server::shutdown`] closes the listener, lets
+//! after its first byte (with a `408`); on any connection the send timeout ends one whose
+//! client takes none of what is written to it. [`Server::shutdown`] closes the listener, lets
 //! in-flight requests finish (keep-alive connections are closed after their response,
 //! TLS handshakes in progress are waited for) until
 //! [`ListenOptions::shutdown_timeout`], then closes what is left.
 
 mod conn;
+mod send;
 mod tls;
 
 use std::fmt;
@@ -102,6 +104,11 @@ pub struct ListenOptions {
     pub request_head_timeout: Option<Duration>,
     /// Close a TLS connection whose handshake takes longer. Default 10 s.
     pub tls_handshake_timeout: Option<Duration>,
+    /// Close a connection whose client takes no byte of what is written to it for this
+    /// long (nginx's `send_timeout`): a slow reader of a download, or of a WebSocket's
+    /// messages, cannot hold the connection and its target's for ever. Only a write
+    /// that waits is timed, never an idle connection. Default 60 s.
+    pub send_timeout: Option<Duration>,
     /// On HTTP/1.1 responses that keep the connection open, send `Keep-Alive:
     /// timeout=<keep-alive timeout in s>`, so that a client stops reusing an idle
     /// connection before the server closes it. Default false.
@@ -338,6 +345,7 @@ impl Default for ListenOptions {
             keep_alive_timeout: Some(Duration::from_secs(30)),
             request_head_timeout: Some(Duration::from_secs(60)),
             tls_handshake_timeout: Some(Duration::from_secs(10)),
+            send_timeout: Some(Duration::from_secs(60)),
             keep_alive_header: false,
             max_header_size: 64 * 1024,
             max_uri_length: 16 * 1024,
@@ -389,6 +397,13 @@ impl ListenOptions {
     #[must_use]
     pub fn tls_handshake_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.tls_handshake_timeout = limit.into();
+        self
+    }
+
+    /// Sets [`send_timeout`](Self::send_timeout).
+    #[must_use]
+    pub fn send_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.send_timeout = limit.into();
         self
     }
 

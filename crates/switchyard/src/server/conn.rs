@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::send::SendTimed;
 use super::{DEFAULT_MAX_HEADERS, Kind, ListenOptions, Listener};
 use crate::body::Body;
 use crate::drain::{Drain, Registration};
@@ -206,6 +207,8 @@ fn spawn_connection<IO, M, S, B>(
     tokio::spawn(async move {
         // Given back when the task ends, however it ends.
         let _permit = permit;
+        // Timed below TLS: what counts is whether the client takes bytes off the socket.
+        let stream = SendTimed::new(stream, shared.options.send_timeout);
         let service = ConnService {
             inner: RefCell::new((shared.make_service)(conn)),
             limits: shared.limits,
