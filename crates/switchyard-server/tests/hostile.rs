@@ -1,6 +1,7 @@
 //! Hostile clients through the real binary, each measured by the proxy's resident memory
 //! (`/proc/<pid>/status`) and open descriptors (`/proc/<pid>/fd`) before and after: a slow
-//! reader of a large download, and slow writers of request bodies.
+//! reader of a large download, slow writers of request bodies, a WebSocket client that
+//! never reads and one that sends a 1 GiB frame.
 //!
 //! Synchronisation is by events only (a backend report, a closed socket, a response, the
 //! descriptor count); every wait is bounded by `IO_TIMEOUT` or a multiple of it.
@@ -162,6 +163,163 @@ fn slow_writers_do_not_starve_others_and_go_after_the_idle_timeout() {
         memory(&p).rss,
         memory(&p).peak
     );
+}
+
+/// A WebSocket client that never reads while its target sends without pause: the tunnel
+/// holds its small buffers only (the target gets a few MiB out, then waits), and the
+/// client goes after `--body-idle-timeout` with no byte taken; the target's connection is
+/// closed with it.
+#[test]
+fn a_websocket_client_that_never_reads_goes_after_the_idle_timeout() {
+    let (backend, report) = websocket_target(Target::Floods);
+    let p = Proxy::start(&["--body-idle-timeout", "1000"]);
+    p.add("/", &format!("http://127.0.0.1:{backend}"));
+    assert_eq!(
+        request(p.port, "GET", "/_chp_healthz", &[], None).status,
+        200
+    );
+    let (fds, rss) = (p.open_fds(), memory(&p).rss);
+
+    let client = websocket_client(p.port);
+    let started = Instant::now();
+    let (sent, ended) = report.recv_timeout(IO_TIMEOUT * 3).unwrap();
+    let held = started.elapsed();
+    assert!(
+        !matches!(
+            ended,
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the target's connection was not closed: {ended:?} after {sent} bytes"
+    );
+    assert!(held >= Duration::from_millis(1000), "closed after {held:?}");
+    assert!(
+        sent < 64 << 20,
+        "the target sent {sent} bytes to a client that reads none"
+    );
+    let peak = memory(&p).peak;
+    assert!(
+        peak < rss + MEMORY_MARGIN_KIB,
+        "peak {peak} KiB from {rss} KiB"
+    );
+    drop(client);
+    back_to(&p, fds, rss);
+    eprintln!(
+        "websocket never read: held {held:?}; target sent {sent} B; RSS {rss} KiB before, \
+         peak {peak} KiB"
+    );
+}
+
+/// A WebSocket client sends one 1 GiB binary frame to a target that reads and drops it:
+/// all of it crosses the tunnel, and the proxy's memory does not follow the frame.
+#[test]
+fn a_one_gib_websocket_frame_crosses_with_bounded_memory() {
+    let (backend, report) = websocket_target(Target::Drains);
+    let p = Proxy::start(&[]);
+    p.add("/", &format!("http://127.0.0.1:{backend}"));
+    assert_eq!(
+        request(p.port, "GET", "/_chp_healthz", &[], None).status,
+        200
+    );
+    let (fds, rss) = (p.open_fds(), memory(&p).rss);
+
+    let mut client = websocket_client(p.port);
+    let started = Instant::now();
+    // A binary frame header with a 64-bit length, masked as a client's must be.
+    let mut header = vec![0x82, 0xFF];
+    header.extend_from_slice(&HUGE.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    client.write_all(&header).unwrap();
+    let chunk = vec![b'y'; 1 << 20];
+    for _ in 0..(HUGE >> 20) {
+        client.write_all(&chunk).unwrap();
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let (received, _) = report.recv_timeout(IO_TIMEOUT * 6).unwrap();
+    assert_eq!(received, HUGE + header.len() as u64);
+    let took = started.elapsed();
+    let peak = memory(&p).peak;
+    assert!(
+        peak < rss + MEMORY_MARGIN_KIB,
+        "peak {peak} KiB from {rss} KiB"
+    );
+    drop(client);
+    back_to(&p, fds, rss);
+    eprintln!("1 GiB frame: crossed in {took:?}; RSS {rss} KiB before, peak {peak} KiB");
+}
+
+/// What a WebSocket target does after its `101`.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Sends without pause; reports how much went out and how writing ended.
+    Floods,
+    /// Reads and drops everything; reports how much arrived, at the end of the stream.
+    Drains,
+}
+
+/// A WebSocket target for one connection (see [`Target`]). The tunnel carries bytes, so
+/// the target does not parse frames.
+fn websocket_target(does: Target) -> (u16, mpsc::Receiver<(u64, std::io::ErrorKind)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        // Safety nets only.
+        stream.set_write_timeout(Some(IO_TIMEOUT * 2)).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT * 5)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut writer = stream;
+        writer
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            )
+            .unwrap();
+        let mut chunk = vec![0x82; 1 << 16];
+        let mut count = 0u64;
+        let ended = loop {
+            let done = match does {
+                Target::Floods => writer.write(&chunk),
+                Target::Drains => match reader.read(&mut chunk) {
+                    Ok(0) => break std::io::ErrorKind::UnexpectedEof,
+                    other => other,
+                },
+            };
+            match done {
+                Ok(n) => count += n as u64,
+                Err(e) => break e.kind(),
+            }
+        };
+        let _ = tx.send((count, ended));
+    });
+    (port, rx)
+}
+
+/// A client connection through the proxy whose WebSocket handshake has been answered
+/// `101`; the next bytes are the tunnel's.
+fn websocket_client(port: u16) -> TcpStream {
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    // The head, byte by byte: nothing of the tunnel is read.
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client
 }
 
 /// The proxy's memory: resident now and at its peak, in KiB.
