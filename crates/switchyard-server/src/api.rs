@@ -36,12 +36,23 @@ pub(crate) struct ApiState {
     pub(crate) auth_token: Option<String>,
     pub(crate) host_routing: bool,
     pub(crate) metrics: Arc<Metrics>,
+    /// The dashboard's page and endpoints (`None` with `--no-dashboard`).
+    pub(crate) dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// The API as an axum router (one handler: CHP dispatches on the raw path itself, and so
-/// must we, to resolve dot segments and decode exactly as it does).
+/// must we, to resolve dot segments and decode exactly as it does), after the dashboard's
+/// exact paths when it is on.
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
-    Router::new().fallback(handle).with_state(state)
+    let dashboard = state
+        .dashboard
+        .clone()
+        .map(|d| crate::dashboard::router(d, state.auth_token.as_deref()));
+    let api = Router::new().fallback(handle).with_state(state);
+    match dashboard {
+        Some(dashboard) => dashboard.merge(api),
+        None => api,
+    }
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, req: Request) -> Response<Body> {
@@ -288,7 +299,7 @@ fn store_error(e: &StoreError) -> Response<Body> {
 }
 
 /// `application/x-www-form-urlencoded` pairs (`+` is a space), undecodable ones kept raw.
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| {

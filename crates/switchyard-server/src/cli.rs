@@ -322,6 +322,10 @@ pub struct Cli {
     /// No request IDs: the header is passed through as sent, and none is made.
     #[arg(long)]
     pub(crate) no_request_id: bool,
+    /// No dashboard: `/dashboard` and `/api/dashboard/*` on the API port answer 404, and
+    /// requests are not timed for it. Not in CHP.
+    #[arg(long, env = "SWITCHYARD_NO_DASHBOARD")]
+    pub(crate) no_dashboard: bool,
 
     /// Automatic HTTPS (not in CHP): get and renew the public port's certificate from an
     /// ACME server (Let's Encrypt) for this name; repeat the flag for more names, all in

@@ -26,6 +26,7 @@ mod access_log;
 mod acme;
 mod api;
 mod cli;
+mod dashboard;
 mod error_pages;
 mod image;
 mod listeners;
@@ -36,6 +37,7 @@ mod path;
 mod public;
 mod reload;
 mod request_id;
+mod route_stats;
 mod store;
 mod time;
 mod tls;
@@ -81,6 +83,8 @@ pub struct Running {
     reopen: Option<tokio::task::JoinHandle<()>>,
     reloader: Reloader,
     acme: Option<tokio::task::JoinHandle<()>>,
+    /// The dashboard's traffic sampler.
+    sampler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops it gracefully: `/_chp_readyz`
@@ -134,6 +138,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
 /// [`StartError`] naming what could not be used or bound.
 pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     warn_at_start(&cli, &env);
+    let started = (std::time::Instant::now(), time::now_ms());
     // TLS first: a bad certificate must stop us before any port is bound.
     let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
@@ -186,8 +191,33 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         ),
         default_target.as_ref(),
     );
+    let listeners = bound.describe((
+        tls.public.is_some() || acme_tls.is_some(),
+        tls.api.is_some(),
+    ));
     let (public_tls, api_tls, reloader) = certificates(&cli, tls, &engine, &metrics)?;
     let public_tls = public_tls.or(acme_tls);
+    let (dashboard, sampler) = if cli.no_dashboard {
+        (None, None)
+    } else {
+        let history = Arc::new(dashboard::History::default());
+        let sampler = dashboard::history::Sampler::new(metrics.clone(), history.clone()).spawn();
+        let dashboard = dashboard::Dashboard {
+            started: started.0,
+            started_ms: started.1,
+            listeners,
+            store_kind: match (&cli.storage_backend, &cli.state_file) {
+                (Some(StorageBackend::Redis(_)), _) => "redis",
+                (_, Some(_)) => "file",
+                _ => "memory",
+            },
+            store: store.clone(),
+            metrics: metrics.clone(),
+            history,
+            access_log: access_log.is_some(),
+        };
+        (Some(Arc::new(dashboard)), Some(sampler))
+    };
     let served = bound.serve(
         &cli,
         listeners::Shared {
@@ -202,6 +232,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             access_log: access_log.clone(),
             acme,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            dashboard,
         },
     );
     let reopen = access_log.map(reopen_on_sigusr1).transpose()?;
@@ -230,6 +261,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         reopen,
         reloader,
         acme: acme_task,
+        sampler,
     })
 }
 
@@ -397,6 +429,9 @@ impl Running {
         if let Some(task) = &self.acme {
             task.abort();
         }
+        if let Some(task) = &self.sampler {
+            task.abort();
+        }
         let servers = [
             Some(self.public),
             Some(self.api),
@@ -512,6 +547,7 @@ pub mod in_process {
             auth_token: token.map(str::to_owned),
             host_routing: false,
             metrics: Arc::new(Metrics::new()),
+            dashboard: None,
         }))
     }
 }

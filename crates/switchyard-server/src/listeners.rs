@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     pub(crate) acme: Option<Acme>,
     /// `--max-connections`, or its default from the open-files limit.
     pub(crate) max_connections: usize,
+    pub(crate) dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// The servers, serving.
@@ -125,6 +126,28 @@ impl Bound {
         }
     }
 
+    /// The listeners as the dashboard lists them: name, address as bound, TLS or not.
+    pub(crate) fn describe(
+        &self,
+        (public_tls, api_tls): (bool, bool),
+    ) -> Vec<crate::dashboard::ListenerInfo> {
+        let info = |name, listener: &Listener, tls| crate::dashboard::ListenerInfo {
+            name,
+            address: match listener.local_addr() {
+                LocalAddr::Tcp(_) => listener.local_addr().url(tls),
+                unix => unix.to_string(),
+            },
+            tls,
+        };
+        let mut all = vec![
+            info("public", &self.public, public_tls),
+            info("api", &self.api, api_tls),
+        ];
+        all.extend(self.metrics.iter().map(|l| info("metrics", l, false)));
+        all.extend(self.redirect.iter().map(|l| info("redirect", l, false)));
+        all
+    }
+
     /// Where redirects go: `--redirect-to`, else the public port as bound.
     fn https_port(&self, cli: &Cli) -> u16 {
         cli.redirect_to
@@ -162,6 +185,7 @@ impl Bound {
                 auth_token: shared.auth_token,
                 host_routing: cli.host_routing,
                 metrics: shared.metrics.clone(),
+                dashboard: shared.dashboard,
             },
             api_options.clone().tls(shared.api_tls),
         );

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 mod traffic;
 
-pub(crate) use traffic::Protocol;
+pub(crate) use traffic::{CLASSES, Protocol, Totals, quantile_seconds, upstream_kind};
 
 /// Content type of the Prometheus text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -202,6 +202,39 @@ impl Metrics {
         }
     }
 
+    /// Each listener's certificate and its `notAfter` (Unix seconds).
+    pub(crate) fn certificates(&self) -> Vec<(CertListener, i64)> {
+        [
+            CertListener::Public,
+            CertListener::Api,
+            CertListener::Client,
+        ]
+        .into_iter()
+        .filter_map(|l| {
+            let not_after = self.certificates[l as usize].load(Ordering::Relaxed);
+            (not_after != i64::MIN).then_some((l, not_after))
+        })
+        .collect()
+    }
+
+    /// Access log entries dropped so far (0 without an access log).
+    pub(crate) fn access_log_dropped(&self) -> u64 {
+        self.access_log.get().map_or(0, |l| l.dropped())
+    }
+
+    /// WebSocket tunnels open (none before the engine is built).
+    pub(crate) fn tunnels(&self) -> usize {
+        self.engine.get().map_or(0, switchyard::ProxyStats::tunnels)
+    }
+
+    /// Client connections open on the public port, tunnels included (`None` before it
+    /// serves).
+    pub(crate) fn client_connections(&self) -> Option<usize> {
+        self.public
+            .get()
+            .map(|public| public.connections() + self.tunnels())
+    }
+
     /// Exports the size of the store's route table.
     pub(crate) fn watch_store(&self, store: Arc<dyn crate::store::RouteStore>) {
         let _ = self.store.set(store);
@@ -256,7 +289,7 @@ impl Metrics {
              the writer was behind.\n\
              # TYPE switchyard_access_log_dropped_total counter\n\
              switchyard_access_log_dropped_total {}",
-            self.access_log.get().map_or(0, |l| l.dropped())
+            self.access_log_dropped()
         );
         self.render_certificates(&mut out);
         self.render_acme(&mut out);
@@ -312,14 +345,13 @@ impl Metrics {
         if let Some(store) = self.store.get() {
             gauge("switchyard_routes", "Routes in the table.", store.len());
         }
-        if let Some(public) = self.public.get() {
-            // An upgraded connection leaves the server for its tunnel.
-            let tunnels = self.engine.get().map_or(0, switchyard::ProxyStats::tunnels);
+        // An upgraded connection leaves the server for its tunnel: both are counted.
+        if let Some(connections) = self.client_connections() {
             gauge(
                 "switchyard_client_connections",
                 "Client connections open on the public port (TLS handshakes and WebSocket \
                  tunnels included).",
-                public.connections() + tunnels,
+                connections,
             );
         }
         if let Some(n) = self.store.get().and_then(|s| s.reconnects()) {

@@ -18,6 +18,7 @@ use crate::error_pages::ErrorPages;
 use crate::metrics::Metrics;
 use crate::path;
 use crate::request_id::RequestIds;
+use crate::route_stats::TargetState;
 use crate::store::{Route, RouteStore};
 
 /// The engine with the server's hooks: `last_activity` on client→server
@@ -62,10 +63,14 @@ pub(crate) fn engine(
             c.max_response_headers = to_usize(cli.max_response_headers);
         })
         .hooks(ActivityHooks {
-            // Timing each request to its end costs a little; only a metrics server shows it.
+            // Timing each request to its end costs a little; only a metrics server and the
+            // dashboard show it.
             observes_end: access_log.is_some()
                 || cli.metrics_port.is_some()
-                || cli.metrics_socket.is_some(),
+                || cli.metrics_socket.is_some()
+                || !cli.no_dashboard,
+            // Open tunnels are counted per route only when their end is seen.
+            counts_tunnels: !cli.no_dashboard,
             metrics,
             access_log,
         })
@@ -88,8 +93,11 @@ fn unless_zero(ms: Option<u64>) -> Option<Duration> {
 /// access log entry of each request the engine ends.
 #[derive(Debug)]
 pub(crate) struct ActivityHooks {
-    /// Whether the end of each request is watched (for the access log or the metrics).
+    /// Whether the end of each request is watched (for the access log, the metrics or
+    /// the dashboard).
     observes_end: bool,
+    /// Whether each route's open WebSockets are counted (for the dashboard).
+    counts_tunnels: bool,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
 }
@@ -103,6 +111,8 @@ pub(crate) struct RequestCtx {
     facts: Option<Arc<Facts>>,
     /// The HTTP version the client spoke.
     version: http::Version,
+    /// A tunnel opened and was counted in its route's stats.
+    tunnel_counted: bool,
 }
 
 /// The route of a request, carried to the hooks in its extensions.
@@ -134,7 +144,21 @@ impl switchyard::Hooks for ActivityHooks {
         self.observes_end
     }
 
+    fn on_open(&self, ctx: &mut Self::Ctx) {
+        if self.counts_tunnels
+            && let Some(route) = &ctx.route
+        {
+            route.stats().tunnel_opened();
+            ctx.tunnel_counted = true;
+        }
+    }
+
     fn on_end(&self, ctx: Self::Ctx, outcome: &switchyard::Outcome<'_>) {
+        if ctx.tunnel_counted
+            && let Some(route) = &ctx.route
+        {
+            route.stats().tunnel_closed();
+        }
         // A failure the server answers with an error page is logged by `handle`, with
         // the status the client got, which is the one timed here.
         let answered = match outcome.proxy_error() {
@@ -230,8 +254,20 @@ pub(crate) fn handle(
                 }
                 let result = state.engine.try_web(req, call).await;
                 let mut response = match answer(routed, result, request_id.as_ref()) {
-                    Ok(response) => response,
+                    Ok(response) => {
+                        routed.route.stats().record(
+                            crate::time::now_ms(),
+                            response.status().is_server_error(),
+                            Some(TargetState::Responding),
+                        );
+                        response
+                    }
                     Err((status, err)) => {
+                        routed.route.stats().record(
+                            crate::time::now_ms(),
+                            status.is_server_error(),
+                            TargetState::of_error(&err),
+                        );
                         let response =
                             error_response(&state, status, routed.upgrade, original_url).await;
                         log_answer(&state, facts.as_deref(), &response, Some(&err));

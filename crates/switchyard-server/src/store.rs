@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use serde_json::{Map, Value};
 use switchyard::routing::RouteMatch;
 
+use crate::route_stats::RouteStats;
 use crate::time;
 
 /// The key under which `last_activity` appears in a route's JSON.
@@ -51,6 +52,9 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn update_last_activity<'a>(&'a self, key: &'a str, at_ms: i64) -> StoreFuture<'a, ()>;
     /// The hot path: longest-prefix lookup in the in-memory snapshot. Never blocks.
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>>;
+    /// Every route of the in-memory table, in insertion order, as this replica has them
+    /// (`last_activity` seen here). Never blocks.
+    fn snapshot(&self) -> Vec<Arc<Route>>;
     /// How many routes the in-memory table holds. Never blocks.
     fn len(&self) -> usize;
     /// How many times a shared store got its connection back after losing it; `None`
@@ -126,6 +130,8 @@ pub(crate) struct Route {
     /// The newest `last_activity` known to be in the shared store (Redis); activity above
     /// it is flushed in the next batch. Unused by the memory store.
     synced_ms: AtomicI64,
+    /// Its recent requests, for the dashboard.
+    stats: RouteStats,
 }
 
 // === impl Target ===
@@ -198,6 +204,7 @@ impl Route {
             key_json: json_string(key),
             last_activity_ms: AtomicI64::new(now_ms),
             synced_ms: AtomicI64::new(now_ms),
+            stats: RouteStats::default(),
         }
     }
 
@@ -233,6 +240,11 @@ impl Route {
 
     pub(crate) fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Its recent requests (see [`RouteStats`]).
+    pub(crate) fn stats(&self) -> &RouteStats {
+        &self.stats
     }
 
     pub(crate) fn last_activity_ms(&self) -> i64 {

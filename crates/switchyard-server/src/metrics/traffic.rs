@@ -56,7 +56,7 @@ const PROTOCOLS: [Protocol; 3] = [Protocol::Http1, Protocol::Http2, Protocol::We
 
 /// The `status_class` label values; `none` is a request that got no response
 /// (the client left before its head).
-const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `kind` label of upstream errors.
 const ERROR_KINDS: [&str; 6] = ["refused", "connect", "timeout", "reset", "tls", "protocol"];
@@ -74,6 +74,15 @@ pub(crate) struct Traffic {
     sent: [AtomicU64; PROTOCOLS.len()],
     /// Upstream failures, by kind.
     upstream_errors: [AtomicU64; ERROR_KINDS.len()],
+}
+
+/// Running totals of [`Traffic`], which the dashboard's sampler takes differences of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Requests ended, by status class (in [`CLASSES`] order), every protocol.
+    pub(crate) classes: [u64; CLASSES.len()],
+    /// Times to the response head of HTTP requests (WebSockets aside), by bucket.
+    pub(crate) head: [u64; BOUNDS.len() + 1],
 }
 
 /// A Prometheus histogram over [`BOUNDS`]: each slot counts the observations
@@ -147,6 +156,26 @@ impl Traffic {
             self.head[p][class].observe(head);
         }
         self.end[p][class].observe(end);
+    }
+
+    /// The totals so far (relaxed reads: each count is exact, their sum may be a request
+    /// apart).
+    pub(crate) fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for protocol in PROTOCOLS {
+            for (class, h) in self.end[protocol.index()].iter().enumerate() {
+                totals.classes[class] += h.count();
+            }
+            if protocol == Protocol::WebSocket {
+                continue;
+            }
+            for h in &self.head[protocol.index()] {
+                for (sum, b) in totals.head.iter_mut().zip(&h.buckets) {
+                    *sum += b.load(Ordering::Relaxed);
+                }
+            }
+        }
+        totals
     }
 
     /// How many requests of `protocol` were timed to their end (all classes).
@@ -242,6 +271,37 @@ fn render_histograms(
     }
 }
 
+/// The `q` quantile (0 to 1) of observations counted by [`BOUNDS`] bucket, in seconds:
+/// interpolated within its bucket, the last bound for the open one; `None` without any.
+pub(crate) fn quantile_seconds(buckets: &[u64; BOUNDS.len() + 1], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, &n) in buckets.iter().enumerate() {
+        if n > 0 && seen + n >= rank {
+            let Some(&upper) = BOUNDS_NS.get(i) else {
+                break;
+            };
+            let lower = if i == 0 { 0 } else { BOUNDS_NS[i - 1] };
+            #[allow(clippy::cast_precision_loss)]
+            let within = (rank - seen) as f64 / n as f64;
+            #[allow(clippy::cast_precision_loss)]
+            return Some((lower as f64 + (upper - lower) as f64 * within) / 1e9);
+        }
+        seen += n;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Some(BOUNDS_NS[BOUNDS_NS.len() - 1] as f64 / 1e9)
+}
+
 /// The kind of an upstream failure, as an index in [`ERROR_KINDS`]; `None`
 /// when the target did not fail the request.
 fn upstream_error_kind(outcome: &Outcome<'_>) -> Option<usize> {
@@ -261,6 +321,11 @@ fn upstream_error_kind(outcome: &Outcome<'_>) -> Option<usize> {
         None => return None,
     };
     ERROR_KINDS.iter().position(|k| *k == kind)
+}
+
+/// The kind of a failed call's error (a name of `ERROR_KINDS`), when the target failed it.
+pub(crate) fn upstream_kind(e: &ProxyError) -> Option<&'static str> {
+    (e.side() == ErrorSide::Upstream).then(|| proxy_error_kind(e))
 }
 
 fn proxy_error_kind(e: &ProxyError) -> &'static str {
@@ -303,7 +368,6 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    #[cfg(test)]
     fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
@@ -333,6 +397,33 @@ mod tests {
         assert_eq!(h.buckets[1].load(Ordering::Relaxed), 1);
         assert_eq!(h.buckets[BOUNDS.len()].load(Ordering::Relaxed), 1);
         assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let mut b = [0u64; BOUNDS.len() + 1];
+        assert_eq!(quantile_seconds(&b, 0.5), None);
+        b[1] = 10; // 1 ms to 2.5 ms
+        let p50 = quantile_seconds(&b, 0.5).unwrap();
+        assert!((p50 - 0.00175).abs() < 1e-9, "{p50}");
+        b[BOUNDS.len()] = 100;
+        assert_eq!(quantile_seconds(&b, 0.99), Some(3600.0));
+        let t = Traffic::default();
+        t.record_times(
+            Protocol::Http1,
+            Some(503),
+            Some(Duration::from_millis(3)),
+            Duration::from_millis(3),
+        );
+        t.record_times(
+            Protocol::WebSocket,
+            Some(101),
+            Some(Duration::from_secs(9)),
+            Duration::from_secs(9),
+        );
+        let totals = t.totals();
+        assert_eq!(totals.classes, [0, 1, 0, 0, 0, 1]);
+        assert_eq!(totals.head.iter().sum::<u64>(), 1, "WebSockets aside");
     }
 
     #[test]

@@ -169,14 +169,16 @@ impl RouteStore for MemoryStore {
     }
 
     fn get_all(&self) -> StoreFuture<'_, Vec<Arc<Route>>> {
-        let all = self
-            .table
+        Box::pin(std::future::ready(Ok(self.snapshot())))
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Route>> {
+        self.table
             .snapshot()
             .entries()
             .into_iter()
             .map(|(_, r)| r)
-            .collect();
-        Box::pin(std::future::ready(Ok(all)))
+            .collect()
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {

@@ -431,14 +431,7 @@ impl RouteStore for RedisStore {
 
     fn get_all(&self) -> StoreFuture<'_, Vec<Arc<Route>>> {
         Box::pin(async move {
-            let routes: Vec<Arc<Route>> = self
-                .inner
-                .table
-                .snapshot()
-                .entries()
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect();
+            let routes = self.snapshot();
             let mut conn = self.inner.conn();
             let mut cmd = redis::cmd("HGETALL");
             cmd.arg(&self.inner.names.activity);
@@ -478,6 +471,16 @@ impl RouteStore for RedisStore {
             route.touch_at(at_ms);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Route>> {
+        self.inner
+            .table
+            .snapshot()
+            .entries()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
     }
 
     fn len(&self) -> usize {
