@@ -4,9 +4,10 @@
 //! status must actually be produced by some request. Also checks the Content-Type
 //! convention of the file's description (JSON answers typed, plain-text ones untyped).
 //!
-//! The schema check is deliberately small: `$ref`, `oneOf`, `enum`, `type`, `required`,
-//! `properties`, `additionalProperties`, and `pattern` in the subset the file uses
-//! (`^`, `$`, `.*`, `[0-9]{n}`, `\.`).
+//! The schema check is deliberately small: `$ref`, `oneOf`, `enum`, `type`, `nullable`,
+//! `required`, `properties`, `additionalProperties`, `items`, and `pattern` in the subset
+//! the file uses (`^`, `$`, `.*`, `[0-9]{n}`, `\.`). The dashboard page (`text/html`)
+//! must carry its `Content-Security-Policy`.
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on failure")]
 
@@ -31,6 +32,9 @@ fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
 
 fn validate(spec: &Value, schema: &Value, value: &Value) -> Result<(), String> {
     let schema = resolve(spec, schema);
+    if value.is_null() && schema.get("nullable") == Some(&Value::Bool(true)) {
+        return Ok(());
+    }
     if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
         let ok = options
             .iter()
@@ -84,7 +88,14 @@ fn validate(spec: &Value, schema: &Value, value: &Value) -> Result<(), String> {
         Some("integer") if !value.is_i64() && !value.is_u64() => {
             return Err(format!("{value} not an integer"));
         }
-        Some("array") if !value.is_array() => return Err(format!("{value} not an array")),
+        Some("array") => {
+            let items = value.as_array().ok_or(format!("{value} not an array"))?;
+            if let Some(item) = schema.get("items") {
+                for v in items {
+                    validate(spec, item, v)?;
+                }
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -222,6 +233,70 @@ fn calls() -> Vec<Call> {
         c("getRoute", "GET", "/api/routes/user/nobody", true, None),
         c("getRoute", "GET", "/api/routes/bad%ZZ", true, None),
         c("getRoute", "GET", "/api/routes/user/alice", false, None),
+        c("getDashboard", "GET", "/dashboard", false, None),
+        c(
+            "getDashboardSummary",
+            "GET",
+            "/api/dashboard/summary",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardSummary",
+            "GET",
+            "/api/dashboard/summary",
+            false,
+            None,
+        ),
+        c(
+            "getDashboardTraffic",
+            "GET",
+            "/api/dashboard/traffic",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardTraffic",
+            "GET",
+            "/api/dashboard/traffic",
+            false,
+            None,
+        ),
+        c(
+            "getDashboardRoutes",
+            "GET",
+            "/api/dashboard/routes",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardRoutes",
+            "GET",
+            "/api/dashboard/routes?q=ALICE&sort=user&order=desc&page=1&per_page=1",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardRoutes",
+            "GET",
+            "/api/dashboard/routes?sort=size",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardRoutes",
+            "GET",
+            "/api/dashboard/routes?page=0",
+            true,
+            None,
+        ),
+        c(
+            "getDashboardRoutes",
+            "GET",
+            "/api/dashboard/routes",
+            false,
+            None,
+        ),
         c(
             "deleteRoute",
             "DELETE",
@@ -312,6 +387,15 @@ fn server_answers_match_openapi_json() {
                 assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
                 let value: Value = serde_json::from_str(&r.body).unwrap();
                 validate(&spec, &c["schema"], &value).unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+            Some((media, _)) if media == "text/html" => {
+                let kind = r.header("content-type").unwrap_or_default();
+                assert!(kind.starts_with("text/html"), "{what}: {kind}");
+                let csp = r.header("content-security-policy").unwrap_or_default();
+                assert!(
+                    csp.starts_with("default-src 'none'; "),
+                    "{what}: CSP {csp:?}"
+                );
             }
             Some((media, c)) => {
                 assert_eq!(media, "text/plain", "{what}");
