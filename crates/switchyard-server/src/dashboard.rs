@@ -458,7 +458,7 @@ impl Sort {
 
 impl RoutesQuery {
     /// Reads `q`, `sort`, `order`, `page` and `per_page`; unknown names are ignored, bad
-    /// values are refused with the reason.
+    /// values (an empty one but for `q`) are refused with the reason.
     fn parse(query: &str) -> Result<Self, String> {
         let mut parsed = Self {
             q: String::new(),
@@ -480,7 +480,6 @@ impl RoutesQuery {
                     return Err(format!("Invalid 'q': at most {MAX_QUERY} characters"));
                 }
                 "q" => parsed.q = value.trim().to_owned(),
-                "sort" if value.is_empty() => {}
                 "sort" => {
                     parsed.sort = Sort::ALL
                         .into_iter()
@@ -492,13 +491,13 @@ impl RoutesQuery {
                 }
                 "order" => {
                     parsed.descending = match value.as_str() {
-                        "" | "asc" => false,
+                        "asc" => false,
                         "desc" => true,
                         _ => return Err("Invalid 'order': asc or desc".to_owned()),
                     };
                 }
-                "page" if !value.is_empty() => parsed.page = number("page", &value, 1_000_000)?,
-                "per_page" if !value.is_empty() => {
+                "page" => parsed.page = number("page", &value, 1_000_000)?,
+                "per_page" => {
                     parsed.per_page = number("per_page", &value, MAX_PER_PAGE)?;
                 }
                 _ => {}

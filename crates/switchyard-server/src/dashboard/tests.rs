@@ -204,6 +204,9 @@ async fn bad_queries_get_a_reason() {
     let (router, _) = setup();
     for (q, reason) in [
         ("?sort=size", "Invalid 'sort'"),
+        ("?sort=", "Invalid 'sort'"),
+        ("?order=", "Invalid 'order'"),
+        ("?per_page=", "Invalid 'per_page'"),
         ("?order=up", "Invalid 'order'"),
         ("?page=0", "Invalid 'page'"),
         ("?page=x", "Invalid 'page'"),
