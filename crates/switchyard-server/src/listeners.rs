@@ -200,6 +200,7 @@ impl Bound {
                 engine: shared.engine,
                 stopping: shared.stopping,
                 access_log: shared.access_log,
+                route_stats: !cli.no_dashboard,
                 request_ids: (!cli.no_request_id)
                     .then(|| crate::request_id::RequestIds::new(cli.request_id_header.clone())),
             },

@@ -198,6 +198,9 @@ pub(crate) struct PublicState {
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// `None` with `--no-request-id`.
     pub(crate) request_ids: Option<RequestIds>,
+    /// Each route's recent requests are counted (for the dashboard; off with
+    /// `--no-dashboard`, which saves a clock read per request).
+    pub(crate) route_stats: bool,
 }
 
 /// The outcome of the route lookup for one request.
@@ -253,21 +256,22 @@ pub(crate) fn handle(
                     call = call.conn(conn);
                 }
                 let result = state.engine.try_web(req, call).await;
+                let record = |status: StatusCode, target: Option<TargetState>| {
+                    if state.route_stats {
+                        let now = crate::time::now_ms();
+                        routed
+                            .route
+                            .stats()
+                            .record(now, status.is_server_error(), target);
+                    }
+                };
                 let mut response = match answer(routed, result, request_id.as_ref()) {
                     Ok(response) => {
-                        routed.route.stats().record(
-                            crate::time::now_ms(),
-                            response.status().is_server_error(),
-                            Some(TargetState::Responding),
-                        );
+                        record(response.status(), Some(TargetState::Responding));
                         response
                     }
                     Err((status, err)) => {
-                        routed.route.stats().record(
-                            crate::time::now_ms(),
-                            status.is_server_error(),
-                            TargetState::of_error(&err),
-                        );
+                        record(status, TargetState::of_error(&err));
                         let response =
                             error_response(&state, status, routed.upgrade, original_url).await;
                         log_answer(&state, facts.as_deref(), &response, Some(&err));

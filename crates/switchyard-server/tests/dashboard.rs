@@ -1,6 +1,7 @@
 //! The dashboard through the real binary: the page and its policy without a token, the
 //! JSON endpoints behind it, what they say after real traffic to real peers (a target that
-//! answers, one that refuses, a WebSocket), the traffic sampler, and `--no-dashboard`.
+//! answers, one that refuses, a WebSocket), the traffic sampler, the certificate and the
+//! access log, a Redis store going away, and `--no-dashboard`.
 //! `src/dashboard/tests.rs` drives the same router in-process; `tests/dashboard_browser.rs`
 //! drives the page in Chromium.
 
@@ -11,6 +12,7 @@
 
 mod backends;
 mod common;
+mod redis_peers;
 
 use std::time::Instant;
 
@@ -126,6 +128,59 @@ fn summary_lists_the_server() {
     );
     assert_eq!(s["certificates"], serde_json::json!([]));
     assert_eq!(s["access_log"]["dropped"], 0);
+}
+
+/// With TLS on the public port and an access log: the listener says so, and the
+/// certificate's expiry is listed.
+#[test]
+fn summary_lists_the_certificate_and_the_access_log() {
+    let dir = common::temp_dir("dashboard-tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_file, key_file, log) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("access.log"),
+    );
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let p = Proxy::start(&[
+        "--ssl-cert",
+        cert_file.to_str().unwrap(),
+        "--ssl-key",
+        key_file.to_str().unwrap(),
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    let s = json(&p, "/api/dashboard/summary");
+    assert_eq!(s["listeners"][0]["tls"], true);
+    assert_eq!(
+        s["listeners"][0]["address"],
+        format!("https://127.0.0.1:{}", p.port)
+    );
+    let certs = s["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{s:#}");
+    assert_eq!(certs[0]["listener"], "public");
+    // rcgen's default validity ends in 4096.
+    assert!(certs[0]["not_after"].as_str().unwrap().starts_with("4096-"));
+    assert!(certs[0]["expires_in_seconds"].as_i64().unwrap() > 0);
+    assert_eq!(s["access_log"]["enabled"], true);
+}
+
+/// A Redis store: connected, then not once Redis is gone.
+#[test]
+fn summary_follows_the_redis_store() {
+    let mut redis = redis_peers::Redis::start();
+    let p = redis_peers::replica(&redis);
+    let s = json(&p, "/api/dashboard/summary");
+    assert_eq!(s["store"]["kind"], "redis");
+    assert_eq!(
+        (&s["store"]["connected"], &s["store"]["reconnects"]),
+        (&Value::Bool(true), &Value::from(0))
+    );
+    redis.kill();
+    until(&p, "/api/dashboard/summary", "Redis seen gone", |v| {
+        v["store"]["connected"] == false && v["store"]["ready"] == false
+    });
 }
 
 /// A target that answers is `responding`, one that refuses `refusing` with every request

@@ -31,6 +31,7 @@ async fn state(host_routing: bool, include_prefix: bool, keys: &[&str]) -> Publi
         stopping: Arc::default(),
         access_log: None,
         request_ids: None,
+        route_stats: true,
     }
 }
 
