@@ -304,7 +304,7 @@ fn routes_page(all: Vec<Arc<Route>>, query: &RoutesQuery, now_ms: i64) -> Routes
         .map(|route| {
             let snap = route.stats().snapshot(now_ms);
             let user = (query.sort == Sort::User)
-                .then(|| data_of(&route).0)
+                .then(|| user_of(&route))
                 .flatten();
             Entry { route, snap, user }
         })
@@ -377,6 +377,22 @@ fn data_of(route: &Route) -> (Option<String>, Option<String>, Value) {
     let data: Value = serde_json::from_slice(&route.json()).unwrap_or(Value::Null);
     let field = |name: &str| data.get(name).and_then(Value::as_str).map(str::to_owned);
     (field("user"), field("server_name"), data)
+}
+
+/// The route's `user` alone: the other values are skipped, not built (sorting 10,000
+/// routes by user reads each one's JSON).
+fn user_of(route: &Route) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct User {
+        #[serde(default)]
+        user: Value,
+    }
+    match serde_json::from_slice::<User>(&route.json()) {
+        Ok(User {
+            user: Value::String(user),
+        }) => Some(user),
+        _ => None,
+    }
 }
 
 /// Whether the path, the target or the data contain `needle` (lower case).
