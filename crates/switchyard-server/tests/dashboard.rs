@@ -183,6 +183,20 @@ fn summary_follows_the_redis_store() {
     });
 }
 
+/// A target that takes the request and never answers is `timing_out` once the proxy's
+/// `--proxy-timeout` has passed (the 503 is the event waited for).
+#[test]
+fn a_silent_target_is_timing_out() {
+    let (port, _requests) = hanging_backend();
+    let p = Proxy::start(&["--proxy-timeout", "300"]);
+    p.add("/user/slow", &format!("http://127.0.0.1:{port}"));
+    assert_eq!(get(p.port, "/user/slow/x", &[]).status, 503);
+    let page = json(&p, "/api/dashboard/routes");
+    let slow = route(&page, "/user/slow");
+    assert_eq!(slow["state"], "timing_out", "{slow:#}");
+    assert_eq!(slow["errors"], 1);
+}
+
 /// A target that answers is `responding`, one that refuses `refusing` with every request
 /// an error; a WebSocket is counted while open; the sampler records the traffic.
 #[test]

@@ -3,7 +3,8 @@
 //! against the real binary, with real targets and live traffic. The page must load
 //! without a console error or an exception, take the token from the `#token=` fragment
 //! and drop it from the URL, show the routes added through the API, and show within the
-//! refresh interval a route added afterwards and a target that went down.
+//! refresh interval a route added afterwards and a target that went down. Then the token
+//! is forgotten, a wrong one refused, and the right one entered through the form.
 //!
 //! Waiting is on events: each check is a promise in the page that a `MutationObserver`
 //! resolves when the DOM says what is expected (with a safety timeout). A screenshot is
@@ -417,8 +418,43 @@ fn the_page_shows_routes_traffic_and_a_target_going_down() {
     }
     traffic_done.store(true, Ordering::SeqCst);
     traffic.join().unwrap();
-
     let errors = cdp.errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // "Forget token" empties sessionStorage and asks again; a wrong token is refused and
+    // forgotten; the right one through the form shows the routes again.
+    cdp.eval("document.querySelector('#forget').click()");
+    cdp.wait_for("the token form", "!document.querySelector('#login').hidden");
+    assert_eq!(
+        cdp.eval("sessionStorage.length"),
+        Value::from(0),
+        "the token is forgotten"
+    );
+    let submit = |token: &str| {
+        format!(
+            "document.querySelector('#token').value = {token:?}; \
+             document.querySelector('#login').requestSubmit(); true"
+        )
+    };
+    cdp.eval(&submit("wrong"));
+    cdp.wait_for(
+        "the refusal",
+        "document.querySelector('#login-error').textContent.includes('refused')",
+    );
+    assert_eq!(cdp.eval("sessionStorage.length"), Value::from(0));
+    cdp.eval(&submit(TOKEN));
+    cdp.wait_for(
+        "the routes after the form",
+        "!document.querySelector('#main').hidden && document.querySelector('#login').hidden",
+    );
+    cdp.wait_for("the routes after the form", &row_has("/user/zoe", "zoe"));
+
+    // The wrong token's 403s are the only errors since (Chromium logs each as one).
+    let errors: Vec<_> = cdp
+        .errors()
+        .into_iter()
+        .filter(|e| !(e.contains("status of 403") && e.contains("/api/dashboard/")))
+        .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     assert!(
         cdp.events

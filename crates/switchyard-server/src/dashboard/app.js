@@ -42,7 +42,7 @@
   class Refused extends Error {}
 
   async function get(path) {
-    // No token yet: an API without one (no CONFIGPROXY_AUTH_TOKEN) answers anyway.
+    // An empty token: the API has none (no CONFIGPROXY_AUTH_TOKEN), send no header.
     const headers = token() ? { Authorization: "token " + token() } : {};
     const res = await fetch(path, {
       headers,
@@ -75,9 +75,8 @@
       $("status").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       if (e instanceof Refused) {
-        const had = token() !== null;
         sessionStorage.removeItem(KEY);
-        showLogin(had ? "The token was refused." : "");
+        showLogin("The token was refused.");
         return;
       }
       $("status").textContent = "cannot reach the API (" + e.message + "), retrying";
@@ -272,7 +271,8 @@
         refresh();
       });
     }
-    refresh();
+    // Nothing is asked of the API before there is a token (or an empty one, entered).
+    if (token() === null) showLogin(""); else refresh();
   }
 
   start();

@@ -133,6 +133,25 @@ async fn the_json_needs_the_token() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Without `CONFIGPROXY_AUTH_TOKEN` the API is open, the dashboard's JSON too.
+#[tokio::test]
+async fn an_open_api_needs_no_token() {
+    let (_, store) = setup();
+    let dashboard = Dashboard {
+        started: Instant::now(),
+        started_ms: 0,
+        listeners: Vec::new(),
+        store_kind: "memory",
+        store: store.clone(),
+        metrics: Arc::new(Metrics::new()),
+        history: Arc::new(History::default()),
+        access_log: false,
+    };
+    let open = router(Arc::new(dashboard), None);
+    let (status, _, _) = call(&open, "/api/dashboard/summary", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn summary_and_traffic_shapes() {
     let (router, store) = setup();
