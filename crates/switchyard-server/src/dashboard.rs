@@ -102,8 +102,9 @@ struct StoreSummary {
     /// Redis only: connected now.
     connected: Option<bool>,
     reconnects: Option<u64>,
-    /// The other replicas sharing the store, when known (not yet: `null`).
-    replicas: Option<Vec<String>>,
+    /// Redis: the replicas sharing it now, this one included (subscribers to its change
+    /// channel); `null` for the other stores, or when Redis does not answer in time.
+    replicas: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -259,7 +260,7 @@ async fn summary(State(state): State<DashState>, headers: HeaderMap) -> Response
             ready,
             connected: reconnects.is_some().then_some(ready),
             reconnects,
-            replicas: None,
+            replicas: d.store.replicas().await,
         },
         routes: d.store.len(),
         certificates,

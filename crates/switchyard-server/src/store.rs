@@ -62,6 +62,11 @@ pub(crate) trait RouteStore: Send + Sync + fmt::Debug {
     fn reconnects(&self) -> Option<u64> {
         None
     }
+    /// How many replicas share the store now, this one included; `None` for a store of
+    /// this process alone, or when the shared store does not answer in time.
+    fn replicas(&self) -> Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>> {
+        Box::pin(std::future::ready(None))
+    }
     /// Whether the table is what the store holds, so this replica may take traffic: `Err`
     /// with a short reason when not (a shared store that is disconnected or reloading).
     fn ready(&self) -> Result<(), &'static str> {

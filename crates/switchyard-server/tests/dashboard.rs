@@ -166,21 +166,24 @@ fn summary_lists_the_certificate_and_the_access_log() {
     assert_eq!(s["access_log"]["enabled"], true);
 }
 
-/// A Redis store: connected, then not once Redis is gone.
+/// A Redis store: connected, the two replicas on it seen, then not once Redis is gone.
 #[test]
 fn summary_follows_the_redis_store() {
     let mut redis = redis_peers::Redis::start();
     let p = redis_peers::replica(&redis);
+    let _other = redis_peers::replica(&redis);
     let s = json(&p, "/api/dashboard/summary");
     assert_eq!(s["store"]["kind"], "redis");
     assert_eq!(
         (&s["store"]["connected"], &s["store"]["reconnects"]),
         (&Value::Bool(true), &Value::from(0))
     );
+    assert_eq!(s["store"]["replicas"], 2, "{s:#}");
     redis.kill();
-    until(&p, "/api/dashboard/summary", "Redis seen gone", |v| {
+    let s = until(&p, "/api/dashboard/summary", "Redis seen gone", |v| {
         v["store"]["connected"] == false && v["store"]["ready"] == false
     });
+    assert_eq!(s["store"]["replicas"], Value::Null);
 }
 
 /// A target that takes the request and never answers is `timing_out` once the proxy's

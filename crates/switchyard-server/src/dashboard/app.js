@@ -138,7 +138,7 @@
       store += s.store.connected ? " (connected" : " (NOT connected";
       store += ", " + s.store.reconnects + " reconnects)";
     }
-    if (s.store.replicas) store += " · replicas: " + s.store.replicas.join(", ");
+    if (s.store.replicas !== null) store += " · " + s.store.replicas + " replica(s) sharing it";
     rows.push(["Route store", store, s.store.ready ? "" : "error"]);
     rows.push(["Routes", String(s.routes)]);
     rows.push(["Connections", (s.client_connections ?? "–") + " open, " + s.websockets + " WebSockets"]);

@@ -162,6 +162,7 @@ async fn summary_and_traffic_shapes() {
     assert_eq!(s["routes"], 1);
     assert_eq!(s["store"]["kind"], "memory");
     assert_eq!(s["store"]["connected"], Value::Null);
+    assert_eq!(s["store"]["replicas"], Value::Null);
     assert_eq!(s["listeners"][0]["name"], "public");
     assert_eq!(s["access_log"]["enabled"], false);
     let (_, _, body) = call(&router, "/api/dashboard/traffic", Some(TOKEN)).await;

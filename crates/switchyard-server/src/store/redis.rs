@@ -491,6 +491,23 @@ impl RouteStore for RedisStore {
         Some(self.inner.reconnects.load(Ordering::Relaxed))
     }
 
+    /// Every replica subscribes to the changes channel: `PUBSUB NUMSUB` counts them (one
+    /// command, answered from Redis's memory), each replica's subscription once.
+    fn replicas(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send + '_>> {
+        Box::pin(async move {
+            let mut conn = self.inner.conn();
+            let mut cmd = redis::cmd("PUBSUB");
+            cmd.arg("NUMSUB").arg(&self.inner.names.channel);
+            let read = cmd.query_async::<(String, u64)>(&mut conn);
+            match tokio::time::timeout(READ_TIMEOUT, read).await {
+                Ok(Ok((_, n))) => Some(n),
+                _ => None,
+            }
+        })
+    }
+
     fn lookup(&self, path: &str) -> Option<RouteMatch<Route>> {
         self.inner.table.lookup(path)
     }
