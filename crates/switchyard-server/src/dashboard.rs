@@ -14,8 +14,6 @@
 //! ([`CSP`]) allows scripts, styles and fetches from the API's own origin only, and no
 //! inline script or style; the script writes text with `textContent`, never markup.
 
-pub(crate) mod history;
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +29,8 @@ use crate::api;
 use crate::metrics::Metrics;
 use crate::store::{Route, RouteStore};
 use crate::time;
+
+pub(crate) mod history;
 
 pub(crate) use history::History;
 
