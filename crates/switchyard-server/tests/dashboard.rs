@@ -270,6 +270,21 @@ fn routes_reflect_real_traffic() {
         .iter()
         .find(|s| s["rps"].as_f64().unwrap() > 0.0)
         .unwrap();
+    let mut keys: Vec<_> = sample.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "connections",
+            "p50_ms",
+            "p99_ms",
+            "rps",
+            "status",
+            "time",
+            "websockets"
+        ],
+        "the shape openapi.json gives (TrafficSample)"
+    );
     assert!(sample["status"]["2xx"].as_f64().unwrap() > 0.0, "{sample}");
     assert!(sample["p50_ms"].as_f64().is_some(), "{sample}");
 }
