@@ -449,6 +449,17 @@ fn the_page_shows_routes_traffic_and_a_target_going_down() {
     );
     cdp.wait_for("the routes after the form", &row_has("/user/zoe", "zoe"));
 
+    // A fragment with a malformed escape, given to the open page (a same-document
+    // navigation), is a wrong token, not an exception.
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("http://127.0.0.1:{}/dashboard#token=%E0%A4%A", p.api_port)}),
+    );
+    cdp.wait_for(
+        "the malformed token refused",
+        "location.hash === '' && document.querySelector('#login-error').textContent.includes('refused')",
+    );
+
     // The wrong token's 403s are the only errors since (Chromium logs each as one).
     let errors: Vec<_> = cdp
         .errors()

@@ -14,7 +14,13 @@
   function tokenFromFragment() {
     const m = /^#token=(.+)$/.exec(location.hash);
     if (m) {
-      sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
+      let value = m[1];
+      try {
+        value = decodeURIComponent(value);
+      } catch (e) {
+        // A malformed escape: the token as written (the API will say if it is wrong).
+      }
+      sessionStorage.setItem(KEY, value);
       history.replaceState(null, "", location.pathname + location.search);
     }
   }
@@ -243,6 +249,13 @@
 
   function start() {
     tokenFromFragment();
+    // A script may also open `#token=...` in a tab that already shows the page.
+    window.addEventListener("hashchange", () => {
+      if (location.hash.startsWith("#token=")) {
+        tokenFromFragment();
+        refresh();
+      }
+    });
     $("login").addEventListener("submit", (e) => {
       e.preventDefault();
       sessionStorage.setItem(KEY, $("token").value.trim());
