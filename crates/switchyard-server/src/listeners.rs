@@ -15,7 +15,7 @@ use crate::acme::Acme;
 use crate::api::{self, ApiState};
 use crate::cli::Cli;
 use crate::error_pages::{self, ErrorPages};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, ConnProtocol, Metrics};
 use crate::public::{self, Engine, PublicState};
 use crate::store::{RouteStore, Target};
 
@@ -245,7 +245,12 @@ fn serve_public(
         listener,
         move |conn| {
             let state = state.clone();
-            service_fn(move |req| public::handle(state.clone(), req, conn))
+            // Dropped with the connection's service: its protocol's count goes down.
+            let mark = Arc::new(ConnProtocol::new(state.metrics.clone()));
+            service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                mark.saw(req.version());
+                public::handle(state.clone(), req, conn)
+            })
         },
         options,
     )

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod connections;
 mod traffic;
+
+pub(crate) use connections::ConnProtocol;
 
 pub(crate) use traffic::{CLASSES, Protocol, Totals, quantile_seconds, upstream_kind};
 
@@ -53,6 +56,8 @@ pub(crate) struct Metrics {
     store: OnceLock<Arc<dyn crate::store::RouteStore>>,
     /// The public server (its open connections).
     public: OnceLock<switchyard::ServerStats>,
+    /// Its connections by the protocol of their first request.
+    pub(crate) protocols: connections::ByProtocol,
 }
 
 /// Whose certificate: the `listener` label of the expiry gauge.
@@ -116,6 +121,7 @@ impl Metrics {
             acme_on: std::sync::atomic::AtomicBool::new(false),
             store: OnceLock::new(),
             public: OnceLock::new(),
+            protocols: connections::ByProtocol::default(),
         }
     }
 
@@ -345,14 +351,10 @@ impl Metrics {
         if let Some(store) = self.store.get() {
             gauge("switchyard_routes", "Routes in the table.", store.len());
         }
-        // An upgraded connection leaves the server for its tunnel: both are counted.
-        if let Some(connections) = self.client_connections() {
-            gauge(
-                "switchyard_client_connections",
-                "Client connections open on the public port (TLS handshakes and WebSocket \
-                 tunnels included).",
-                connections,
-            );
+        // An upgraded connection leaves the server for its tunnel: counted as `websocket`.
+        if let Some(public) = self.public.get() {
+            self.protocols
+                .render(out, public.connections(), self.tunnels());
         }
         if let Some(n) = self.store.get().and_then(|s| s.reconnects()) {
             let _ = writeln!(

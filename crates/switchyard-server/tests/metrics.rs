@@ -121,6 +121,51 @@ fn h2_gets(port: u16, path: &str, n: usize) {
     });
 }
 
+/// An HTTP/2 connection (prior knowledge) that has made one GET and stays open until
+/// the returned sender is dropped.
+fn h2_held(port: u16, path: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        common::block_on(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            let conn = tokio::spawn(conn);
+            let req = http::Request::get(&url)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.into_body().collect().await.unwrap();
+            ready_tx.send(()).unwrap();
+            // Until the test drops its sender.
+            tokio::task::spawn_blocking(move || while stop_rx.recv().is_ok() {})
+                .await
+                .unwrap();
+            drop(send);
+            conn.abort();
+        });
+    });
+    ready_rx.recv().expect("the HTTP/2 GET");
+    (stop_tx, thread)
+}
+
+const CONNS: &str = "switchyard_client_connections";
+
+/// The `switchyard_client_connections` series of `protocol`.
+fn conns(protocol: &str) -> String {
+    format!("{CONNS}{{protocol=\"{protocol}\"}}")
+}
+
 const HEAD: &str = "switchyard_request_head_duration_seconds";
 const END: &str = "switchyard_request_duration_seconds";
 
@@ -271,7 +316,9 @@ fn gauges_follow_routes_connections_and_tunnels() {
     let (p, metrics) = proxy_with_metrics(&["--keep-alive-timeout", "600000"]);
     let m = scrape(metrics);
     assert_eq!(value(&m, "switchyard_routes"), Some(0.0), "{m}");
-    assert_eq!(value(&m, "switchyard_client_connections"), Some(0.0), "{m}");
+    for protocol in ["http1.1", "http2", "websocket", "pending"] {
+        assert_eq!(value(&m, &conns(protocol)), Some(0.0), "{m}");
+    }
     assert_eq!(value(&m, "switchyard_websocket_tunnels"), Some(0.0), "{m}");
     assert_eq!(
         value(&m, "switchyard_upstream_idle_connections"),
@@ -292,21 +339,36 @@ fn gauges_follow_routes_connections_and_tunnels() {
             c
         })
         .collect();
-    scrape_once(metrics, "switchyard_client_connections", 2.0);
+    scrape_once(metrics, &conns("http1.1"), 2.0);
+    // A connection that has sent nothing yet.
+    let silent = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    scrape_once(metrics, &conns("pending"), 1.0);
+    let (h2, h2_thread) = h2_held(p.port, "/a/h2");
+    scrape_once(metrics, &conns("http2"), 1.0);
     // One after the other, the two requests used one upstream connection, now idle.
     scrape_once(metrics, "switchyard_upstream_idle_connections", 1.0);
     let (mut ws, res) = ws_connect(p.port, "/ws/k");
     assert_eq!(res.status(), 101);
     scrape_once(metrics, "switchyard_websocket_tunnels", 1.0);
-    scrape_once(metrics, "switchyard_client_connections", 3.0);
+    // The upgraded connection has left HTTP/1.1 for its tunnel.
+    let m = scrape_once(metrics, &conns("websocket"), 1.0);
+    assert_eq!(value(&m, &conns("http1.1")), Some(2.0), "{m}");
+    assert_eq!(value(&m, &conns("http2")), Some(1.0), "{m}");
+    assert_eq!(value(&m, &conns("pending")), Some(1.0), "{m}");
 
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
     drop(ws);
     scrape_once(metrics, "switchyard_websocket_tunnels", 0.0);
-    scrape_once(metrics, "switchyard_client_connections", 2.0);
+    scrape_once(metrics, &conns("websocket"), 0.0);
     clients.clear();
-    scrape_once(metrics, "switchyard_client_connections", 0.0);
+    drop(silent);
+    drop(h2);
+    h2_thread.join().unwrap();
+    // Each count only goes down now: wait for each in turn.
+    for protocol in ["http1.1", "http2", "pending"] {
+        scrape_once(metrics, &conns(protocol), 0.0);
+    }
 
     p.api("DELETE", "/api/routes/b", None);
     assert_eq!(value(&scrape(metrics), "switchyard_routes"), Some(2.0));
