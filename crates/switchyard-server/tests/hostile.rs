@@ -1,7 +1,8 @@
 //! Hostile clients through the real binary, each measured by the proxy's resident memory
 //! (`/proc/<pid>/status`) and open descriptors (`/proc/<pid>/fd`) before and after: a slow
 //! reader of a large download, slow writers of request bodies, a WebSocket client that
-//! never reads and one that sends a 1 GiB frame.
+//! never reads and one that sends a 1 GiB frame, and HTTP/2 floods (CONTINUATION frames,
+//! rapid resets, SETTINGS), measured by the proxy's CPU time too.
 //!
 //! Synchronisation is by events only (a backend report, a closed socket, a response, the
 //! descriptor count); every wait is bounded by `IO_TIMEOUT` or a multiple of it.
@@ -12,6 +13,8 @@
 )]
 
 mod common;
+#[path = "hostile/h2.rs"]
+mod h2;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -245,6 +248,248 @@ fn a_one_gib_websocket_frame_crosses_with_bounded_memory() {
     drop(client);
     back_to(&p, fds, rss);
     eprintln!("1 GiB frame: crossed in {took:?}; RSS {rss} KiB before, peak {peak} KiB");
+}
+
+/// The most a flood client writes: far more than any limit lets through.
+const FLOOD_CAP: u64 = 64 << 20;
+
+/// The most CPU time the proxy may spend on a flood cut off after a few frames, in clock
+/// ticks of 10 ms: those cost a tick or two; a flood that were let through would cost
+/// seconds.
+const FLOOD_CPU_TICKS: u64 = 100;
+
+/// The most CPU time the proxy may spend on a SETTINGS flood from a client that never
+/// reads: every frame that fits in the sockets' buffers is acknowledged before the proxy
+/// stops reading (about 700,000 frames on loopback, 1.6 s of CPU in a debug build); with
+/// acknowledgements queued instead, the client would write its whole 64 MiB.
+const SETTINGS_FLOOD_CPU_TICKS: u64 = 600;
+
+/// A CONTINUATION flood (RUSTSEC-2024-0332): a request head that never ends, in
+/// CONTINUATION frames, empty ones and full ones. h2 allows a header block 5/4 of the
+/// frames the header-list limit needs (here 6) and no more than that limit in bytes: the
+/// proxy answers GOAWAY and closes within a few frames, its memory and CPU time hardly
+/// move, and another client is served afterwards.
+#[test]
+fn an_http2_continuation_flood_is_cut_off() {
+    let p = Proxy::start(&[]);
+    let baseline = h2_baseline(&p);
+    // Full frames of literal fields: 148 of 110 bytes, just under the 16 KiB frame size.
+    let mut full = Vec::new();
+    for _ in 0..148 {
+        h2::literal(&mut full, b"x-flood", &[b'a'; 100]);
+    }
+    for (shape, payload) in [("empty", Vec::new()), ("full", full)] {
+        let outcome = flood(
+            p.port,
+            &h2::frame(h2::HEADERS, 0, 1, &h2::get_head("/")),
+            |_| {
+                let one = h2::frame(h2::CONTINUATION, 0, 1, &payload);
+                one.repeat((64 << 10) / one.len().max(64))
+            },
+        );
+        assert!(outcome.ended.closed(), "{shape}: {outcome:?}");
+        assert!(
+            outcome.ended.goaway.is_none_or(|code| code != 0),
+            "{shape}: {outcome:?}"
+        );
+        let cpu = baseline.check(&p, shape, FLOOD_CPU_TICKS);
+        eprintln!("CONTINUATION flood ({shape} frames): {outcome:?}; CPU {cpu} ticks");
+    }
+    baseline.served(&p);
+}
+
+/// Rapid Reset (CVE-2023-44487): streams opened and reset at once, in batches of 1,000.
+/// Reset streams the proxy has not yet taken count against
+/// `max_pending_accept_reset_streams` (20): GOAWAY (ENHANCE_YOUR_CALM) and the
+/// connection closed, with bounded CPU time and memory; another client is served
+/// afterwards.
+#[test]
+fn an_http2_rapid_reset_flood_is_cut_off() {
+    let p = Proxy::start(&[]);
+    let baseline = h2_baseline(&p);
+    let head = h2::get_head("/_chp_healthz");
+    let outcome = flood(p.port, &[], |batch| {
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            let id = 1 + 2 * (batch * 1000 + i);
+            out.extend(h2::frame(
+                h2::HEADERS,
+                h2::END_STREAM | h2::END_HEADERS,
+                id,
+                &head,
+            ));
+            out.extend(h2::frame(h2::RST_STREAM, 0, id, &h2::CANCEL.to_be_bytes()));
+        }
+        out
+    });
+    assert!(outcome.ended.closed(), "{outcome:?}");
+    assert!(
+        outcome
+            .ended
+            .goaway
+            .is_none_or(|code| code == h2::ENHANCE_YOUR_CALM),
+        "{outcome:?}"
+    );
+    let cpu = baseline.check(&p, "rapid reset", FLOOD_CPU_TICKS);
+    eprintln!("rapid reset flood: {outcome:?}; CPU {cpu} ticks");
+    baseline.served(&p);
+}
+
+/// A SETTINGS flood (CVE-2019-9515) from a client that never reads: h2 acknowledges one
+/// SETTINGS frame before it reads the next frame, so once the client's socket is full
+/// of acknowledgements the proxy reads nothing more, and no queue grows. Another client
+/// is served meanwhile, and the send timeout (`--body-idle-timeout`) closes the
+/// connection: the flood ends with the client's writes stalled or refused.
+#[test]
+fn an_http2_settings_flood_that_never_reads_is_cut_off() {
+    let p = Proxy::start(&["--body-idle-timeout", "1000"]);
+    let baseline = h2_baseline(&p);
+    let mut client = h2::connect(p.port);
+    let reader = client.try_clone().unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    let (flooding, going) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let batch = h2::settings().repeat(3000);
+        let mut sent = 0u64;
+        loop {
+            // Whole frames, or the end of the flood.
+            if let Err(e) = client.write_all(&batch) {
+                return (sent, e.kind(), started.elapsed());
+            }
+            sent += batch.len() as u64;
+            let _ = flooding.send(());
+            if sent > FLOOD_CAP {
+                return (sent, std::io::ErrorKind::Other, started.elapsed());
+            }
+        }
+    });
+    going.recv_timeout(IO_TIMEOUT).unwrap();
+    assert_eq!(h2::get(p.port, "/_chp_healthz"), Some(200));
+    assert_eq!(
+        request(p.port, "GET", "/_chp_healthz", &[], None).status,
+        200
+    );
+    let (sent, stopped, stopped_after) = writer.join().unwrap();
+    assert!(
+        matches!(
+            stopped,
+            std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+        ),
+        "{stopped:?} after {sent} bytes"
+    );
+    let ended = h2::read_to_end(reader, IO_TIMEOUT);
+    assert!(ended.closed(), "{ended:?}");
+    let cpu = baseline.check(&p, "SETTINGS", SETTINGS_FLOOD_CPU_TICKS);
+    eprintln!(
+        "SETTINGS flood, never read: {sent} B written, {stopped:?} after {stopped_after:?}, \
+         closed after {:?}: {ended:?}; CPU {cpu} ticks",
+        started.elapsed()
+    );
+    baseline.served(&p);
+}
+
+/// How a flood went.
+#[derive(Debug)]
+#[allow(dead_code, reason = "printed")]
+struct Flood {
+    ended: h2::Ended,
+    sent: u64,
+    took: Duration,
+}
+
+/// Floods one HTTP/2 connection: the preface, `first`, then batch after batch
+/// (`next(0)`, `next(1)`, …) until the proxy closes the connection, [`FLOOD_CAP`] bytes
+/// are out, or `IO_TIMEOUT` has passed. A reader drops what the proxy sends and notes
+/// its GOAWAY.
+fn flood(port: u16, first: &[u8], mut next: impl FnMut(u32) -> Vec<u8>) -> Flood {
+    let mut client = h2::connect(port);
+    client.write_all(first).unwrap();
+    let reader = client.try_clone().unwrap();
+    let reading = std::thread::spawn(move || h2::read_to_end(reader, IO_TIMEOUT));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut batch = 0;
+    while !reading.is_finished() && sent < FLOOD_CAP && started.elapsed() < IO_TIMEOUT {
+        let bytes = next(batch);
+        batch += 1;
+        if client.write_all(&bytes).is_err() {
+            break;
+        }
+        sent += bytes.len() as u64;
+    }
+    let ended = reading.join().unwrap();
+    Flood {
+        ended,
+        sent,
+        took: started.elapsed(),
+    }
+}
+
+/// The proxy's state before a flood: descriptors, memory and CPU time, after one HTTP/2
+/// request (so that the first connection's growth is in it).
+struct H2Baseline {
+    fds: usize,
+    rss: u64,
+    cpu: u64,
+}
+
+fn h2_baseline(p: &Proxy) -> H2Baseline {
+    let fds = p.open_fds();
+    assert_eq!(h2::get(p.port, "/_chp_healthz"), Some(200));
+    // That connection's descriptor is given back.
+    back_to(p, fds, u64::MAX / 2);
+    H2Baseline {
+        fds,
+        rss: memory(p).rss,
+        cpu: cpu_ticks(p),
+    }
+}
+
+impl H2Baseline {
+    /// After a flood: the descriptors back, the peak memory and the CPU time spent (at
+    /// most `cpu_ticks_limit`) bounded. Returns the ticks spent.
+    fn check(&self, p: &Proxy, flood: &str, cpu_ticks_limit: u64) -> u64 {
+        back_to(p, self.fds, self.rss);
+        let peak = memory(p).peak;
+        assert!(
+            peak < self.rss + MEMORY_MARGIN_KIB,
+            "{flood}: peak {peak} KiB from {} KiB",
+            self.rss
+        );
+        let spent = cpu_ticks(p) - self.cpu;
+        assert!(spent < cpu_ticks_limit, "{flood}: {spent} ticks of CPU");
+        spent
+    }
+
+    /// Another client is served, over HTTP/2 and HTTP/1.1.
+    fn served(&self, p: &Proxy) {
+        assert_eq!(h2::get(p.port, "/_chp_healthz"), Some(200));
+        assert_eq!(
+            request(p.port, "GET", "/_chp_healthz", &[], None).status,
+            200
+        );
+    }
+}
+
+/// The proxy's CPU time so far, user and system, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(p: &Proxy) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).unwrap();
+    // The fields after the command name's closing parenthesis, from the state (3rd).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let utime: u64 = fields[11].parse().unwrap();
+    let stime: u64 = fields[12].parse().unwrap();
+    utime + stime
 }
 
 /// What a WebSocket target does after its `101`.

@@ -153,6 +153,18 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
+/// HTTP/2 streams open at once on one connection.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Streams reset by the client before they were accepted, at once, before GOAWAY.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams reset because of the client's errors, over a connection's life, before GOAWAY.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Bytes queued per HTTP/2 stream for a client that does not take them.
+const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+
 /// The HTTP/1.1 and HTTP/2 connection builder of a listener.
 fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -175,10 +187,34 @@ fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
         // Off the default, hyper allocates the header array per request.
         builder.http1().max_headers(options.max_headers);
     }
+    // HTTP/2's limits, each set here rather than left to hyper's and h2's defaults, so
+    // that what a hostile client can cost is written down (docs/security.md, "HTTP/2").
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(read_buffer).unwrap_or(u32::MAX));
+        // The decoded header list, as for HTTP/1. h2 also caps the CONTINUATION frames of
+        // one header block at 5/4 of what this size needs (at least 5), and a block over
+        // this size or a decoded list over 4 times it ends the connection with GOAWAY:
+        // a CONTINUATION flood is cut after a handful of frames.
+        .max_header_list_size(u32::try_from(read_buffer).unwrap_or(u32::MAX))
+        // Streams open at once per connection (RFC 9113 §6.5.2 advises no fewer than
+        // 100; nginx's default is 128). Streams beyond it are refused, and each refusal
+        // counts towards `max_local_error_reset_streams`.
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // Rapid Reset (CVE-2023-44487): streams the client resets before hyper has taken
+        // them no longer count as concurrent; past this many waiting, GOAWAY
+        // (ENHANCE_YOUR_CALM). h2's own default, made explicit.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        // Streams the server had to reset because of the client's errors (malformed
+        // frames, streams over the concurrency limit), over the connection's life: past
+        // this many, GOAWAY (ENHANCE_YOUR_CALM). A well-behaved client causes none.
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // What one stream may queue for a client that does not take it (hyper's default,
+        // 400 KiB); beyond it the response body is not polled. The send timeout drops a
+        // connection whose client takes nothing.
+        .max_send_buf_size(H2_MAX_SEND_BUF_SIZE);
+    // No keep-alive PING: a client that stops taking bytes while the proxy writes goes
+    // after the send timeout, and an idle connection costs no more than its buffers.
     if options.http2 {
         builder
     } else {
