@@ -273,6 +273,11 @@ pub struct Cli {
     /// WebSocket tunnels are not affected.
     #[arg(long, value_name = "ms", default_value_t = 300_000)]
     pub(crate) body_idle_timeout: u64,
+    /// An idle connection to a target is closed after this many milliseconds in the
+    /// pool; 0 keeps none (each request opens a connection). After a burst, the pool's
+    /// connections and their buffers go this long after the last request.
+    #[arg(long, value_name = "ms", default_value_t = 90_000)]
+    pub(crate) pool_idle_timeout: u64,
     /// Largest response head (status line + headers) accepted from a target, in bytes;
     /// a larger one is answered 502 and logged.
     #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
@@ -481,6 +486,11 @@ impl Cli {
         })
     }
 
+    /// How long an idle target connection stays in the pool (zero: none is kept).
+    pub(crate) fn pool_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_idle_timeout)
+    }
+
     /// How long a body may be silent, or a client take no byte (`None`: no limit).
     pub(crate) fn body_idle_timeout(&self) -> Option<Duration> {
         (self.body_idle_timeout > 0).then(|| Duration::from_millis(self.body_idle_timeout))
@@ -666,6 +676,9 @@ mod tests {
         assert_eq!(cli.max_headers, 100);
         assert_eq!(cli.max_uri_length, 16384);
         assert_eq!(cli.body_idle_timeout, 300_000);
+        assert_eq!(cli.pool_idle_timeout(), Duration::from_secs(90));
+        let none = parse(&["--pool-idle-timeout", "0"]).unwrap();
+        assert_eq!(none.pool_idle_timeout(), Duration::ZERO);
         assert_eq!(cli.request_head_timeout(), Some(Duration::from_secs(60)));
         let off = parse(&["--request-head-timeout", "0"]).unwrap();
         assert_eq!(off.request_head_timeout(), None);
@@ -795,6 +808,8 @@ mod tests {
             ["--max-uri-length", "-1"],
             ["--body-idle-timeout", "-5"],
             ["--body-idle-timeout", "1s"],
+            ["--pool-idle-timeout", "-1"],
+            ["--pool-idle-timeout", "90s"],
             ["--max-response-header-size", "100"],
             ["--shutdown-timeout", "-1"],
             ["--shutdown-timeout", "10s"],

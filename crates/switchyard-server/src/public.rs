@@ -61,6 +61,7 @@ pub(crate) fn engine(
                 .map(|(cert, key)| (switchyard::Pem::File(cert), switchyard::Pem::File(key)));
             c.max_response_header_size = to_usize(cli.max_response_header_size);
             c.max_response_headers = to_usize(cli.max_response_headers);
+            c.pool_idle_timeout = Some(cli.pool_idle_timeout());
         })
         .hooks(ActivityHooks {
             // Timing each request to its end costs a little; only a metrics server and the
