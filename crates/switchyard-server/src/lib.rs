@@ -35,6 +35,7 @@ mod metrics;
 mod nofile;
 mod path;
 mod public;
+mod reclaim;
 mod reload;
 mod request_id;
 mod route_stats;
@@ -103,6 +104,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
     let delay = Duration::from_millis(cli.shutdown_delay);
     let running = start(cli, env).await?;
+    // The allocator's free pages go back to the system after a burst.
+    tokio::spawn(reclaim::run());
     let stop = wait_for_signal(&mut term, &mut int).await;
     tracing::warn!("{stop}");
     let pid_file = running.pid_file.clone();

@@ -2,7 +2,8 @@
 //! (`/proc/<pid>/status`) and open descriptors (`/proc/<pid>/fd`) before and after: a slow
 //! reader of a large download, slow writers of request bodies, a WebSocket client that
 //! never reads and one that sends a 1 GiB frame, and HTTP/2 floods (CONTINUATION frames,
-//! rapid resets, SETTINGS), measured by the proxy's CPU time too.
+//! rapid resets, SETTINGS), measured by the proxy's CPU time too; and the memory an
+//! HTTP/2 burst took, given back once it is over.
 //!
 //! Synchronisation is by events only (a backend report, a closed socket, a response, the
 //! descriptor count); every wait is bounded by `IO_TIMEOUT` or a multiple of it.
@@ -392,6 +393,69 @@ fn an_http2_settings_flood_that_never_reads_is_cut_off() {
         started.elapsed()
     );
     baseline.served(&p);
+}
+
+/// How far above its idle level the proxy's resident memory may stay once a burst is
+/// over, in KiB.
+const AFTER_BURST_MARGIN_KIB: u64 = 4 * 1024;
+
+/// Memory goes back after a burst: `h2load` sends 20,000 requests on 10 HTTP/2
+/// connections of 100 streams each to one target (so about 1,000 pooled connections to
+/// it). Once the pool's idle connections are closed (`--pool-idle-timeout`) and every
+/// descriptor is back, the proxy's resident memory returns to within a few MiB of its
+/// level before the burst: the allocator's freed pages go back to the system.
+#[test]
+fn memory_goes_back_after_an_http2_burst() {
+    let h2load = std::process::Command::new("h2load")
+        .arg("--version")
+        .output();
+    assert!(
+        h2load.is_ok_and(|o| o.status.success()),
+        "h2load is needed (Debian: nghttp2-client; scripts/test installs it)"
+    );
+    let backend = ok_backend();
+    let p = Proxy::start(&["--pool-idle-timeout", "1000"]);
+    p.add("/", &format!("http://127.0.0.1:{backend}"));
+    let fds = p.open_fds();
+    // The first HTTP/2 connection's and the first upstream connection's growth is in
+    // the baseline, and their descriptors are gone.
+    assert_eq!(h2::get(p.port, "/"), Some(200));
+    back_to(&p, fds, u64::MAX / 2);
+    let idle = memory(&p).rss;
+
+    let started = Instant::now();
+    let out = std::process::Command::new("h2load")
+        .args(["-c10", "-m100", "-n20000"])
+        .arg(format!("http://127.0.0.1:{}/burst", p.port))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("20000 succeeded, 0 failed"), "{report}");
+    let burst = started.elapsed();
+    let after = memory(&p);
+    // The pool closes its connections a second after their last request.
+    back_to(&p, fds, u64::MAX / 2);
+    let closed = started.elapsed();
+    // The workers give their free pages back as they go idle.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while memory(&p).rss >= idle + AFTER_BURST_MARGIN_KIB {
+        assert!(
+            Instant::now() < deadline,
+            "{} KiB resident, {idle} KiB before the burst, {} KiB at its end",
+            memory(&p).rss,
+            after.rss
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "burst: {burst:?}; RSS {idle} KiB idle, {} KiB at the end (peak {} KiB), {} KiB \
+         {:?} later with the pool closed after {closed:?}",
+        after.rss,
+        after.peak,
+        memory(&p).rss,
+        started.elapsed() - burst
+    );
 }
 
 /// How a flood went.
