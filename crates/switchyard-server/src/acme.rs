@@ -6,13 +6,17 @@
 //!
 //! 1. installs the stored certificate if it covers the `--acme-domain` names and is newer
 //!    than the one served;
-//! 2. sleeps until the renewal time (`--acme-renew-at` percent of the lifetime), a change
-//!    from another replica, or a periodic re-read of the store;
+//! 2. sleeps until the renewal time, a change from another replica, or a periodic re-read
+//!    of the store. The renewal time is `--acme-renew-at` percent of the lifetime, or
+//!    earlier when the ACME server offers renewal information (ARI, RFC 9773) and its
+//!    suggested window says so (see [`renewal`]); a server without ARI, or a query that
+//!    fails, leaves the `--acme-renew-at` point alone;
 //! 3. when a certificate is due, takes the store's lock (one replica orders at a time),
 //!    reads the store again (another replica may have just renewed), and orders:
 //!    the challenges are put in the store before the ACME server is told to validate
 //!    them, so whichever replica it reaches answers; the new certificate is stored under
-//!    the lock and swapped in through the public listener's [`TlsConfig`] handle.
+//!    the lock and swapped in through the public listener's [`TlsConfig`] handle. When
+//!    the server answers ARI queries, the new order names the certificate it `replaces`.
 //!
 //! Failures are logged with the ACME server's problem document, counted
 //! (`switchyard_acme_failures_total`), and retried with exponential backoff; the proxy
@@ -23,8 +27,11 @@
 
 mod challenges;
 mod order;
+mod renewal;
 pub(crate) mod store;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,6 +46,7 @@ use tokio::time::Instant;
 
 pub(crate) use challenges::Challenges;
 use challenges::{ACME_TLS_ALPN, Resolver};
+use renewal::{Fetched, Renewal};
 use store::{AcmeStore, Change, StoredCert};
 
 use crate::cli::Cli;
@@ -56,6 +64,8 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// The longest an order may take, all steps included: an ACME server that stops
 /// answering mid-order must not hold the lock (and this replica) for ever.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest an ARI query may take (the account's directory included).
+const ARI_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a replica that waits for another one's order looks at the store.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(2);
 
@@ -68,6 +78,8 @@ pub(crate) struct AcmeConfig {
     pub(crate) ca_file: Option<std::path::PathBuf>,
     pub(crate) http01: bool,
     pub(crate) renew_at_percent: u8,
+    /// The lower bound of the wait between ARI queries (see [`renewal`]).
+    pub(crate) ari_min_refetch: Duration,
 }
 
 /// What the ACME side counts, for metrics.
@@ -94,6 +106,11 @@ struct Manager {
     /// The certificate served now, as stored, and its `notBefore`/`notAfter`.
     current: Option<(StoredCert, Validity)>,
     account: Option<instant_acme::Account>,
+    /// What ARI says about the served certificate (reset when it changes); `None` without
+    /// a certificate, or when its identifier cannot be made.
+    renewal: Option<Renewal>,
+    /// False once the ACME server's directory turned out to have no `renewalInfo`.
+    ari_offered: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +158,9 @@ impl AcmeConfig {
             ca_file: cli.acme_ca_file.clone(),
             http01: cli.acme_challenge == "http-01",
             renew_at_percent: cli.acme_renew_at,
+            ari_min_refetch: renewal::min_refetch(
+                std::env::var(renewal::MIN_REFETCH_ENV).ok().as_deref(),
+            ),
         })
     }
 }
@@ -169,6 +189,8 @@ impl Acme {
             metrics,
             current: None,
             account: None,
+            renewal: None,
+            ari_offered: true,
         };
         // A stored certificate is served from the first handshake on.
         match acme.store.certificate().await {
@@ -240,9 +262,21 @@ impl Manager {
     async fn run(&mut self, versions: &'static [&'static rustls::SupportedProtocolVersion]) {
         let mut changes = self.acme.store.changes();
         let mut backoff = MIN_BACKOFF;
+        // The ARI query in flight: it runs beside the waits below, so a slow ACME server
+        // does not hold up the challenges and certificates other replicas announce.
+        let mut query: Option<Pin<Box<dyn Future<Output = AriAnswer> + Send>>> = None;
         loop {
+            if query.is_none() {
+                query = self.ari_query().map(|q| Box::pin(q) as _);
+            }
             let wake = match self.due() {
-                Some(at) if at > Instant::now() => at.min(Instant::now() + RECHECK),
+                Some(at) if at > Instant::now() => {
+                    let at = at.min(Instant::now() + RECHECK);
+                    match (&self.renewal, self.ari_offered) {
+                        (Some(r), true) => at.min(r.next_fetch),
+                        _ => at,
+                    }
+                }
                 _ => match self.attempt(versions).await {
                     Attempt::Done => {
                         backoff = MIN_BACKOFF;
@@ -257,14 +291,30 @@ impl Manager {
                     }
                 },
             };
-            let changed = match changes.as_mut() {
-                Some(rx) => tokio::select! {
-                    () = tokio::time::sleep_until(wake) => None,
-                    change = rx.recv() => change,
-                },
-                None => {
-                    tokio::time::sleep_until(wake).await;
-                    None
+            let answered = async {
+                match query.as_mut() {
+                    Some(q) => q.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let change = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let woken = tokio::select! {
+                () = tokio::time::sleep_until(wake) => Woken::Timer,
+                change = change => Woken::Change(change),
+                answer = answered => Woken::Ari(answer),
+            };
+            let changed = match woken {
+                Woken::Timer => None,
+                Woken::Change(change) => change,
+                Woken::Ari(answer) => {
+                    query = None;
+                    self.ari_answer(answer);
+                    continue;
                 }
             };
             if changed == Some(Change::Challenges) {
@@ -282,14 +332,114 @@ impl Manager {
         }
     }
 
-    /// When the served certificate is due for renewal: now when there is none.
+    /// When the served certificate is due for renewal (`None` when there is none: due
+    /// now): the `--acme-renew-at` point, or ARI's when that is earlier.
     fn due(&self) -> Option<Instant> {
-        let (_, v) = self.current.as_ref()?;
-        let lifetime = v.not_after - v.not_before;
-        let renew = v.not_before + lifetime * i64::from(self.config.renew_at_percent) / 100;
+        let renew = self.renew_at_point()?;
+        let renew = match self.ari_due() {
+            Some(at) => renew.min(at),
+            None => renew,
+        };
         let now = jiff::Timestamp::now().as_second();
         let wait = u64::try_from(renew - now).unwrap_or(0);
         Some(Instant::now() + Duration::from_secs(wait))
+    }
+
+    /// The `--acme-renew-at` point of the served certificate (Unix seconds).
+    fn renew_at_point(&self) -> Option<i64> {
+        let (_, v) = self.current.as_ref()?;
+        let lifetime = v.not_after - v.not_before;
+        Some(v.not_before + lifetime * i64::from(self.config.renew_at_percent) / 100)
+    }
+
+    /// The point ARI chose for the served certificate, if the server offers ARI.
+    fn ari_due(&self) -> Option<i64> {
+        self.renewal.as_ref().filter(|_| self.ari_offered)?.at()
+    }
+
+    /// The query of the served certificate's renewal window, when it is time to ask (see
+    /// [`renewal`]). It needs the stored account: no account is made for it.
+    fn ari_query(&mut self) -> Option<impl Future<Output = AriAnswer> + Send + 'static> {
+        if !self.ari_offered {
+            return None;
+        }
+        let renewal = self.renewal.as_mut()?;
+        if renewal.next_fetch > Instant::now() {
+            return None;
+        }
+        // Not asked again before this answer is in.
+        renewal.next_fetch = Instant::now() + renewal::MAX_REFETCH;
+        let (config, acme) = (self.config.clone(), self.acme.clone());
+        let (mut account, id) = (self.account.clone(), renewal.id.clone());
+        Some(async move {
+            let query = async {
+                match order::account(&config, &acme, &mut account, false).await {
+                    Ok(Some(a)) => a.renewal_info(&id).await.map_err(AriError::Acme),
+                    Ok(None) => Err(AriError::NoAccount),
+                    Err(e) => Err(AriError::Account(e)),
+                }
+            };
+            let result = tokio::time::timeout(ARI_TIMEOUT, query)
+                .await
+                .unwrap_or(Err(AriError::Timeout));
+            AriAnswer {
+                id,
+                account,
+                result,
+            }
+        })
+    }
+
+    /// Takes the ACME server's renewal window (or the query's failure) for the served
+    /// certificate; an answer about one no longer served is dropped.
+    fn ari_answer(&mut self, answer: AriAnswer) {
+        if self.account.is_none() {
+            self.account = answer.account;
+        }
+        let renew_at = self.renew_at_point();
+        let min = self.config.ari_min_refetch;
+        let Some(renewal) = self.renewal.as_mut().filter(|r| r.id == answer.id) else {
+            return;
+        };
+        match answer.result {
+            Ok((info, retry_after)) => {
+                let now = jiff::Timestamp::now().as_second();
+                match renewal.update(&info, retry_after, min, now) {
+                    Fetched::NewWindow { start, end, at } => tracing::info!(
+                        "ACME: renewal information for {}: window {} to {}, renewing at {}{}",
+                        renewal.id,
+                        when(start),
+                        when(end),
+                        when(renew_at.map_or(at, |r| r.min(at)).max(now)),
+                        info.explanation_url
+                            .as_deref()
+                            .map(|u| format!(" (explanation: {u})"))
+                            .unwrap_or_default()
+                    ),
+                    Fetched::Unchanged => tracing::debug!(
+                        "ACME: renewal information for {}: window unchanged",
+                        renewal.id
+                    ),
+                }
+            }
+            Err(AriError::Acme(instant_acme::Error::Unsupported(_))) => {
+                tracing::debug!(
+                    "ACME: the ACME server offers no renewal information (ARI); renewing at --acme-renew-at"
+                );
+                self.ari_offered = false;
+            }
+            Err(AriError::NoAccount) => {
+                tracing::debug!("ACME: no account stored yet; renewal information later");
+                renewal.failed(min);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "ACME: renewal information for {}: {e}; renewing at --acme-renew-at meanwhile",
+                    renewal.id
+                );
+                renewal.failed(min);
+            }
+        }
     }
 
     /// Serves `stored` if it covers the domains and is newer than the one served.
@@ -330,6 +480,13 @@ impl Manager {
         }
         self.metrics
             .set_certificate(CertListener::Public, Some(leaf));
+        self.renewal = match Renewal::new(&stored) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::debug!("ACME: no renewal information for this certificate: {e}");
+                None
+            }
+        };
         tracing::info!(
             "ACME: serving the certificate for {} (expires {})",
             stored.domains.join(", "),
@@ -365,8 +522,21 @@ impl Manager {
             }
         }
         self.metrics.acme.orders.fetch_add(1, Ordering::Relaxed);
+        // The certificate being replaced, named when the server answers ARI for it.
+        let replaces = self
+            .renewal
+            .as_ref()
+            .filter(|r| self.ari_offered && r.answered())
+            .map(|r| r.id.clone());
+        let why = match (&replaces, self.ari_due()) {
+            (Some(id), Some(at)) if at <= jiff::Timestamp::now().as_second() => {
+                format!(" (renewal information says so; replacing {id})")
+            }
+            (Some(id), _) => format!(" (replacing {id})"),
+            (None, _) => String::new(),
+        };
         tracing::info!(
-            "ACME: ordering a certificate for {} from {}",
+            "ACME: ordering a certificate for {} from {}{why}",
             self.config.domains.join(", "),
             self.config.directory
         );
@@ -374,7 +544,12 @@ impl Manager {
         let result = {
             let order = tokio::time::timeout(
                 ORDER_TIMEOUT,
-                order::order(&self.config, &self.acme, &mut self.account),
+                order::order(
+                    &self.config,
+                    &self.acme,
+                    &mut self.account,
+                    replaces.as_ref(),
+                ),
             );
             tokio::pin!(order);
             // Keep the lock while the order runs; stop if it is lost.
@@ -437,6 +612,39 @@ impl Manager {
     fn acme_failed(&self) {
         self.metrics.acme.failures.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What woke the renewal task.
+enum Woken {
+    Timer,
+    /// A change announced by the store (`None`: its announcements stopped).
+    Change(Option<Change>),
+    Ari(AriAnswer),
+}
+
+/// An ARI query's outcome, for the certificate `id`; `account` is the one it loaded.
+struct AriAnswer {
+    id: instant_acme::CertificateIdentifier<'static>,
+    account: Option<instant_acme::Account>,
+    result: Result<(instant_acme::RenewalInfo, Duration), AriError>,
+}
+
+/// Why an ARI query has no answer.
+#[derive(Debug, thiserror::Error)]
+enum AriError {
+    #[error("no account stored yet")]
+    NoAccount,
+    #[error("{0}")]
+    Account(String),
+    #[error("{0}")]
+    Acme(instant_acme::Error),
+    #[error("no answer in {}s", ARI_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// A Unix time for a log line.
+fn when(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
 }
 
 /// How an attempt to order ended.

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 
 use super::challenges::Challenge;
@@ -19,30 +19,42 @@ const VALIDATION: Duration = Duration::from_secs(90);
 /// message and a hash read) before the ACME server is told to validate.
 const SPREAD: Duration = Duration::from_millis(300);
 
-/// Orders a certificate for the configured domains; the error says why, with the ACME
-/// server's problem document when it sent one.
+/// Orders a certificate for the configured domains, naming the certificate it `replaces`
+/// (RFC 9773 §5) when given; the error says why, with the ACME server's problem document
+/// when it sent one.
 pub(super) async fn order(
     config: &AcmeConfig,
     acme: &Acme,
     account: &mut Option<Account>,
+    replaces: Option<&CertificateIdentifier<'static>>,
 ) -> Result<StoredCert, String> {
-    let account = match account {
-        Some(a) => a.clone(),
-        None => {
-            let a = load_account(config, acme).await?;
-            *account = Some(a.clone());
-            a
-        }
+    let Some(account) = self::account(config, acme, account, true).await? else {
+        return Err("no ACME account".to_owned());
     };
     let identifiers: Vec<Identifier> = config
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(|e| format!("new order: {e}"))?;
+    let first = match replaces {
+        Some(id) => account
+            .new_order(&NewOrder::new(&identifiers).replaces(id.clone()))
+            .await
+            .map_err(|e| {
+                // `replaces` is advice to the server (a certificate already replaced
+                // is refused, for one): the renewal goes on without it.
+                tracing::warn!("ACME: new order replacing {id}: {e}; ordering without it");
+            })
+            .ok(),
+        None => None,
+    };
+    let mut order = match first {
+        Some(order) => order,
+        None => account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| format!("new order: {e}"))?,
+    };
     let kind = if config.http01 {
         ChallengeType::Http01
     } else {
@@ -164,8 +176,28 @@ async fn problems(order: &mut instant_acme::Order) -> String {
     }
 }
 
-/// The stored account for this directory, or a new one (stored).
-async fn load_account(config: &AcmeConfig, acme: &Acme) -> Result<Account, String> {
+/// The account: `cached`, else the stored one for this directory, else (with `create`)
+/// a new one, stored. Without `create`, `None` when none is stored.
+pub(super) async fn account(
+    config: &AcmeConfig,
+    acme: &Acme,
+    cached: &mut Option<Account>,
+    create: bool,
+) -> Result<Option<Account>, String> {
+    if let Some(a) = cached {
+        return Ok(Some(a.clone()));
+    }
+    let loaded = load_account(config, acme, create).await?;
+    cached.clone_from(&loaded);
+    Ok(loaded)
+}
+
+/// The stored account for this directory, or (with `create`) a new one, stored.
+async fn load_account(
+    config: &AcmeConfig,
+    acme: &Acme,
+    create: bool,
+) -> Result<Option<Account>, String> {
     let builder = || match &config.ca_file {
         Some(ca) => Account::builder_with_root(ca)
             .map_err(|e| format!("--acme-ca-file {}: {e}", ca.display())),
@@ -186,8 +218,12 @@ async fn load_account(config: &AcmeConfig, acme: &Acme) -> Result<Account, Strin
             return builder()?
                 .from_credentials(credentials)
                 .await
+                .map(Some)
                 .map_err(|e| format!("ACME account: {e}"));
         }
+    }
+    if !create {
+        return Ok(None);
     }
     let contact = config.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -206,5 +242,5 @@ async fn load_account(config: &AcmeConfig, acme: &Acme) -> Result<Account, Strin
     let json = serde_json::to_string(&credentials).map_err(|e| e.to_string())?;
     acme.store.set_account(&json).await?;
     tracing::info!("ACME: account created at {}", config.directory);
-    Ok(account)
+    Ok(Some(account))
 }
