@@ -2,7 +2,9 @@
 //! binary: challenges really validated (Pebble's validation authority connects to the
 //! proxy's ports; `pebble-challtestsrv` is its DNS server and answers 127.0.0.1 for every
 //! name), TLS-ALPN-01 and HTTP-01 each alone, renewal of short-lived certificates, a
-//! restart that serves the stored certificate, and several replicas on one `redis-server`.
+//! restart that serves the stored certificate, and several replicas on one `redis-server`;
+//! ACME Renewal Information (RFC 9773), which Debian's Pebble 2.4.0 does not offer,
+//! through a small HTTPS front that adds it to Pebble (see [`AriFront`]).
 //!
 //! The proxy starts first on port 0; Pebble's configuration is then written with the
 //! proxy's ports as its validation ports. Pebble's own HTTPS certificate is made here
@@ -696,4 +698,333 @@ fn a_failed_validation_is_logged_with_the_problem_document() {
     );
     assert!(handshake(p.port, domain).is_err());
     assert!(p.child.try_wait().unwrap().is_none());
+}
+
+// ============================================================================================
+// ACME Renewal Information (RFC 9773) through a front
+// ============================================================================================
+
+/// What the ARI front says and has seen.
+#[derive(Default)]
+struct FrontState {
+    /// The certificate identifier whose window has started ("renew now").
+    renew_now: Option<String>,
+    /// The identifiers asked for, in order.
+    queried: Vec<String>,
+    /// The `replaces` fields of the new orders.
+    replaces: Vec<String>,
+}
+
+/// An HTTPS front for a Pebble without ARI (Debian's 2.4.0): it forwards every request to
+/// Pebble unchanged (the `Host` header too, so Pebble's URLs name the front), except
+/// that it adds `renewalInfo` to the directory, answers `GET /renewal-info/<id>` itself
+/// (a window a month ahead, or one that has started for the identifier told to renew
+/// now; `Retry-After: 1`), and reflects a new order's `replaces` field in Pebble's answer,
+/// as RFC 9773 §5 asks of the server.
+struct AriFront {
+    port: u16,
+    state: Arc<std::sync::Mutex<FrontState>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl AriFront {
+    /// A front for `setup`'s Pebble, with Pebble's own certificate (the proxy trusts it
+    /// through `--acme-ca-file`).
+    fn start(setup: &PebbleSetup) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let chain = CertificateDer::pem_file_iter(setup.dir.join("cert.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(setup.dir.join("key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(&setup.ca_file).unwrap() {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(std::sync::Mutex::new(FrontState::default()));
+        let front = Front {
+            port,
+            pebble: setup.listen,
+            client: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            state: state.clone(),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, front) = (acceptor.clone(), front.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let front = front.clone();
+                        async move { Ok::<_, std::convert::Infallible>(front.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            port,
+            state,
+            _runtime: runtime,
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    fn renew_now(&self, id: &str) {
+        self.state.lock().unwrap().renew_now = Some(id.to_owned());
+    }
+
+    fn queried(&self) -> Vec<String> {
+        self.state.lock().unwrap().queried.clone()
+    }
+
+    fn replaces(&self) -> Vec<String> {
+        self.state.lock().unwrap().replaces.clone()
+    }
+}
+
+/// The front's request handler.
+#[derive(Clone)]
+struct Front {
+    port: u16,
+    pebble: u16,
+    client: tokio_rustls::TlsConnector,
+    state: Arc<std::sync::Mutex<FrontState>>,
+}
+
+type FrontResponse = http::Response<http_body_util::Full<bytes::Bytes>>;
+
+impl Front {
+    async fn answer(&self, req: http::Request<hyper::body::Incoming>) -> FrontResponse {
+        use http_body_util::BodyExt as _;
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        if let Some(id) = parts.uri.path().strip_prefix("/renewal-info/") {
+            return self.renewal_info(id);
+        }
+        let replaces = (parts.method == http::Method::POST)
+            .then(|| jws_payload(&body))
+            .flatten()
+            .and_then(|p| {
+                p.get("replaces")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned)
+            });
+        let is_directory = parts.method == http::Method::GET && parts.uri.path() == "/dir";
+        let (mut head, mut answer) = self.forward(parts, body).await;
+        // Pebble not up yet (502), or a problem document: passed on as it is.
+        if is_directory
+            && head.status == http::StatusCode::OK
+            && let Ok(mut dir) = serde_json::from_slice::<serde_json::Value>(&answer)
+        {
+            dir["renewalInfo"] = format!("https://127.0.0.1:{}/renewal-info", self.port).into();
+            answer = dir.to_string().into();
+        }
+        if let Some(id) = replaces
+            && head.status == http::StatusCode::CREATED
+            && let Ok(mut order) = serde_json::from_slice::<serde_json::Value>(&answer)
+        {
+            order["replaces"] = id.clone().into();
+            answer = order.to_string().into();
+            self.state.lock().unwrap().replaces.push(id);
+        }
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        head.headers.remove(http::header::TRANSFER_ENCODING);
+        http::Response::from_parts(head, http_body_util::Full::new(answer))
+    }
+
+    fn renewal_info(&self, id: &str) -> FrontResponse {
+        let now = jiff::Timestamp::now();
+        let hours = |h: i64| jiff::SignedDuration::from_hours(h);
+        let mut state = self.state.lock().unwrap();
+        state.queried.push(id.to_owned());
+        let (start, end) = if state.renew_now.as_deref() == Some(id) {
+            (now - hours(1), now + hours(1))
+        } else {
+            (now + hours(30 * 24), now + hours(31 * 24))
+        };
+        let body = serde_json::json!({
+            "suggestedWindow": { "start": start.to_string(), "end": end.to_string() },
+        });
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::RETRY_AFTER, "1")
+            .body(http_body_util::Full::new(body.to_string().into()))
+            .unwrap()
+    }
+
+    /// Pebble's answer to the request, as it came; 502 when Pebble is not up.
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        body: bytes::Bytes,
+    ) -> (http::response::Parts, bytes::Bytes) {
+        use http_body_util::BodyExt as _;
+        let unavailable = || {
+            let r = http::Response::builder()
+                .status(http::StatusCode::BAD_GATEWAY)
+                .body(())
+                .unwrap();
+            (r.into_parts().0, bytes::Bytes::new())
+        };
+        let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", self.pebble)).await else {
+            return unavailable();
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        let Ok(tls) = self.client.connect(name, tcp).await else {
+            return unavailable();
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::from_parts(parts, http_body_util::Full::new(body));
+        *req.uri_mut() = req
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .parse()
+            .unwrap();
+        let (head, body) = sender.send_request(req).await.unwrap().into_parts();
+        (head, body.collect().await.unwrap().to_bytes())
+    }
+}
+
+/// The payload of a JWS-signed ACME request (RFC 8555 §6.2), unverified.
+fn jws_payload(body: &[u8]) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jws.get("payload")?.as_str()?)
+        .ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
+/// A certificate's ARI identifier (RFC 9773 §4.1): the base64url of its authority key
+/// identifier and of its DER serial number, joined by a dot.
+fn ari_identifier(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap();
+    format!(
+        "{}.{}",
+        b64.encode(aki),
+        b64.encode(cert.tbs_certificate.raw_serial())
+    )
+}
+
+/// With ARI offered (through the front), the proxy asks for the served certificate's
+/// window; while it is a month ahead nothing happens (a five-year certificate, renewed
+/// at 99% of its lifetime otherwise); once the window has started, the proxy orders at
+/// once, naming the certificate it replaces, serves the new one, and asks ARI about it.
+#[test]
+fn renewal_information_starts_a_renewal() {
+    let domain = "ari.switchyard.test";
+    let setup = PebbleSetup::new();
+    let front = AriFront::start(&setup);
+    let mut args = strings(&[
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--api-ip",
+        "127.0.0.1",
+        "--api-port",
+        "0",
+        "--acme-renew-at",
+        "99",
+    ]);
+    args.extend(setup.flags(&[domain]));
+    let at = args.iter().position(|a| a == "--acme-directory").unwrap();
+    args[at + 1] = front.directory();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = common::command(&args, Some(common::TOKEN));
+    // The front's `Retry-After: 1` is taken as it is (the binary's floor is a minute).
+    cmd.env("SWITCHYARD_ACME_ARI_MIN_RETRY", "1");
+    let mut p = Proxy::from_child(cmd.spawn().unwrap());
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, p.port, None);
+    wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
+    let first = handshake(p.port, domain).unwrap();
+    let first_id = ari_identifier(&first[0]);
+    let window = wait_long(
+        &mut p,
+        &format!("ACME: renewal information for {first_id}: window"),
+        IO_TIMEOUT,
+    );
+    assert!(front.queried().contains(&first_id), "{:?}", front.queried());
+    assert!(front.replaces().is_empty());
+    eprintln!("{window}");
+    // The orders tried before Pebble was up are not the renewal's.
+    p.log.clear();
+
+    front.renew_now(&first_id);
+    let started = Instant::now();
+    let ordering = wait_long(&mut p, "ACME: ordering a certificate", IO_TIMEOUT);
+    assert!(
+        ordering.contains(&format!(
+            "renewal information says so; replacing {first_id}"
+        )),
+        "{ordering}"
+    );
+    let renewed = wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
+    eprintln!(
+        "renewed {:?} after the window started ({renewed})",
+        started.elapsed()
+    );
+    assert_eq!(front.replaces(), std::slice::from_ref(&first_id));
+    let second = handshake(p.port, domain).unwrap();
+    let second_id = ari_identifier(&second[0]);
+    assert_ne!(second_id, first_id, "a new serial is served");
+    assert_eq!(names_and_issuer(&second[0]).0, [domain]);
+    // The new certificate's window is a month ahead: no third order.
+    wait_long(
+        &mut p,
+        &format!("ACME: renewal information for {second_id}: window"),
+        IO_TIMEOUT,
+    );
+    assert_eq!(count(&p, "ACME: ordering"), 0, "{:#?}", p.log);
 }
