@@ -713,6 +713,8 @@ struct FrontState {
     queried: Vec<String>,
     /// The `replaces` fields of the new orders.
     replaces: Vec<String>,
+    /// Answer every query with a problem document (503).
+    failing: bool,
 }
 
 /// An HTTPS front for a Pebble without ARI (Debian's 2.4.0): it forwards every request to
@@ -802,6 +804,10 @@ impl AriFront {
         format!("https://127.0.0.1:{}/dir", self.port)
     }
 
+    fn fail_queries(&self) {
+        self.state.lock().unwrap().failing = true;
+    }
+
     fn renew_now(&self, id: &str) {
         self.state.lock().unwrap().renew_now = Some(id.to_owned());
     }
@@ -870,6 +876,18 @@ impl Front {
         let hours = |h: i64| jiff::SignedDuration::from_hours(h);
         let mut state = self.state.lock().unwrap();
         state.queried.push(id.to_owned());
+        if state.failing {
+            let problem = serde_json::json!({
+                "type": "urn:ietf:params:acme:error:serverInternal",
+                "detail": "the ARI front is told to fail",
+            });
+            return http::Response::builder()
+                .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                .header(http::header::CONTENT_TYPE, "application/problem+json")
+                .header(http::header::RETRY_AFTER, "1")
+                .body(http_body_util::Full::new(problem.to_string().into()))
+                .unwrap();
+        }
         let (start, end) = if state.renew_now.as_deref() == Some(id) {
             (now - hours(1), now + hours(1))
         } else {
@@ -956,15 +974,9 @@ fn ari_identifier(der: &[u8]) -> String {
     )
 }
 
-/// With ARI offered (through the front), the proxy asks for the served certificate's
-/// window; while it is a month ahead nothing happens (a five-year certificate, renewed
-/// at 99% of its lifetime otherwise); once the window has started, the proxy orders at
-/// once, naming the certificate it replaces, serves the new one, and asks ARI about it.
-#[test]
-fn renewal_information_starts_a_renewal() {
-    let domain = "ari.switchyard.test";
-    let setup = PebbleSetup::new();
-    let front = AriFront::start(&setup);
+/// The proxy for `domain`, its directory the front's; ARI asked again after 1 s at the
+/// least, and renewal at 99% of the lifetime.
+fn ari_proxy(setup: &PebbleSetup, front: &AriFront, domain: &str, extra: &[&str]) -> Proxy {
     let mut args = strings(&[
         "--ip",
         "127.0.0.1",
@@ -980,11 +992,24 @@ fn renewal_information_starts_a_renewal() {
     args.extend(setup.flags(&[domain]));
     let at = args.iter().position(|a| a == "--acme-directory").unwrap();
     args[at + 1] = front.directory();
+    args.extend(strings(extra));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = common::command(&args, Some(common::TOKEN));
     // The front's `Retry-After: 1` is taken as it is (the binary's floor is a minute).
     cmd.env("SWITCHYARD_ACME_ARI_MIN_RETRY", "1");
-    let mut p = Proxy::from_child(cmd.spawn().unwrap());
+    Proxy::from_child(cmd.spawn().unwrap())
+}
+
+/// With ARI offered (through the front), the proxy asks for the served certificate's
+/// window; while it is a month ahead nothing happens (a five-year certificate, renewed
+/// at 99% of its lifetime otherwise); once the window has started, the proxy orders at
+/// once, naming the certificate it replaces, serves the new one, and asks ARI about it.
+#[test]
+fn renewal_information_starts_a_renewal() {
+    let domain = "ari.switchyard.test";
+    let setup = PebbleSetup::new();
+    let front = AriFront::start(&setup);
+    let mut p = ari_proxy(&setup, &front, domain, &[]);
     let closed = RefusingPort::bind();
     let _pebble = setup.start(closed.port, p.port, None);
     wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
@@ -1027,4 +1052,40 @@ fn renewal_information_starts_a_renewal() {
         IO_TIMEOUT,
     );
     assert_eq!(count(&p, "ACME: ordering"), 0, "{:#?}", p.log);
+}
+
+/// An ARI query that fails (the server's problem document) is logged as a warning and
+/// leaves the `--acme-renew-at` point alone: no order, no failure counted, the
+/// certificate still served, the proxy running.
+#[test]
+fn a_failed_renewal_information_query_is_not_a_failed_order() {
+    let domain = "ari-down.switchyard.test";
+    let setup = PebbleSetup::new();
+    let front = AriFront::start(&setup);
+    front.fail_queries();
+    let mut p = ari_proxy(&setup, &front, domain, &["--metrics-port", "0"]);
+    let metrics = p.metrics_port();
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, p.port, None);
+    wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
+    let served = handshake(p.port, domain).unwrap();
+    let id = ari_identifier(&served[0]);
+    let failures = metric(metrics, "switchyard_acme_failures_total");
+    let orders = metric(metrics, "switchyard_acme_orders_total");
+    let line = wait_long(
+        &mut p,
+        &format!("ACME: renewal information for {id}: "),
+        IO_TIMEOUT,
+    );
+    assert!(line.contains(" warn: "), "{line}");
+    assert!(line.contains("serverInternal"), "{line}");
+    assert!(
+        line.contains("renewing at --acme-renew-at meanwhile"),
+        "{line}"
+    );
+    assert_eq!(front.queried(), [id]);
+    assert_eq!(metric(metrics, "switchyard_acme_failures_total"), failures);
+    assert_eq!(metric(metrics, "switchyard_acme_orders_total"), orders);
+    assert_eq!(handshake(p.port, domain).unwrap(), served);
+    assert!(p.child.try_wait().unwrap().is_none());
 }
