@@ -715,6 +715,9 @@ struct FrontState {
     replaces: Vec<String>,
     /// Answer every query with a problem document (503).
     failing: bool,
+    /// Refuse a new order with `replaces` (409 `alreadyReplaced`), counting them.
+    refuse_replaces: bool,
+    refused: usize,
 }
 
 /// An HTTPS front for a Pebble without ARI (Debian's 2.4.0): it forwards every request to
@@ -804,6 +807,14 @@ impl AriFront {
         format!("https://127.0.0.1:{}/dir", self.port)
     }
 
+    fn refuse_replaces(&self) {
+        self.state.lock().unwrap().refuse_replaces = true;
+    }
+
+    fn refused(&self) -> usize {
+        self.state.lock().unwrap().refused
+    }
+
     fn fail_queries(&self) {
         self.state.lock().unwrap().failing = true;
     }
@@ -848,6 +859,22 @@ impl Front {
                     .and_then(|r| r.as_str())
                     .map(str::to_owned)
             });
+        if replaces.is_some() {
+            let mut state = self.state.lock().unwrap();
+            if state.refuse_replaces {
+                state.refused += 1;
+                let problem = serde_json::json!({
+                    "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                    "detail": "the ARI front refuses `replaces`",
+                    "status": 409,
+                });
+                return http::Response::builder()
+                    .status(http::StatusCode::CONFLICT)
+                    .header(http::header::CONTENT_TYPE, "application/problem+json")
+                    .body(http_body_util::Full::new(problem.to_string().into()))
+                    .unwrap();
+            }
+        }
         let is_directory = parts.method == http::Method::GET && parts.uri.path() == "/dir";
         let (mut head, mut answer) = self.forward(parts, body).await;
         // Pebble not up yet (502), or a problem document: passed on as it is.
@@ -1088,4 +1115,43 @@ fn a_failed_renewal_information_query_is_not_a_failed_order() {
     assert_eq!(metric(metrics, "switchyard_acme_orders_total"), orders);
     assert_eq!(handshake(p.port, domain).unwrap(), served);
     assert!(p.child.try_wait().unwrap().is_none());
+}
+
+/// A server that refuses the new order because of its `replaces` field (RFC 9773 §5
+/// lets it, for a certificate already replaced) does not stop the renewal: the proxy
+/// logs it and orders again without the field.
+#[test]
+fn a_refused_replaces_field_is_left_out() {
+    let domain = "ari-refused.switchyard.test";
+    let setup = PebbleSetup::new();
+    let front = AriFront::start(&setup);
+    front.refuse_replaces();
+    let mut p = ari_proxy(&setup, &front, domain, &[]);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, p.port, None);
+    wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
+    let first = handshake(p.port, domain).unwrap();
+    let first_id = ari_identifier(&first[0]);
+    wait_long(
+        &mut p,
+        &format!("ACME: renewal information for {first_id}: window"),
+        IO_TIMEOUT,
+    );
+    front.renew_now(&first_id);
+    let line = wait_long(
+        &mut p,
+        &format!("ACME: new order replacing {first_id}: "),
+        IO_TIMEOUT,
+    );
+    assert!(line.contains("alreadyReplaced"), "{line}");
+    assert!(line.contains("ordering without it"), "{line}");
+    wait_long(&mut p, "ACME: certificate issued", ORDER_WAIT);
+    assert_eq!(front.refused(), 1);
+    assert!(front.replaces().is_empty());
+    let second = handshake(p.port, domain).unwrap();
+    assert_ne!(
+        ari_identifier(&second[0]),
+        first_id,
+        "a new serial is served"
+    );
 }
