@@ -164,6 +164,59 @@ mod tests {
         assert_eq!(pick(2_000, 1_000, 10, 5), 2_000);
     }
 
+    fn info(start: &str, end: &str) -> RenewalInfo {
+        serde_json::from_value(serde_json::json!({
+            "suggestedWindow": { "start": start, "end": end },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_point_is_chosen_once_per_window() {
+        let mut r = Renewal {
+            id: CertificateIdentifier {
+                authority_key_identifier: "aki".into(),
+                serial: "serial".into(),
+            },
+            window: None,
+            at: None,
+            next_fetch: Instant::now(),
+        };
+        assert!(!r.answered());
+        // 2030-01-01 to 2030-01-02, asked in 2026.
+        let ahead = info("2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z");
+        let now = 1_800_000_000;
+        let Fetched::NewWindow { start, end, at } =
+            r.update(&ahead, MAX_REFETCH * 2, MIN_REFETCH, now)
+        else {
+            panic!("a first window is new");
+        };
+        assert_eq!((start, end), (1_893_456_000, 1_893_542_400));
+        assert!((start..=end).contains(&at));
+        assert!(r.answered());
+        assert!(r.next_fetch <= Instant::now() + MAX_REFETCH);
+        // The same window again: the same point, however often it is asked for.
+        for _ in 0..10 {
+            assert_eq!(
+                r.update(&ahead, Duration::ZERO, MIN_REFETCH, now),
+                Fetched::Unchanged
+            );
+            assert_eq!(r.at(), Some(at));
+        }
+        assert!(r.next_fetch >= Instant::now() + MIN_REFETCH - Duration::from_secs(1));
+        // A window that has started: now.
+        let started = info("2020-01-01T00:00:00Z", "2030-01-02T00:00:00Z");
+        let fetched = r.update(&started, Duration::ZERO, MIN_REFETCH, now);
+        assert_eq!(
+            fetched,
+            Fetched::NewWindow {
+                start: 1_577_836_800,
+                end: 1_893_542_400,
+                at: now
+            }
+        );
+    }
+
     #[test]
     fn the_lower_bound_is_only_lowered() {
         assert_eq!(min_refetch(None), MIN_REFETCH);
