@@ -420,6 +420,11 @@ impl Manager {
                         "ACME: renewal information for {}: window unchanged",
                         renewal.id
                     ),
+                    Fetched::Invalid => tracing::warn!(
+                        "ACME: renewal information for {}: the window ends before it starts; {}",
+                        renewal.id,
+                        meanwhile(renewal)
+                    ),
                 }
             }
             Err(AriError::Acme(instant_acme::Error::Unsupported(_))) => {
@@ -434,8 +439,9 @@ impl Manager {
             }
             Err(e) => {
                 tracing::warn!(
-                    "ACME: renewal information for {}: {e}; renewing at --acme-renew-at meanwhile",
-                    renewal.id
+                    "ACME: renewal information for {}: {e}; {}",
+                    renewal.id,
+                    meanwhile(renewal)
                 );
                 renewal.failed(min);
             }
@@ -640,6 +646,16 @@ enum AriError {
     Acme(instant_acme::Error),
     #[error("no answer in {}s", ARI_TIMEOUT.as_secs())]
     Timeout,
+}
+
+/// What the renewal time is while ARI has no (valid) answer: the window obtained before
+/// is the server's last word; without one, `--acme-renew-at`.
+fn meanwhile(renewal: &Renewal) -> &'static str {
+    if renewal.at().is_some() {
+        "keeping the last window"
+    } else {
+        "renewing at --acme-renew-at meanwhile"
+    }
 }
 
 /// A Unix time for a log line.

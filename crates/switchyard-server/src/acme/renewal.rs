@@ -46,6 +46,9 @@ pub(super) enum Fetched {
     NewWindow { start: i64, end: i64, at: i64 },
     /// The same window as before.
     Unchanged,
+    /// A window that ends before it starts, or when it starts: RFC 9773 §4.2 has the
+    /// client treat it as no answer.
+    Invalid,
 }
 
 // === impl Renewal ===
@@ -83,6 +86,10 @@ impl Renewal {
     ) -> Fetched {
         let start = info.suggested_window.start.unix_timestamp();
         let end = info.suggested_window.end.unix_timestamp();
+        if end <= start {
+            self.failed(min_refetch);
+            return Fetched::Invalid;
+        }
         self.next_fetch = Instant::now() + retry_after.clamp(min_refetch, MAX_REFETCH);
         if self.window == Some((start, end)) && self.at.is_some() {
             return Fetched::Unchanged;
@@ -117,7 +124,7 @@ pub(super) fn identifier(stored: &StoredCert) -> Result<CertificateIdentifier<'s
 }
 
 /// A uniformly random second of `start..=end` given `random`; `now` when the window has
-/// started, `start` when it is empty (or inverted, which RFC 9773 does not allow).
+/// started, `start` when it is empty or inverted ([`Renewal::update`] refuses those).
 fn pick(start: i64, end: i64, now: i64, random: u64) -> i64 {
     if start <= now {
         return now;
@@ -204,6 +211,13 @@ mod tests {
             assert_eq!(r.at(), Some(at));
         }
         assert!(r.next_fetch >= Instant::now() + MIN_REFETCH - Duration::from_secs(1));
+        // An invalid window: no answer, the point kept.
+        let inverted = info("2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z");
+        assert_eq!(
+            r.update(&inverted, Duration::ZERO, MIN_REFETCH, now),
+            Fetched::Invalid
+        );
+        assert_eq!(r.at(), Some(at));
         // A window that has started: now.
         let started = info("2020-01-01T00:00:00Z", "2030-01-02T00:00:00Z");
         let fetched = r.update(&started, Duration::ZERO, MIN_REFETCH, now);
