@@ -1155,3 +1155,62 @@ fn a_refused_replaces_field_is_left_out() {
         "a new serial is served"
     );
 }
+
+/// Two replicas on one `redis-server`, both told by ARI that the shared certificate's
+/// window has started: one new order in all (the other replica finds the new
+/// certificate under the lock), and both serve it.
+#[test]
+fn two_replicas_renew_once_on_renewal_information() {
+    let redis = redis_peers::Redis::start();
+    let domain = "ari-shared.switchyard.test";
+    let setup = PebbleSetup::new();
+    let front = AriFront::start(&setup);
+    let extra = ["--storage-backend", &redis.url(), "--metrics-port", "0"];
+    let mut a = ari_proxy(&setup, &front, domain, &extra);
+    let mut b = ari_proxy(&setup, &front, domain, &extra);
+    let closed = RefusingPort::bind();
+    let _pebble = setup.start(closed.port, a.port, None);
+    wait_long(&mut a, "ACME: serving the certificate", ORDER_WAIT);
+    wait_long(&mut b, "ACME: serving the certificate", ORDER_WAIT);
+    let first = handshake(a.port, domain).unwrap();
+    assert_eq!(handshake(b.port, domain).unwrap(), first);
+    let first_id = ari_identifier(&first[0]);
+    for p in [&mut a, &mut b] {
+        wait_long(
+            p,
+            &format!("ACME: renewal information for {first_id}: window"),
+            IO_TIMEOUT,
+        );
+    }
+    let (ma, mb) = (a.metrics_port(), b.metrics_port());
+    let issued = |name: &str| metric(ma, name) + metric(mb, name);
+    assert_eq!(issued("switchyard_acme_certificates_issued_total"), 1.0);
+    // Only the lines that follow the window's start are looked at from here on.
+    a.log.clear();
+    b.log.clear();
+
+    front.renew_now(&first_id);
+    let started = Instant::now();
+    // Whichever replica orders, both serve the new certificate and ask ARI about it.
+    let mut second_ids = Vec::new();
+    for p in [&mut a, &mut b] {
+        let line = wait_long(p, "ACME: serving the certificate", ORDER_WAIT);
+        eprintln!("{:?} after the window started: {line}", started.elapsed());
+        let served = handshake(p.port, domain).unwrap();
+        second_ids.push(ari_identifier(&served[0]));
+    }
+    assert_ne!(second_ids[0], first_id);
+    assert_eq!(
+        second_ids[0], second_ids[1],
+        "both serve the same new certificate"
+    );
+    for p in [&mut a, &mut b] {
+        wait_long(
+            p,
+            &format!("ACME: renewal information for {}: window", second_ids[0]),
+            IO_TIMEOUT,
+        );
+    }
+    assert_eq!(issued("switchyard_acme_certificates_issued_total"), 2.0);
+    assert_eq!(front.replaces(), std::slice::from_ref(&first_id));
+}
