@@ -5,8 +5,9 @@
 //! random point of the suggested window (now, for a window that has started), chosen once
 //! per window. The window is asked for again after the server's `Retry-After`, bounded to
 //! [`MIN_REFETCH`]..[`MAX_REFETCH`]; `SWITCHYARD_ACME_ARI_MIN_RETRY` (seconds) lowers the
-//! lower bound, for tests only. A server without ARI, or a query that fails, leaves the
-//! `--acme-renew-at` point alone: that is logged, and is neither fatal nor a failed order.
+//! lower bound, for tests only. A server without ARI leaves the `--acme-renew-at` point
+//! alone; a query that fails (or an invalid window) keeps the last window, or that point
+//! when there is none: that is logged, and is neither fatal nor a failed order.
 
 use std::time::Duration;
 
