@@ -260,6 +260,27 @@ impl Proxy {
             .unwrap()
             .count()
     }
+
+    /// How many of the process's open descriptors are sockets (Linux `/proc`): unlike
+    /// [`Proxy::open_fds`], not moved by a file the process opens for a moment.
+    pub fn open_sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
+    /// The process's resident memory, in KiB (Linux `/proc`, `VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
 }
 
 /// The port of the first URL (`http://127.0.0.1:<port>`, `https://[::]:<port>`) in a log
