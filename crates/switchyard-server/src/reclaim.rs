@@ -39,15 +39,25 @@ const SIZE: usize = 2048;
 /// Rounds of tasks spawned to reach every worker thread, at most.
 const ROUNDS: usize = 8;
 
+/// After a reclaim that gave nothing back, the next is tried anyway after this long
+/// (doubled each time it gives nothing, up to [`MAX_RETRY`]), even with no descriptor
+/// closed: a reclaim made while connections were still closing finds their memory in
+/// use, and the descriptors may never go lower than they were then.
+const FIRST_RETRY: Duration = Duration::from_secs(4);
+const MAX_RETRY: Duration = Duration::from_secs(600);
+
 /// Runs until the runtime stops: reclaims after each burst. A reclaim that gives back
 /// less than [`WORTH`] found the memory in use: the next waits until fewer descriptors
-/// are open than then (connections closed, so memory freed).
+/// are open than then (connections closed, so memory freed), or for a retry time that
+/// doubles while reclaims give nothing.
 pub(crate) async fn run() {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut lowest = u64::MAX;
     let mut previous = 0;
-    // The descriptors open at the last reclaim that gave nothing back.
-    let mut in_use_at: Option<usize> = None;
+    // The descriptors open at the last reclaim that gave nothing back, and when to try
+    // again all the same.
+    let mut in_use_at: Option<(usize, tokio::time::Instant)> = None;
+    let mut retry = FIRST_RETRY;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,7 +70,8 @@ pub(crate) async fn run() {
             continue;
         }
         let fds = open_descriptors();
-        if in_use_at.is_some_and(|then| fds >= then) {
+        let now = tokio::time::Instant::now();
+        if in_use_at.is_some_and(|(then, until)| fds >= then && now < until) {
             continue;
         }
         collect_everywhere(workers).await;
@@ -68,7 +79,13 @@ pub(crate) async fn run() {
         collect_everywhere(workers).await;
         let after = resident_kib().unwrap_or(rss);
         tracing::debug!("allocator reclaim: {rss} KiB resident, {after} KiB after");
-        in_use_at = (after + WORTH > rss).then_some(fds);
+        if after + WORTH > rss {
+            in_use_at = Some((fds, now + retry));
+            retry = (retry * 2).min(MAX_RETRY);
+        } else {
+            in_use_at = None;
+            retry = FIRST_RETRY;
+        }
         previous = after;
     }
 }

@@ -63,12 +63,10 @@ const FDS_MARGIN: usize = 10;
 
 /// Resident memory the proxy may keep, once everything is closed and its allocator has
 /// given freed pages back, over its level before, in KiB. Measured: about 270 MiB with
-/// everything open (some 20 KiB a connection), 17 to 20 MiB over the level before once
-/// the allocator reclaim has run its course; but a reclaim that gives back under its
-/// threshold while the freed memory is not yet collectable parks the reclaimer until
-/// fewer descriptors are open than then, which never comes once they are back at the
-/// floor, so up to 63 MiB over has been seen. The margin takes that, and still fails
-/// on a leak of a third of what a connection takes.
+/// everything open (some 20 KiB a connection); 7 to 27 MiB over the level before in most
+/// runs once the allocator reclaim has run, but up to 60 MiB in some (what the reclaim
+/// does not reach is not yet known). The margin takes that, and still fails on a leak
+/// of a third of what a connection takes.
 const RSS_MARGIN_KIB: u64 = 80 * 1024;
 
 /// How long the proxy may take to give its descriptors and memory back: a safety net
