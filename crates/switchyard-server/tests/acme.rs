@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use ari_front::{AriFront, ari_identifier};
 use common::{IO_TIMEOUT, Proxy, RefusingPort, port_in, request, temp_dir};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 
 /// A generous bound for an order against Pebble on a loaded machine (it takes well under
 /// a second when idle, plus the proxy's first retry if Pebble was not up yet).
@@ -250,42 +250,6 @@ fn pebble_https() -> (String, String, String) {
 // Clients
 // ============================================================================================
 
-/// Accepts any certificate; the tests look at the one presented.
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The certificate chain a handshake with `port` for `name` gets, or the handshake error.
 fn handshake(port: u16, name: &str) -> Result<Vec<Vec<u8>>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -293,7 +257,7 @@ fn handshake(port: u16, name: &str) -> Result<Vec<Vec<u8>>, String> {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(common::AnyCert(provider)))
         .with_no_client_auth();
     let mut conn = rustls::ClientConnection::new(
         Arc::new(config),
@@ -516,7 +480,7 @@ fn https_status(port: u16, name: &str, path: &str) -> u16 {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(common::AnyCert(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let conn = rustls::ClientConnection::new(

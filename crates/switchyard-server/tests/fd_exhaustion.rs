@@ -12,10 +12,9 @@
     reason = "test peers and helpers panic on failure"
 )]
 
+mod backends;
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::{Client, IO_TIMEOUT, Proxy, TOKEN};
@@ -36,7 +35,7 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
         .output()
         .is_ok_and(|out| out.status.success());
     assert!(found, "this test needs prlimit (util-linux) on PATH");
-    let backend = ok_backend();
+    let backend = backends::ok_backend();
     // A connection limit above the descriptor limit: the default, derived from it, would
     // keep the table from filling.
     let mut p = Proxy::start_under(&wrapper, &["--max-connections", "1000"], Some(TOKEN));
@@ -116,33 +115,4 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     let recovered = p.wait_for_line("accept recovered on ");
     assert!(recovered.contains(" failures in "), "{recovered}");
     assert_eq!(p.api("GET", "/api/routes", None).status, 200);
-}
-
-/// Answers every request on every connection with `200 ok`.
-fn ok_backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line == "\r\n" => {
-                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                            if writer.write_all(answer).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            });
-        }
-    });
-    port
 }

@@ -13,6 +13,7 @@
     reason = "test peers and helpers panic on failure"
 )]
 
+mod backends;
 mod common;
 #[path = "hostile/h2.rs"]
 mod h2;
@@ -108,7 +109,7 @@ const SLOW_WRITERS: usize = 100;
 #[test]
 fn slow_writers_do_not_starve_others_and_go_after_the_idle_timeout() {
     let (backend, heads, closed) = body_sink();
-    let other = ok_backend();
+    let other = backends::ok_backend();
     let p = Proxy::start(&["--body-idle-timeout", "3000"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     p.add("/other", &format!("http://127.0.0.1:{other}"));
@@ -413,7 +414,7 @@ fn memory_goes_back_after_an_http2_burst() {
         h2load.is_ok_and(|o| o.status.success()),
         "h2load is needed (Debian: nghttp2-client; scripts/test installs it)"
     );
-    let backend = ok_backend();
+    let backend = backends::ok_backend();
     let p = Proxy::start(&["--pool-idle-timeout", "1000"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     let fds = p.open_fds();
@@ -670,45 +671,6 @@ fn back_to(p: &Proxy, fds: usize, rss: u64) {
         now < rss + MEMORY_MARGIN_KIB,
         "{now} KiB after, {rss} KiB before"
     );
-}
-
-/// Answers every request (its body read by its `Content-Length`) with `200 ok`.
-fn ok_backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut length = 0;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(n) = lower.strip_prefix("content-length:") {
-                            length = n.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if writer.write_all(answer).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 /// A target that reads each request's head (reported on the first channel), then its body

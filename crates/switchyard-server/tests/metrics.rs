@@ -58,42 +58,6 @@ fn scrape_once(port: u16, series: &str, want: f64) -> String {
     }
 }
 
-/// `promtool check metrics` on `m`: its complaints, but for the `_total` suffix that
-/// CHP's own counter names lack (they stay as CHP has them).
-fn promtool_complaints(m: &str) -> Vec<String> {
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is needed for this test (Debian package prometheus)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), m.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let chp = [
-        "api_route_add",
-        "api_route_delete",
-        "api_route_get",
-        "requests_api",
-        "requests_proxy",
-        "requests_web",
-        "requests_ws",
-    ];
-    said.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| {
-            let name = l.split(' ').next().unwrap();
-            !(chp.contains(&name) && l.ends_with("should have \"_total\" suffix"))
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
 /// `n` HTTP/2 GETs on one connection, with prior knowledge.
 fn h2_gets(port: u16, path: &str, n: usize) {
     use http_body_util::{BodyExt, Empty};
@@ -289,7 +253,7 @@ fn request_histograms_bytes_and_errors_after_known_traffic() {
     assert_eq!(value(&m, "requests_web"), Some(10.0));
     assert_eq!(value(&m, "requests_ws"), Some(1.0));
 
-    let complaints = promtool_complaints(&m);
+    let complaints = common::promtool_complaints(&m);
     assert!(complaints.is_empty(), "promtool: {complaints:?}\n{m}");
 }
 
@@ -301,7 +265,7 @@ fn promtool_is_content_before_any_traffic() {
     let m = scrape(metrics);
     assert!(m.contains(&format!("# TYPE {END} histogram")), "{m}");
     assert!(m.contains(&format!("# TYPE {HEAD} histogram")), "{m}");
-    let complaints = promtool_complaints(&m);
+    let complaints = common::promtool_complaints(&m);
     assert!(complaints.is_empty(), "promtool: {complaints:?}\n{m}");
 }
 

@@ -105,6 +105,12 @@ impl Backend {
     }
 }
 
+/// A backend that answers every request `200 ok`, keeping no record of them (for load);
+/// returns its port.
+pub fn ok_backend() -> u16 {
+    Backend::start(|_| respond("200 OK", &[], "ok")).port
+}
+
 pub fn serve_connection(stream: TcpStream, tx: &mpsc::Sender<Seen>, reply: &Reply) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);

@@ -632,3 +632,76 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `promtool check metrics` on `m`: its complaints, but for the `_total` suffix that
+/// CHP's own counter names lack (they stay as CHP has them).
+pub fn promtool_complaints(m: &str) -> Vec<String> {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed for this test (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), m.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chp = [
+        "api_route_add",
+        "api_route_delete",
+        "api_route_get",
+        "requests_api",
+        "requests_proxy",
+        "requests_web",
+        "requests_ws",
+    ];
+    said.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let name = l.split(' ').next().unwrap();
+            !(chp.contains(&name) && l.ends_with("should have \"_total\" suffix"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A TLS client's verifier that accepts any certificate: for tests that look at the one
+/// presented.
+#[derive(Debug)]
+pub struct AnyCert(pub std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
