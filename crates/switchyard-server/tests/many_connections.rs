@@ -62,12 +62,12 @@ const LISTENERS: usize = 3;
 const FDS_MARGIN: usize = 10;
 
 /// Resident memory the proxy may keep, once everything is closed and its allocator has
-/// given freed pages back, over its level before, in KiB. Measured: about 270 MiB with
-/// everything open (some 20 KiB a connection); settled 20 s after closing, 5 to 40 MiB
-/// over the level before in most runs, up to 83 MiB in one (what the allocator reclaim
-/// does not reach is not yet known). The margin takes that with room on a loaded
-/// machine, and still fails when half of what the connections took stays.
-const RSS_MARGIN_KIB: u64 = 120 * 1024;
+/// given freed pages back, over its level before, in KiB. Measured (debug build): about
+/// 265 MiB with everything open (some 20 KiB a connection); with mimalloc v3, 2.5 to
+/// 2.7 MiB over the level before a second or two after the descriptors are back (with
+/// v2, whose idle threads kept pages the reclaim could not reach, 5 to 100 MiB). The
+/// margin takes that with room on a loaded machine.
+const RSS_MARGIN_KIB: u64 = 10 * 1024;
 
 /// How long the proxy may take to give its descriptors and memory back: a safety net
 /// far above what it takes (a second or two: the pool's idle timeout and the allocator
