@@ -685,7 +685,7 @@ def nice_step(span, n=4):
     return 10 * mag
 
 
-def panel(x0, y0, w, h, title, series, tmax, warmup, band=None, unit=""):
+def panel(x0, y0, w, h, title, series, tmax, warmup, band=None, unit="", integer=False, min_span=0):
     """series: [(color, [(t, v)])]; band: (lo, hi) shaded."""
     body = [f'<text x="{x0 + w / 2}" y="{y0 - 6}" text-anchor="middle" font-weight="bold">{esc(title)}</text>',
             f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
@@ -695,10 +695,16 @@ def panel(x0, y0, w, h, title, series, tmax, warmup, band=None, unit=""):
     if not vals:
         return body
     lo, hi = min(vals), max(vals)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
+    nonneg = lo >= 0
+    if hi - lo < max(min_span, 1e-9):  # a step of one descriptor is not a cliff
+        mid, half = (hi + lo) / 2, max(min_span, 2) / 2
+        lo, hi = mid - half, mid + half
+        if nonneg and lo < 0:
+            lo, hi = 0, hi - lo
     pad = (hi - lo) * 0.08
-    lo, hi = max(0, lo - pad) if lo >= 0 else lo - pad, hi + pad
+    lo, hi = lo - pad, hi + pad
+    if nonneg:
+        lo = max(0, lo)
     sx = lambda t: x0 + t / max(tmax, 1) * w
     sy = lambda v: y0 + h - (v - lo) / (hi - lo) * h
     if warmup:
@@ -707,8 +713,8 @@ def panel(x0, y0, w, h, title, series, tmax, warmup, band=None, unit=""):
     if band:
         body.append(f'<rect x="{sx(warmup):.1f}" y="{sy(band[1]):.1f}" width="{x0 + w - sx(warmup):.1f}" '
                     f'height="{sy(band[0]) - sy(band[1]):.1f}" fill="#1f77b4" fill-opacity="0.08"/>')
-    step = nice_step(hi - lo)
-    v = (lo // step + 1) * step
+    step = max(1, nice_step(hi - lo)) if integer else nice_step(hi - lo)
+    v = math.ceil(lo / step - 1e-9) * step
     while v < hi:
         y = sy(v)
         body.append(f'<line x1="{x0}" x2="{x0 + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
@@ -750,7 +756,8 @@ def plot(samples, meta, path):
                 ref = f(after[0])
                 band = (ref * 0.95, ref * 1.05) if ri == 0 else (ref - 10, ref + 10)
             body += panel(x0, y0, pw, ph, f"{LABEL[n]}: {title}",
-                          [(COLORS[n], [(s["t"], f(s)) for s in mine])], tmax, warm, band)
+                          [(COLORS[n], [(s["t"], f(s)) for s in mine])], tmax, warm, band,
+                          integer=ri > 0, min_span=(0, 20, 0, 10)[ri])
     body.append(f'<text x="70" y="{H - 10}" font-size="10">Shaded band (switchyard): the target, '
                 f'RSS within 5 % and descriptors within 10 of the first sample after the warm-up.</text>')
     with open(path, "w") as fobj:
