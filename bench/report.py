@@ -524,9 +524,25 @@ def main():
     if meta.get("failures"):
         md += ["## Failures", "", "These measurements failed and are missing from the tables:", ""]
         md += [f"- {f}" for f in meta["failures"]] + [""]
+    kept = kept_soak_section(a.out)
+    if kept:
+        md += [kept]
     with open(a.out, "w") as f:
         f.write("\n".join(md))
     print(f"wrote {a.out}")
+
+
+def kept_soak_section(path):
+    """The block bench/soak.py writes between `<!-- soak -->` and `<!-- /soak -->`, kept
+    from the RESULTS.md being replaced (the soak runs on its own, 30 minutes)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        old = f.read()
+    start, end = old.find("<!-- soak -->"), old.find("<!-- /soak -->")
+    if start < 0 or end < start:
+        return ""
+    return old[start:end + len("<!-- /soak -->")] + "\n"
 
 
 if __name__ == "__main__":
