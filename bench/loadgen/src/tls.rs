@@ -215,6 +215,8 @@ mod tests {
         whole.extend_from_slice(b"Hello, world!");
         assert!(complete(&whole));
         assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"));
-        assert!(complete(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanything"));
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanything"
+        ));
     }
 }
