@@ -14,6 +14,7 @@
 #   CHP [installed with npm under $CARGO_TARGET_DIR/bench-tools/chp]
 #   BENCH_NO_INSTALL=1: only check the tools, never call apt-get or npm.
 #   BENCH_NO_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release.
+#   BENCH_ALT=0: no second switchyard (rustls on aws-lc-rs) in the https scenario.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -96,6 +97,17 @@ if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
         -p switchyard-server --bin switchyard -p switchyard --example bench_pair \
         -p switchyard-loadgen --bin loadgen)
 fi
+# The same server with rustls on aws-lc-rs instead of ring, measured beside it over
+# HTTPS (its own target directory: the features differ). BENCH_ALT=0 skips it.
+alt_args=()
+if [[ "${BENCH_ALT:-1}" != 0 ]]; then
+    if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
+        say "building switchyard with aws-lc-rs into $target/aws-lc-rs"
+        (cd "$repo" && CARGO_TARGET_DIR="$target/aws-lc-rs" cargo build --release --locked \
+            -p switchyard-server --bin switchyard --features aws-lc-rs)
+    fi
+    alt_args=(--switchyard-alt "$target/aws-lc-rs/release/switchyard" --alt-label "aws-lc-rs")
+fi
 switchyard="$target/release/switchyard"
 bench_pair="$target/release/examples/bench_pair"
 loadgen="$target/release/loadgen"
@@ -108,7 +120,7 @@ rm -rf "$work"
 mkdir -p "$work"
 say "measuring (rounds=${BENCH_ROUNDS:-3}, duration=${BENCH_DURATION:-10s}); scratch in $work"
 "$python" "$here/harness.py" --switchyard "$switchyard" --bench-pair "$bench_pair" \
-    --chp "$chp" --loadgen "$loadgen" --work "$work" --out "$here/results" &
+    --chp "$chp" --loadgen "$loadgen" "${alt_args[@]}" --work "$work" --out "$here/results" &
 harness_pid=$!
 wait "$harness_pid"
 harness_pid=""
