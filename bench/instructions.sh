@@ -19,6 +19,9 @@
 # ws: the same in front of `loadgen ws-backend`; `loadgen ws-echo` with
 # BENCH_IR_CONNS connections sends 100-byte messages for BENCH_IR_SECONDS [5]
 # after the zeroing: instructions per echoed message (there and back).
+# newconn: the same origin as http; wrk with `Connection: close` over BENCH_IR_CONNS
+# connections for BENCH_IR_SECONDS: instructions per connection (one request
+# each, accept to close). Needs wrk.
 # Then the functions with the most instructions of their own for the first
 # binary (BENCH_IR_TOP [25] lines). BENCH_IR_ARGS adds flags to every
 # switchyard command line (e.g. --no-request-id). Needs valgrind, h2load and curl.
@@ -90,6 +93,14 @@ for bin in "${binaries[@]}"; do
             --duration "$seconds" | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["count"] if not d["errors"] else 0)')"
         [[ "$count" -gt 0 ]] || { echo "instructions.sh: echoes through $bin failed" >&2; exit 1; }
         unit="message"
+    elif [[ "$mode" == newconn ]]; then
+        until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
+        wrk -t1 -c"$conns" -d2s -H "Connection: close" "http://127.0.0.1:$port/" >/dev/null
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        count="$(wrk -t1 -c"$conns" -d"${seconds}s" -H "Connection: close" "http://127.0.0.1:$port/" \
+            | awk '/requests in/ {print $1} /Non-2xx|Socket errors/ {bad=1} END {if (bad) print 0}' | tail -1)"
+        [[ "$count" -gt 0 ]] || { echo "instructions.sh: new-connection requests through $bin failed" >&2; exit 1; }
+        unit="connection"
     else
         until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
         h2load --h1 -n 2000 -c "$conns" "http://127.0.0.1:$port/" >/dev/null
