@@ -5,6 +5,10 @@ Over HTTP/1.1 it also measures the floor of a proxy built on hyper and tokio
 (`bench_pair bare`: requests pass untouched over one upstream connection per
 client connection), to show what part of the cost is those libraries'.
 
+Besides wrk and h2load, the scenarios that those tools cannot drive (WebSocket
+messages, TLS handshakes full or resumed) use `loadgen` (bench/loadgen), which
+also serves the WebSocket backend.
+
 Run through bench/run.sh, which installs the tools and builds the binaries; this
 script only measures. Every scenario starts a fresh proxy process per
 measurement, pinned alone on core 1 (`taskset -c 1`); the load generator and
@@ -26,6 +30,7 @@ import platform
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -35,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CLK = os.sysconf("SC_CLK_TCK")
 LOAD_CPU = "0"   # load generator, origin, API and WebSocket clients
 PROXY_CPU = "1"  # the proxy under test, alone
+ALL_CPUS = f"0-{(os.cpu_count() or 2) - 1}"  # the both-cores scenario: nothing pinned
 
 PROCS = []  # every process we started and have not stopped yet
 
@@ -145,14 +151,20 @@ def status_kib(pid, key):
     return total
 
 
-def wait_http(port, path="/", deadline=30.0, proc=None):
+def wait_http(port, path="/", deadline=30.0, proc=None, tls=False):
     end = time.monotonic() + deadline
     last = None
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before serving")
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            if tls:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                c = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=ctx)
+            else:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", path)
             r = c.getresponse()
             r.read()
@@ -164,6 +176,26 @@ def wait_http(port, path="/", deadline=30.0, proc=None):
             last = e
         time.sleep(0.05)
     raise RuntimeError(f"port {port} never answered 200 on {path}: {last}")
+
+
+def wait_port(port, deadline=30.0, proc=None):
+    """Waits until something accepts TCP connections on the port."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def pin(pid, cpus):
+    """Moves a process tree (every thread) to the given CPUs."""
+    for p in tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], capture_output=True, check=False)
 
 
 def loadavg():
@@ -184,7 +216,9 @@ class Bench:
         self.nginx_conf = open(os.path.join(HERE, "nginx.conf")).read()
         self.origin_conf = open(os.path.join(HERE, "nginx-origin.conf")).read()
         self.origin = None
+        self.ws_backend = None
         self.serial = 0
+        self.certs = {}
 
     # -- origin
 
@@ -211,6 +245,27 @@ class Bench:
             assert len(body) == size, (name, len(body))
         log(f"origin: nginx on 127.0.0.1:{self.origin_port} (h2c {self.origin_h2})")
 
+    def make_certs(self):
+        """One self-signed certificate per key type, for 127.0.0.1 and localhost;
+        every proxy serves the same files."""
+        for kind, newkey in (("ecdsa", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]),
+                             ("rsa", ["-newkey", "rsa:2048"])):
+            key = os.path.join(self.work, f"{kind}.key")
+            crt = os.path.join(self.work, f"{kind}.crt")
+            subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", crt,
+                            "-days", "30", "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                           check=True, capture_output=True)
+            self.certs[kind] = (key, crt)
+        log("certificates: ECDSA P-256 and RSA-2048, self-signed")
+
+    def start_ws_backend(self):
+        self.ws_port = free_port()
+        self.ws_backend = start([self.a.loadgen, "ws-backend", f"127.0.0.1:{self.ws_port}"], LOAD_CPU,
+                                stderr_path=os.path.join(self.work, "ws-backend.log"))
+        wait_port(self.ws_port, proc=self.ws_backend)
+        log(f"WebSocket backend: loadgen on 127.0.0.1:{self.ws_port}")
+
     @staticmethod
     def fill(text, **kv):
         for k, v in kv.items():
@@ -220,14 +275,21 @@ class Bench:
 
     # -- proxies
 
-    def start_proxy(self, name, upstream=None, routes=1):
-        """Start a fresh proxy; returns a dict with pid (None for direct), port, h2_port, api_port."""
+    def start_proxy(self, name, upstream=None, routes=1, tls=None, cores=False, ready="http"):
+        """Start a fresh proxy; returns a dict with pid (None for direct), port, h2_port, api_port.
+
+        tls: None, "ecdsa" or "rsa": the public port serves TLS with that certificate.
+        cores: the both-cores placement (any CPU, switchyard's default workers, 2 nginx workers).
+        ready: "http" waits for a 200 on "/", "port" only for the port to accept.
+        """
         upstream = upstream or self.origin_port
         self.serial += 1
         if name == "direct":
-            return {"name": name, "proc": None, "pid": None, "port": self.origin_port,
+            port = self.ws_port if upstream == getattr(self, "ws_port", None) else self.origin_port
+            return {"name": name, "proc": None, "pid": None, "port": port,
                     "h2_port": self.origin_h2, "api_port": None}
         port = free_port()
+        cpu = ALL_CPUS if cores else PROXY_CPU
         if name == "floor":
             # The cheapest forwarder hyper and tokio allow (bench_pair bare): what
             # any proxy built on them costs before doing a proxy's work.
@@ -243,20 +305,27 @@ class Bench:
             os.makedirs(d, exist_ok=True)
             locs = "\n".join(f"        location /user/u{i}/ {{ proxy_pass http://origin; }}"
                              for i in range(routes - 1)) if routes > 1 else ""
+            tls_conf = ""
+            if tls:
+                key, crt = self.certs[tls]
+                tls_conf = (f"ssl_certificate {crt}; ssl_certificate_key {key}; "
+                            "ssl_protocols TLSv1.2 TLSv1.3;")
             conf = self.fill(self.nginx_conf, DIR=d, UPSTREAM_PORT=upstream, PORT=port,
-                             H2_PORT=h2, LOCATIONS=locs)
+                             H2_PORT=h2, LOCATIONS=locs, WORKERS=2 if cores else 1,
+                             SSL=" ssl" if tls else "", TLS=tls_conf)
             path = os.path.join(d, "nginx.conf")
             with open(path, "w") as f:
                 f.write(conf)
-            proc = start(["nginx", "-p", d, "-c", path, "-e", "stderr"], PROXY_CPU,
+            proc = start(["nginx", "-p", d, "-c", path, "-e", "stderr"], cpu,
                          stderr_path=os.path.join(self.work, "nginx.log"))
             api = None
         else:
             api = free_port()
             env = dict(os.environ)
             env.pop("CONFIGPROXY_AUTH_TOKEN", None)  # unauthenticated API, both proxies
-            if name == "switchyard":
-                cmd = [self.a.switchyard, "--worker-threads", str(self.a.workers)]
+            if name in ("switchyard", "switchyard-alt"):
+                binary = self.a.switchyard if name == "switchyard" else self.a.switchyard_alt
+                cmd = [binary] if cores else [binary, "--worker-threads", str(self.a.workers)]
                 h2 = port  # HTTP/2 with prior knowledge on the public port
             else:
                 cmd = [self.a.chp]
@@ -264,9 +333,15 @@ class Bench:
             cmd += ["--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
                     "--api-port", str(api), "--default-target",
                     f"http://127.0.0.1:{upstream}", "--log-level", "warn"]
-            proc = start(cmd, PROXY_CPU, env=env,
+            if tls:
+                key, crt = self.certs[tls]
+                cmd += ["--ssl-key", key, "--ssl-cert", crt]
+            proc = start(cmd, cpu, env=env,
                          stderr_path=os.path.join(self.work, f"{name}.log"))
-        wait_http(port, proc=proc)
+        if ready == "http":
+            wait_http(port, proc=proc, tls=bool(tls))
+        else:
+            wait_port(port, proc=proc)
         if api:
             wait_http(api, "/api/routes", proc=proc)
         return {"name": name, "proc": proc, "pid": proc.pid, "port": port, "h2_port": h2,
@@ -287,11 +362,12 @@ class Bench:
 
     # -- load generators
 
-    def wrk(self, port, path, conns, duration):
-        url = f"http://127.0.0.1:{port}{path}"
-        r = run(["wrk", "-t1", f"-c{conns}", f"-d{duration}", "--timeout", "10s",
-                 "-s", os.path.join(HERE, "wrk_json.lua"), url],
-                timeout=parse_seconds(duration) + 60)
+    def wrk(self, port, path, conns, duration, scheme="http", close=False, threads=1, cpu=LOAD_CPU):
+        url = f"{scheme}://127.0.0.1:{port}{path}"
+        extra = ["-H", "Connection: close"] if close else []
+        r = run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}", "--timeout", "10s",
+                 *extra, "-s", os.path.join(HERE, "wrk_json.lua"), url],
+                timeout=parse_seconds(duration) + 60, cpu=cpu)
         for line in r.stdout.splitlines():
             if line.startswith("WRKJSON "):
                 return json.loads(line[len("WRKJSON "):])
@@ -321,20 +397,22 @@ class Bench:
 
     # -- scenarios
 
-    def http_run(self, h, path, conns, h2_streams=None):
-        """Warm up, then measure one load run; returns metrics incl. proxy CPU per request."""
+    def http_run(self, h, path, conns, h2_streams=None, **wrk):
+        """Warm up, then measure one load run; returns metrics incl. proxy CPU per request.
+
+        wrk: scheme ("https"), close (a new connection per request), threads, cpu."""
         pid = h["pid"]
         idle = status_kib(pid, "VmRSS") if pid else None
         if h2_streams:
             self.h2load(h["h2_port"], path, conns, h2_streams, self.a.warmup)
         else:
-            self.wrk(h["port"], path, conns, self.a.warmup)
+            self.wrk(h["port"], path, conns, self.a.warmup, **wrk)
         u0, s0 = cpu_split(pid) if pid else (0, 0)
         o0 = ticks(self.origin.pid)
         if h2_streams:
             res = self.h2load(h["h2_port"], path, conns, h2_streams, self.a.duration)
         else:
-            res = self.wrk(h["port"], path, conns, self.a.duration)
+            res = self.wrk(h["port"], path, conns, self.a.duration, **wrk)
         u1, s1 = cpu_split(pid) if pid else (0, 0)
         t0, t1 = u0 + s0, u1 + s1
         o1 = ticks(self.origin.pid)
@@ -433,6 +511,85 @@ class Bench:
         m.pop("proxy", None)
         self.record("ws", f"idle{n}", proxy, rnd, m)
 
+    def loadgen(self, h, args):
+        """One loadgen client run (warm-up, then the window); its JSON plus proxy CPU per item."""
+        secs = parse_seconds(self.a.duration)
+        cmd = [self.a.loadgen, *args, "--warmup", str(parse_seconds(self.a.warmup)),
+               "--duration", str(secs)]
+        if h["pid"]:
+            cmd += ["--pid", str(h["pid"])]
+        res = json.loads(run(cmd, timeout=secs + 120).stdout.strip().splitlines()[-1])
+        n = max(1, res["count"])
+        # "req" is one operation here: a message, or a connection with its handshake.
+        m = {"rps": res["rate"], "requests": res["count"], "errors": res["errors"],
+             "lat_us": res["lat_us"], "mib_per_s": res["bytes"] / 1048576 / res["seconds"]}
+        if "last_error" in res:
+            m["last_error"] = res["last_error"]
+        if h["pid"]:
+            u, s = res["user_ticks"], res["sys_ticks"]
+            m["cpu_us_per_req"] = (u + s) / CLK * 1e6 / n
+            m["user_us_per_req"] = u / CLK * 1e6 / n
+            m["sys_us_per_req"] = s / CLK * 1e6 / n
+            m["proxy_busy"] = (u + s) / CLK / res["seconds"]
+            m["rss_kib"] = status_kib(h["pid"], "VmRSS")
+        return m, res
+
+    def scen_https(self, proxy, rnd, body, conns):
+        """Kept-alive HTTPS (wrk over TLS 1.3, ECDSA certificate)."""
+        h = self.start_proxy(proxy, tls="ecdsa")
+        try:
+            m = self.http_run(h, "/" if body == "13b" else "/16k", conns, scheme="https")
+        finally:
+            self.stop_proxy(h)
+        self.record("https", f"ka-{body}-c{conns}", proxy, rnd, m)
+
+    def scen_handshake(self, proxy, rnd, kind, cert, conns):
+        """A new TLS connection per request (loadgen tls): full or resumed handshakes."""
+        h = self.start_proxy(proxy, tls=cert)
+        try:
+            m, res = self.loadgen(h, ["tls", f"https://localhost:{h['port']}/", "--handshake", kind,
+                                      "--conns", str(conns)])
+            m["resumed_share"] = res["resumed"] / max(1, res["count"])
+        finally:
+            self.stop_proxy(h)
+        self.record("https", f"{kind}-{cert}-c{conns}", proxy, rnd, m)
+
+    def scen_wsmsg(self, proxy, rnd, mode, size, conns):
+        """WebSocket messages through the proxy to loadgen's backend: echo loops or a stream."""
+        h = self.start_proxy(proxy, upstream=self.ws_port, ready="port")
+        try:
+            path = "/stream" if mode == "stream" else "/echo"
+            m, _ = self.loadgen(h, [f"ws-{mode}", f"ws://127.0.0.1:{h['port']}{path}", "--size",
+                                    str(size), "--conns", str(conns)])
+        finally:
+            self.stop_proxy(h)
+        label = f"{mode}{size if size < 1024 else str(size // 1024) + 'k'}-c{conns}"
+        self.record("wsmsg", label, proxy, rnd, m)
+
+    def scen_newconn(self, proxy, rnd, conns):
+        """A new client connection per request: wrk with `Connection: close`."""
+        h = self.start_proxy(proxy)
+        try:
+            m = self.http_run(h, "/", conns, close=True)
+        finally:
+            self.stop_proxy(h)
+        self.record("newconn", f"13b-c{conns}", proxy, rnd, m)
+
+    def scen_cores(self, proxy, rnd, scheme, conns):
+        """Both cores: nothing pinned, switchyard's default workers, nginx with 2 workers."""
+        pin(self.origin.pid, ALL_CPUS)
+        h = self.start_proxy(proxy, tls="ecdsa" if scheme == "https" else None, cores=True)
+        try:
+            t0 = cpu_times()
+            m = self.http_run(h, "/", conns, scheme=scheme, threads=2, cpu=ALL_CPUS)
+            t1 = cpu_times()
+            busy, total = t1[0] - t0[0], t1[1] - t0[1]
+            m["machine_busy"] = busy / total if total else None
+        finally:
+            self.stop_proxy(h)
+            pin(self.origin.pid, LOAD_CPU)
+        self.record("cores", f"{scheme}-13b-c{conns}", proxy, rnd, m)
+
     def scen_download(self, proxy, rnd):
         h = self.start_proxy(proxy)
         try:
@@ -467,6 +624,14 @@ class Bench:
         finally:
             self.stop_proxy(h)
         self.record("download", f"{self.a.download_mib}MiB", proxy, rnd, m)
+
+
+def cpu_times():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
 
 
 def parse_seconds(d):
@@ -514,13 +679,15 @@ def meta(a):
             "wrk": version(["wrk", "-v"], r"wrk [\d.]+\S*"),
             "h2load": version(["h2load", "--version"]),
             "curl": version(["curl", "--version"]),
+            "openssl": version(["openssl", "version"]),
             "python": platform.python_version(),
         },
         "commit": commit, "crates_dirty": dirty,
         "params": {"rounds": a.rounds, "duration": a.duration, "warmup": a.warmup,
                    "workers": a.workers, "routes": a.routes, "api_routes": a.api_routes,
                    "ws": a.ws, "download_mib": a.download_mib, "scenarios": a.scenarios,
-                   "load_cpu": LOAD_CPU, "proxy_cpu": PROXY_CPU},
+                   "load_cpu": LOAD_CPU, "proxy_cpu": PROXY_CPU, "wsmsg_conns": a.wsmsg_conns,
+                   "switchyard_alt": a.alt_label if a.switchyard_alt else None},
     }
 
 
@@ -530,6 +697,10 @@ def main():
     p.add_argument("--switchyard", required=True)
     p.add_argument("--bench-pair", required=True)
     p.add_argument("--chp", required=True)
+    p.add_argument("--loadgen", required=True, help="bench/loadgen's binary")
+    p.add_argument("--switchyard-alt", help="switchyard built with the other rustls crypto provider: "
+                   "measured beside it in the HTTPS scenarios")
+    p.add_argument("--alt-label", default="other provider", help="what --switchyard-alt differs in")
     p.add_argument("--work", required=True, help="scratch directory (configs, sparse 1 GiB file)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
@@ -540,7 +711,10 @@ def main():
     p.add_argument("--api-routes", type=int, default=int(env("BENCH_API_ROUTES", "10000")))
     p.add_argument("--ws", type=int, default=int(env("BENCH_WS", "2000")))
     p.add_argument("--download-mib", type=int, default=int(env("BENCH_DOWNLOAD_MIB", "1024")))
-    p.add_argument("--scenarios", default=env("BENCH_SCENARIOS", "http1,h2,routes,api,ws,download"))
+    p.add_argument("--wsmsg-conns", default=env("BENCH_WSMSG_CONNS", "64,1024"),
+                   help="connections of the WebSocket echo scenario")
+    p.add_argument("--scenarios", default=env(
+        "BENCH_SCENARIOS", "http1,h2,routes,api,ws,download,https,wsmsg,newconn,cores"))
     a = p.parse_args()
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     if (os.cpu_count() or 1) < 2:
@@ -558,6 +732,10 @@ def main():
     info = meta(a)
     b = Bench(a)
     b.start_origin()
+    if {"https", "cores"} & set(a.scenarios):
+        b.make_certs()
+    if "wsmsg" in a.scenarios:
+        b.start_ws_backend()
 
     http_proxies = ["direct", "nginx", "switchyard", "chp"]
     cases = []  # (scenario, label, proxies, fn(proxy, round))
@@ -583,6 +761,27 @@ def main():
     if "download" in a.scenarios:
         cases.append(("download", f"{a.download_mib}MiB", http_proxies,
                       lambda px, r: b.scen_download(px, r)))
+    tls_proxies = ["nginx", "switchyard", "chp"] + (["switchyard-alt"] if a.switchyard_alt else [])
+    if "https" in a.scenarios:
+        for body in ("13b", "16k"):
+            cases.append(("https", f"ka-{body}-c64", tls_proxies,
+                          lambda px, r, body=body: b.scen_https(px, r, body, 64)))
+        for kind, cert in (("full", "ecdsa"), ("full", "rsa"), ("resume", "ecdsa")):
+            cases.append(("https", f"{kind}-{cert}-c32", tls_proxies,
+                          lambda px, r, kind=kind, cert=cert: b.scen_handshake(px, r, kind, cert, 32)))
+    if "wsmsg" in a.scenarios:
+        for conns in [int(c) for c in a.wsmsg_conns.split(",") if c]:
+            cases.append(("wsmsg", f"echo100-c{conns}", http_proxies,
+                          lambda px, r, conns=conns: b.scen_wsmsg(px, r, "echo", 100, conns)))
+        cases.append(("wsmsg", "stream64k-c1", http_proxies,
+                      lambda px, r: b.scen_wsmsg(px, r, "stream", 65536, 1)))
+    if "newconn" in a.scenarios:
+        cases.append(("newconn", "13b-c64", http_proxies,
+                      lambda px, r: b.scen_newconn(px, r, 64)))
+    if "cores" in a.scenarios:
+        for scheme in ("http", "https"):
+            cases.append(("cores", f"{scheme}-13b-c256", ["nginx", "switchyard"],
+                          lambda px, r, scheme=scheme: b.scen_cores(px, r, scheme, 256)))
 
     failures = []
     t_start = time.monotonic()

@@ -16,11 +16,14 @@ import os
 import statistics
 from collections import defaultdict
 
-PROXIES = ["direct", "nginx", "switchyard", "floor", "chp"]
+PROXIES = ["direct", "nginx", "switchyard", "switchyard-alt", "floor", "chp"]
 COLORS = {"direct": "#7f7f7f", "nginx": "#2ca02c", "switchyard": "#1f77b4", "chp": "#ff7f0e",
-          "floor": "#9467bd"}
+          "floor": "#9467bd", "switchyard-alt": "#17becf"}
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "switchyard": "switchyard",
-         "chp": "CHP", "floor": "hyper floor"}
+         "chp": "CHP", "floor": "hyper floor", "switchyard-alt": "switchyard, other provider"}
+# What one operation is, per scenario (the unit of "CPU per ...").
+UNIT = {"http1": "req", "h2": "req", "routes": "req", "https": "req", "wsmsg": "msg",
+        "newconn": "conn", "cores": "req"}
 
 
 def get(rec, key):
@@ -223,6 +226,86 @@ def plot_cpu(d, path):
         f.write(svg_doc(W, H, body))
 
 
+def plot_ratios(d, path):
+    """Proxy CPU per operation divided by nginx's in the same round, every case, log scale."""
+    scens = ["http1", "h2", "https", "wsmsg", "newconn", "cores"]
+    groups = [(s, v) for s in scens for v in d.variants(s)]
+    proxies = [p for p in ["switchyard", "switchyard-alt", "floor", "chp"]
+               if any(d.ratios(s, v, p, "nginx", "cpu_us_per_req") for s, v in groups)]
+    groups = [g for g in groups if any(d.ratios(g[0], g[1], p, "nginx", "cpu_us_per_req")
+                                       for p in proxies)]
+    if not groups:
+        return False
+    import math
+    vals = {(g, p): d.ratios(g[0], g[1], p, "nginx", "cpu_us_per_req") for g in groups for p in proxies}
+    allv = [v for vs in vals.values() for v in vs if v] + [0.5, 2.0]
+    lo, hi = min(allv) / 1.2, max(allv) * 1.2
+    bw = 14
+    gw = bw * len(proxies) + 16
+    W, H, x0, y0, ph = 90 + len(groups) * gw, 420, 70, 40, 260
+    y = lambda v: y0 + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+    body = [f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">'
+            f'Proxy CPU per operation ÷ nginx\'s, same round (log scale; bar = median, whisker = '
+            f'min–max; below 1 is cheaper than nginx)</text>']
+    for t in nice_log_ticks(lo, hi):
+        body.append(f'<line x1="{x0}" x2="{W - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eee"/>')
+        body.append(f'<text x="{x0 - 4}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="10">{t:g}×</text>')
+    body.append(f'<line x1="{x0}" x2="{W - 10}" y1="{y(1):.1f}" y2="{y(1):.1f}" stroke="#2ca02c" '
+                f'stroke-width="1.5"/>')
+    body.append(f'<line x1="{x0}" x2="{W - 10}" y1="{y(0.9):.1f}" y2="{y(0.9):.1f}" stroke="#2ca02c" '
+                f'stroke-dasharray="4 3"/>')
+    body.append(f'<text x="{W - 12}" y="{y(0.9) + 12:.1f}" text-anchor="end" font-size="10" '
+                f'fill="#2ca02c">0.9×</text>')
+    for gi, g in enumerate(groups):
+        gx = x0 + 8 + gi * gw
+        for pi, p in enumerate(proxies):
+            vs = [v for v in vals[(g, p)] if v]
+            if not vs:
+                continue
+            med = statistics.median(vs)
+            bx = gx + pi * bw
+            top, base = min(y(med), y(1)), max(y(med), y(1))
+            body.append(f'<rect x="{bx}" y="{top:.1f}" width="{bw - 2}" height="{base - top:.1f}" '
+                        f'fill="{COLORS[p]}"/>')
+            cx = bx + (bw - 2) / 2
+            body.append(f'<line x1="{cx}" x2="{cx}" y1="{y(min(vs)):.1f}" y2="{y(max(vs)):.1f}" '
+                        f'stroke="black"/>')
+        name = {"http1": "h1", "h2": "h2", "https": "tls", "wsmsg": "ws", "newconn": "new conn",
+                "cores": "2 cores"}[g[0]]
+        lx, ly = gx + gw / 2 - 8, y0 + ph + 8
+        body.append(f'<text x="{lx}" y="{ly}" font-size="10" text-anchor="end" '
+                    f'transform="rotate(-45 {lx} {ly})">{esc(name + " " + g[1])}</text>')
+    body += legend(x0, H - 12, proxies)
+    with open(path, "w") as f:
+        f.write(svg_doc(W, H, body))
+    return True
+
+
+def plot_ws_latency(d, path):
+    """WebSocket echo round trips: percentiles per proxy, one panel per case."""
+    pcts = ["50", "75", "90", "99", "99.9"]
+    variants = [v for v in d.variants("wsmsg") if v.startswith("echo")]
+    if not variants:
+        return False
+    pw, ph = 330, 210
+    W, H = 60 + len(variants) * (pw + 70), 60 + ph + 60
+    body = [f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">'
+            f'WebSocket echo round trip, 100 B messages (median over rounds)</text>']
+    for k, var in enumerate(variants):
+        x0, y0 = 70 + k * (pw + 70), 60
+        series = {}
+        for p in PROXIES:
+            s = [d.median("wsmsg", var, p, f"lat_us.p{q}") for q in pcts]
+            if any(s):
+                series[p] = [v / 1000 if v else None for v in s]
+        title = f"{var.split('-c')[1]} connections"
+        body += latency_panel(x0, y0, pw, ph, title, series, pcts)
+    body += legend(70, H - 12, [p for p in PROXIES if d.by.get(("wsmsg", variants[0]), {}).get(p)])
+    with open(path, "w") as f:
+        f.write(svg_doc(W, H, body))
+    return True
+
+
 # ---------------------------------------------------------------- Markdown
 
 def table(header, rows):
@@ -249,9 +332,14 @@ def main():
         with open(mp) as f:
             meta = json.load(f)
     d = Data(recs)
+    alt = meta.get("params", {}).get("switchyard_alt")
+    if alt:
+        LABEL["switchyard-alt"] = f"switchyard ({alt})"
     rel = os.path.relpath(a.results, os.path.dirname(os.path.abspath(a.out)))
     plot_latency(d, os.path.join(a.results, "latency-http1.svg"))
     plot_cpu(d, os.path.join(a.results, "cpu-per-request.svg"))
+    have_ratios = plot_ratios(d, os.path.join(a.results, "cpu-ratio-to-nginx.svg"))
+    have_ws = plot_ws_latency(d, os.path.join(a.results, "latency-wsmsg.svg"))
 
     P = meta.get("params", {})
     V = meta.get("versions", {})
@@ -281,6 +369,7 @@ def main():
                ["configurable-http-proxy", V.get("configurable-http-proxy", "?")],
                ["wrk", V.get("wrk", "?")], ["h2load", V.get("h2load", "?")],
                ["curl", V.get("curl", "?").split(" (")[0]], ["python", V.get("python", "?")],
+               ["OpenSSL (nginx, wrk)", V.get("openssl", "?")],
            ]), ""]
 
     # ------------------------------------------------ headline ratios
@@ -320,6 +409,28 @@ def main():
         head("download", var, f"download {var}", "mib_per_s", "↑", 1, "MiB/s")
     for var in d.variants("http1")[:1]:
         head("http1", var, "fresh process, idle", "idle_rss_kib", "↓", 1 / 1024, "RSS MiB")
+    for var in d.variants("https"):
+        lab = f"HTTPS {var}"
+        kept = var.startswith("ka-")
+        head("https", var, lab, "rps", "↑", 1, "req/s" if kept else "connections/s")
+        if kept:
+            head("https", var, lab, "lat_us.p99", "↓", 1e-3, "p99 ms")
+        head("https", var, lab, "cpu_us_per_req", "↓", 1,
+             "proxy CPU µs/req" if kept else "proxy CPU µs/connection")
+    for var in d.variants("wsmsg"):
+        lab = f"WebSocket {var}"
+        head("wsmsg", var, lab, "rps", "↑", 1, "messages/s")
+        if var.startswith("echo"):
+            head("wsmsg", var, lab, "lat_us.p99", "↓", 1e-3, "p99 round trip ms")
+        head("wsmsg", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/message")
+    for var in d.variants("newconn"):
+        lab = f"new connection per request {var}"
+        head("newconn", var, lab, "rps", "↑", 1, "req/s")
+        head("newconn", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/connection")
+    for var in d.variants("cores"):
+        lab = f"both cores {var}"
+        head("cores", var, lab, "rps", "↑", 1, "req/s")
+        head("cores", var, lab, "cpu_us_per_req", "↓", 1, "proxy CPU µs/req")
 
     md += ["## Headline: switchyard against nginx and CHP", "",
            "↑ higher is better, ↓ lower is better. A ratio is switchyard ÷ the other, per round.", "",
@@ -520,6 +631,95 @@ def main():
                "spooling to disk (`proxy_max_temp_file_size 0`).", "",
                table(["size", "proxy", "MiB/s", "RSS before MiB", "peak RSS MiB", "growth MiB",
                       "proxy CPU s"], rows), ""]
+
+    # ------------------------------------------------ the scenarios of JupyterHub's traffic
+    def ops_table(scen, extra=()):
+        """Rows for one loadgen- or wrk-driven scenario: rate, latency, CPU and its split."""
+        rows = []
+        unit = UNIT[scen]
+        for var in d.variants(scen):
+            for p in PROXIES:
+                if p not in d.by[(scen, var)]:
+                    continue
+                def r(ref, key="cpu_us_per_req"):
+                    if p in (ref, "direct"):
+                        return "–"
+                    return ratio_spread(d.ratios(scen, var, p, ref, key))
+                row = [var, LABEL[p], spread(d.values(scen, var, p, "rps")),
+                       spread([v / 1e3 if v is not None else None
+                               for v in d.values(scen, var, p, "lat_us.p50")]),
+                       spread([v / 1e3 if v is not None else None
+                               for v in d.values(scen, var, p, "lat_us.p99")]),
+                       spread(d.values(scen, var, p, "cpu_us_per_req")),
+                       spread(d.values(scen, var, p, "user_us_per_req")),
+                       spread(d.values(scen, var, p, "sys_us_per_req")),
+                       spread([v * 100 if v is not None else None
+                               for v in d.values(scen, var, p, "proxy_busy")], 2)]
+                for key, fn in extra:
+                    row.append(fn(var, p))
+                row += [r("nginx"), r("chp"),
+                        ratio_spread(d.ratios(scen, var, p, "nginx", "lat_us.p99"))
+                        if p not in ("nginx", "direct") else "–",
+                        sum(v or 0 for v in d.values(scen, var, p, "errors"))]
+                rows.append(row)
+        head = ["case", "proxy", f"{unit}/s", "p50 ms", "p99 ms", f"CPU µs/{unit}", "user µs",
+                "kernel µs", "busy %"] + [k for k, _ in extra] + \
+               ["CPU ÷ nginx", "CPU ÷ CHP", "p99 ÷ nginx", "errors"]
+        return table(head, rows)
+
+    if d.variants("https"):
+        def resumed(var, p):
+            return spread([v * 100 if v is not None else None
+                           for v in d.values("https", var, p, "resumed_share")], 2) \
+                if not var.startswith("ka-") else "–"
+        md += ["## HTTPS termination", "",
+               "The proxy serves TLS on its public port and speaks plain HTTP/1.1 to the origin. Every "
+               "proxy has the same certificate files (self-signed; `ecdsa` is P-256, `rsa` RSA-2048). "
+               "`ka-*`: `wrk -t1 -c64` over kept-alive TLS 1.3 connections (OpenSSL client, "
+               "TLS_AES_256_GCM_SHA384, X25519), 13 B or 16 KiB answers; the handshakes happen before "
+               "the measured run. `full-*` and `resume-*`: `loadgen tls` (core 0), 32 loops each making "
+               "a new connection, a TLS 1.3 handshake (X25519, ALPN http/1.1), one `GET` with "
+               "`Connection: close`, and reading the answer until the server closes: a full handshake "
+               "every time (`full`: key exchange and the certificate's signature), or one resuming "
+               "the loop's previous session with a ticket (`resume`: each loop keeps its own tickets, "
+               "as each browser does). There *req* is one connection, handshake included; *resumed %* "
+               "is the share of handshakes in the window that did resume.", "",
+               ops_table("https", [("resumed %", resumed)]), ""]
+    if d.variants("wsmsg"):
+        md += ["## WebSocket messages", "",
+               "`loadgen` (core 0) opens the connections through the proxy (core 1) to its own "
+               "WebSocket backend (core 0, tokio-tungstenite). `echo100-cN`: N connections, each "
+               "sending a 100-byte binary message and waiting for its echo, in a loop (p50/p99 are "
+               "the round trips). `stream64k-c1`: the backend sends 64 KiB binary messages as fast "
+               "as one connection takes them. *direct* is the backend without a proxy. On two cores "
+               "the load generator and the backend bound the message rate, so the CPU per message "
+               "is the measure of a proxy. *msg* is one message through the proxy (an echo is two: "
+               "there and back; the rate counts round trips).", "",
+               ops_table("wsmsg"), ""]
+        if have_ws:
+            md += [f"![WebSocket round trips]({rel}/latency-wsmsg.svg)", ""]
+    if d.variants("newconn"):
+        md += ["## A new connection per request", "",
+               "`wrk -t1 -c64 -H 'Connection: close'`: every request opens a new client connection "
+               "(the proxy closes it after the answer); the proxies keep their upstream connections. "
+               "*conn* is one connection with its one request.", "",
+               ops_table("newconn"), ""]
+    if d.variants("cores"):
+        def machine(var, p):
+            return spread([v * 100 if v is not None else None
+                           for v in d.values("cores", var, p, "machine_busy")], 2)
+        md += ["## Both cores", "",
+               "Nothing pinned: the proxy, `wrk -t2 -c256` and the origin share both cores. "
+               "switchyard runs its default workers (one per CPU), nginx `worker_processes 2`. "
+               "*busy %* is the proxy's CPU over wall time (200 % = both cores), *machine %* "
+               "the whole machine's (100 % = both cores). `https` is TLS 1.3 with the ECDSA "
+               "certificate, kept alive.", "",
+               ops_table("cores", [("machine %", machine)]), ""]
+    if have_ratios:
+        md += ["## CPU per operation against nginx, every case", "",
+               "Each bar is a proxy's CPU per request, message or connection divided by nginx's in "
+               "the same round (median, whisker min–max).", "",
+               f"![CPU ratio to nginx]({rel}/cpu-ratio-to-nginx.svg)", ""]
 
     if meta.get("failures"):
         md += ["## Failures", "", "These measurements failed and are missing from the tables:", ""]

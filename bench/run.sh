@@ -8,12 +8,13 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [3]  BENCH_DURATION [10s]  BENCH_WARMUP [1s]  BENCH_WORKERS [1]
-#   BENCH_SCENARIOS [http1,h2,routes,api,ws,download]
+#   BENCH_SCENARIOS [http1,h2,routes,api,ws,download,https,wsmsg,newconn,cores]
 #   BENCH_ROUTES [100000]  BENCH_API_ROUTES [10000]  BENCH_WS [2000]
 #   BENCH_DOWNLOAD_MIB [1024]  CARGO_TARGET_DIR [<repo>/target]
 #   CHP [installed with npm under $CARGO_TARGET_DIR/bench-tools/chp]
 #   BENCH_NO_INSTALL=1: only check the tools, never call apt-get or npm.
 #   BENCH_NO_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release.
+#   BENCH_ALT=0: no second switchyard (rustls on aws-lc-rs) in the https scenario.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +47,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -80,7 +82,7 @@ if [[ ! -x "$chp" ]]; then
     npm install --no-audit --no-fund --silent --prefix "$tools/chp" \
         "configurable-http-proxy@$chp_version"
 fi
-for t in wrk h2load nginx curl taskset node; do
+for t in wrk h2load nginx curl taskset node openssl; do
     command -v "$t" >/dev/null || { echo "still missing: $t" >&2; exit 1; }
 done
 if (($(nproc) < 2)); then
@@ -92,11 +94,24 @@ fi
 if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
     say "building release binaries into $target"
     (cd "$repo" && CARGO_TARGET_DIR="$target" cargo build --release --locked \
-        -p switchyard-server --bin switchyard -p switchyard --example bench_pair)
+        -p switchyard-server --bin switchyard -p switchyard --example bench_pair \
+        -p switchyard-loadgen --bin loadgen)
+fi
+# The same server with rustls on aws-lc-rs instead of ring, measured beside it over
+# HTTPS (its own target directory: the features differ). BENCH_ALT=0 skips it.
+alt_args=()
+if [[ "${BENCH_ALT:-1}" != 0 ]]; then
+    if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
+        say "building switchyard with aws-lc-rs into $target/aws-lc-rs"
+        (cd "$repo" && CARGO_TARGET_DIR="$target/aws-lc-rs" cargo build --release --locked \
+            -p switchyard-server --bin switchyard --features aws-lc-rs)
+    fi
+    alt_args=(--switchyard-alt "$target/aws-lc-rs/release/switchyard" --alt-label "aws-lc-rs")
 fi
 switchyard="$target/release/switchyard"
 bench_pair="$target/release/examples/bench_pair"
-[[ -x "$switchyard" && -x "$bench_pair" ]] || { echo "binaries missing in $target/release" >&2; exit 1; }
+loadgen="$target/release/loadgen"
+[[ -x "$switchyard" && -x "$bench_pair" && -x "$loadgen" ]] || { echo "binaries missing in $target/release" >&2; exit 1; }
 
 # ---------------------------------------------------------------- measure
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -105,7 +120,7 @@ rm -rf "$work"
 mkdir -p "$work"
 say "measuring (rounds=${BENCH_ROUNDS:-3}, duration=${BENCH_DURATION:-10s}); scratch in $work"
 "$python" "$here/harness.py" --switchyard "$switchyard" --bench-pair "$bench_pair" \
-    --chp "$chp" --work "$work" --out "$here/results" &
+    --chp "$chp" --loadgen "$loadgen" "${alt_args[@]}" --work "$work" --out "$here/results" &
 harness_pid=$!
 wait "$harness_pid"
 harness_pid=""

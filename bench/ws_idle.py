@@ -97,7 +97,8 @@ async def main(args):
         os.makedirs(workdir, exist_ok=True)
         conf = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf")).read()
         for k, v in {"DIR": workdir, "UPSTREAM_PORT": backend_port, "PORT": port,
-                     "H2_PORT": free_port(), "LOCATIONS": ""}.items():
+                     "H2_PORT": free_port(), "LOCATIONS": "", "WORKERS": 1, "SSL": "",
+                     "TLS": ""}.items():
             conf = conf.replace(f"@{k}@", str(v))
         conf_path = os.path.join(workdir, "nginx.conf")
         with open(conf_path, "w") as f:

@@ -211,8 +211,7 @@ impl Acme {
         current: Option<Arc<CertifiedKey>>,
         versions: &'static [&'static rustls::SupportedProtocolVersion],
     ) -> Result<Arc<ServerConfig>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(switchyard::crypto::provider())
             .with_protocol_versions(versions)
             .map_err(|e| format!("TLS protocol versions: {e}"))?
             .with_no_client_auth()
@@ -221,6 +220,8 @@ impl Acme {
                 challenges: self.challenges.clone(),
             }));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        config.ticketer =
+            switchyard::crypto::ticketer().map_err(|e| format!("TLS session tickets: {e}"))?;
         Ok(Arc::new(config))
     }
 
@@ -685,8 +686,7 @@ fn certified_key(stored: &StoredCert) -> Result<(CertifiedKey, Validity, Leaf), 
     let leaf = Leaf::of(first)?;
     let key = PrivateKeyDer::from_pem_slice(stored.key.as_bytes())
         .map_err(|e| format!("key PEM: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let key = CertifiedKey::from_der(chain, key, &provider)
+    let key = CertifiedKey::from_der(chain, key, &switchyard::crypto::provider())
         .map_err(|e| format!("certificate and key: {e}"))?;
     Ok((key, validity, leaf))
 }

@@ -1,6 +1,6 @@
 //! rustls configuration of the listeners from CHP's `--ssl-*` and `--api-ssl-*` flags,
-//! with the `ring` provider and PEM files read by `rustls-pki-types`. The `--client-ssl-*`
-//! flags go to the engine, which builds the one configuration for https targets
+//! with the build's crypto provider (`switchyard::crypto`) and PEM files read by
+//! `rustls-pki-types`. The `--client-ssl-*` flags go to the engine, which builds the one configuration for https targets
 //! (`public::engine`).
 //!
 //! Differences from Node/OpenSSL, reported at start-up:
@@ -16,7 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
@@ -64,10 +63,6 @@ pub(crate) struct ServerTls {
     pub(crate) reject_unauthorized: bool,
     pub(crate) passphrase: bool,
     pub(crate) protocol: Option<String>,
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 // === impl Listeners ===
@@ -214,7 +209,7 @@ pub(crate) fn server_config(flags: &ServerTls) -> Result<Option<Loaded>, TlsErro
     let leaf = Leaf::of(&certs[0])
         .map_err(|e| TlsError(format!("{}-cert {}: {e}", flags.flag, cert_path.display())))?;
     let key = read_key(key_path, &format!("{}-key", flags.flag), flags.passphrase)?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(switchyard::crypto::provider())
         .with_protocol_versions(protocol_versions(protocol)?)
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?;
     let builder = if flags.request_cert {
@@ -222,7 +217,10 @@ pub(crate) fn server_config(flags: &ServerTls) -> Result<Option<Loaded>, TlsErro
             Some(ca) => root_store(ca, &format!("{}-ca", flags.flag))?,
             None => webpki_root_store(),
         };
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            switchyard::crypto::provider(),
+        );
         let verifier = if flags.reject_unauthorized {
             verifier
         } else {
@@ -236,7 +234,7 @@ pub(crate) fn server_config(flags: &ServerTls) -> Result<Option<Loaded>, TlsErro
         builder.with_no_client_auth()
     };
     // No ALPN list: the listener offers `h2` where it serves HTTP/2, and `http/1.1`.
-    let config = builder.with_single_cert(certs, key).map_err(|e| {
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         let e = match e {
             rustls::Error::InconsistentKeys(_) => {
                 "the private key is not the certificate's key".to_owned()
@@ -251,6 +249,10 @@ pub(crate) fn server_config(flags: &ServerTls) -> Result<Option<Loaded>, TlsErro
             cert_path.display()
         ))
     })?;
+    // Resumption by stateless tickets, one key per configuration: a session never resumes
+    // on another listener, whose client-certificate policy may differ.
+    config.ticketer = switchyard::crypto::ticketer()
+        .map_err(|e| TlsError(format!("{}: session tickets: {e}", flags.flag)))?;
     Ok(Some(Loaded {
         config: Arc::new(config),
         leaf,

@@ -2,6 +2,7 @@
 //! by an atomic rename, by a Kubernetes-style `..data` symlink swap, and re-read on
 //! SIGHUP; new handshakes see the new certificate, a WebSocket opened before keeps
 //! echoing, and a pair that does not load is refused with the old one still served.
+//! And sessions resumed with tickets, for more clients than a session cache holds.
 //!
 //! Certificates are made by rcgen at test time; every peer is on 127.0.0.1.
 
@@ -68,6 +69,12 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection to `port`, handshake done; `http/1.1` offered by ALPN.
 fn connect(port: u16) -> Tls {
+    connect_with(port, &client_config())
+}
+
+/// A client's TLS configuration: any certificate accepted, `http/1.1` offered, and
+/// rustls's default session store, so a second connection with it offers a ticket.
+fn client_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -76,8 +83,13 @@ fn connect(port: u16) -> Tls {
         .with_custom_certificate_verifier(Arc::new(common::AnyCert(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A TLS connection to `port` made with `config`, handshake done.
+fn connect_with(port: u16, config: &Arc<rustls::ClientConfig>) -> Tls {
     let conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+        rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
             .unwrap();
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -395,4 +407,37 @@ fn client_ssl_ca_is_reloaded_for_new_target_connections() {
     // The targets close every connection: this one is new, and no longer trusted.
     assert_eq!(p.public("GET", "/one", &[]).status, 503);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Browsers come back: 300 clients (more than rustls's default in-memory session cache
+/// of 256 entries, which holds two tickets a connection) each make a full handshake and
+/// a request, then each connects again and resumes its session with the ticket it was
+/// given, and the request on the resumed connection is answered. With stateless tickets
+/// the proxy keeps nothing per client; with the cache, the first clients' sessions would
+/// have been evicted by the later ones.
+#[test]
+fn sessions_resume_with_tickets_for_many_clients() {
+    const CLIENTS: usize = 300;
+    let dir = temp_dir("tls-resume");
+    let pair = pair(30);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &pair.cert).unwrap();
+    std::fs::write(&key, &pair.key).unwrap();
+    let p = proxy_with(&cert, &key, &[]);
+    let clients: Vec<_> = (0..CLIENTS).map(|_| client_config()).collect();
+    for config in &clients {
+        let mut tls = connect_with(p.port, config);
+        assert_eq!(tls.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // The tickets come after the handshake: reading the answer takes them in.
+        assert_eq!(https_get(&mut tls, "/_chp_healthz").0, 200);
+    }
+    let mut resumed = 0;
+    for config in &clients {
+        let mut tls = connect_with(p.port, config);
+        if tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            resumed += 1;
+        }
+        assert_eq!(https_get(&mut tls, "/_chp_healthz").0, 200);
+    }
+    assert_eq!(resumed, CLIENTS, "sessions resumed of {CLIENTS}");
 }

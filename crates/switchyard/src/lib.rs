@@ -148,6 +148,7 @@
 //    accept loop) over `proxy`.
 mod balance;
 mod body;
+pub mod crypto;
 mod drain;
 mod error;
 mod head_timer;

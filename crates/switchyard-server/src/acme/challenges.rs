@@ -158,7 +158,7 @@ fn tls_alpn_certificate(domain: &str, key_authorization: &str) -> Result<Certifi
         .self_signed(&key)
         .map_err(|e| format!("challenge certificate: {e}"))?;
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let signing = rustls::crypto::ring::default_provider()
+    let signing = switchyard::crypto::provider()
         .key_provider
         .load_private_key(der)
         .map_err(|e| format!("challenge key: {e}"))?;

@@ -100,13 +100,13 @@ impl TlsConfig {
                 "bad key PEM (encrypted keys are not supported): {e}"
             ))
         })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(crate::crypto::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::Tls(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| ConfigError::Tls(format!("certificate and key: {e}")))?;
+        config.ticketer = crate::crypto::ticketer().map_err(|e| ConfigError::Tls(e.to_string()))?;
         Ok(Self::new(Arc::new(config)))
     }
 

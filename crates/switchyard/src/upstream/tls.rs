@@ -136,7 +136,7 @@ fn offers(base: rustls::ClientConfig) -> [Arc<rustls::ClientConfig>; 3] {
 /// The client TLS configuration the options describe (no ALPN: each
 /// connector sets its own).
 pub(crate) fn config(opts: &ClientOptions) -> Result<rustls::ClientConfig, ConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::Tls(e.to_string()))?;

@@ -308,7 +308,7 @@ mod tests {
         let cert = cert_valid((2020, 1, 1), (2030, 1, 1));
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::crypto::provider();
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .unwrap();
