@@ -173,7 +173,9 @@ async fn tunnel<H: Hooks>(
                 async { while matches!(ur.read(&mut sink_u).await, Ok(n) if n > 0) {} },
             );
         };
-        let _ = tokio::time::timeout(CLOSE_REPLY, goodbye).await;
+        // Boxed, as it runs once at the end: kept inline, its state would be a part of
+        // every idle tunnel's task.
+        let _ = tokio::time::timeout(CLOSE_REPLY, Box::pin(goodbye)).await;
         debug!("WebSocket tunnel closed (1001)");
     }
     TunnelStats {
@@ -219,7 +221,8 @@ where
         };
         let n = match read_unless_closing(r, buf, closing).await {
             Some(read) => read?,
-            None => return finish_frame(r, w, count, &mut frames, buf).await,
+            // Boxed for the reason `goodbye` is: it runs once, at a close.
+            None => return Box::pin(finish_frame(r, w, count, &mut frames, buf)).await,
         };
         if n == 0 {
             let _ = w.shutdown().await;
