@@ -26,11 +26,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Past mimalloc's purge delay (1 s in v3; `purge_delay` × `arena_purge_mult`).
 const PURGE_DELAY: Duration = Duration::from_millis(1_100);
 
-/// Resident memory above the lowest seen that is worth a reclaim, in KiB. Each reclaim
-/// costs under a millisecond per worker. At 2 MiB, a 13 MiB proxy under steady churn
-/// (the leak soak in `bench/`) swung by up to 7.5 % between reclaims; the figure at this
-/// threshold is in `bench/RESULTS.md`.
-const WORTH: u64 = 512;
+/// Resident memory above the lowest seen that is worth a reclaim, in KiB.
+const WORTH: u64 = 2 * 1024;
 
 /// Allocations above mimalloc's small size (1 KiB) always take its slow path; this many
 /// reach its collection count.
