@@ -75,6 +75,12 @@ impl Drain {
         }
     }
 
+    /// Tells every watched connection to finish (the first step of
+    /// [`Drain::shutdown`], to take before anything else a client could see).
+    pub(crate) fn start(&self) {
+        self.shared.enter(DRAINING);
+    }
+
     /// Tells every watched connection to finish, and waits until all have
     /// ended. Bound it with a timeout, then [`Drain::close`].
     pub(crate) async fn shutdown(&self) {

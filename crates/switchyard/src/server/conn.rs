@@ -115,6 +115,11 @@ pub(super) async fn accept_loop<M, S, B>(
             }
         }
     }
+    // Draining before the listener closes: once a client's connection attempt is
+    // refused, a response still in flight is the last on its connection (`Connection:
+    // close`, no keep-alive hint). Taken the other way round, a response that came
+    // between the two went out as if nothing were stopping.
+    shared.drain.start();
     // Closed at once: a connection attempt from now on is refused, not left waiting.
     match listener.kind {
         Kind::Tcp(tcp) => drop(tcp),
