@@ -137,7 +137,7 @@
 // layers (`tests/layering.rs` checks it), so there is no import cycle and each
 // can be read knowing only what is below it:
 //
-// 1. `error`, `routing`, `drain`, `head_timer`: stand on their own;
+// 1. `error`, `routing`, `drain`, `head_timer`, `crypto`: stand on their own;
 // 2. `target`: where a request goes;
 // 3. `options`, `body`: what a call is given and streams;
 // 4. `hooks` (user code), `upstream` (the pools, TLS and the connector);
