@@ -176,6 +176,15 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// Sends an upgrade request for `path` and reads the answer's head, which must be a 101.
+fn switched(s: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{UPGRADE}\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = s.read(&mut head).unwrap();
+    assert_eq!(status(&head[..n]), 101);
+}
+
 fn status(answer: &[u8]) -> u16 {
     std::str::from_utf8(&answer[..answer.len().min(12)])
         .ok()
@@ -235,40 +244,28 @@ fn cycle(scenario: &str, port: u16, ready: &mpsc::Receiver<()>) {
             assert!(got.len() < 1_000_000, "the truncation must be visible");
         }
         "WebSocket open, echo, close" => {
-            s.write_all(&get("/ws", UPGRADE)).unwrap();
-            let mut head = vec![0u8; 1024];
-            let n = s.read(&mut head).unwrap();
-            assert_eq!(status(&head[..n]), 101);
+            switched(&mut s, "/ws");
             s.write_all(b"hello").unwrap();
             let mut echo = [0u8; 5];
             s.read_exact(&mut echo).unwrap();
             assert_eq!(&echo, b"hello");
         }
         "WebSocket client resets" => {
-            s.write_all(&get("/ws", UPGRADE)).unwrap();
-            let mut head = vec![0u8; 1024];
-            let n = s.read(&mut head).unwrap();
-            assert_eq!(status(&head[..n]), 101);
+            switched(&mut s, "/ws");
             s.write_all(b"hello").unwrap();
             let mut echo = [0u8; 5];
             s.read_exact(&mut echo).unwrap();
             reset(s);
         }
         "WebSocket upstream resets" => {
-            s.write_all(&get("/ws-rst", UPGRADE)).unwrap();
-            let mut head = vec![0u8; 1024];
-            let n = s.read(&mut head).unwrap();
-            assert_eq!(status(&head[..n]), 101);
+            switched(&mut s, "/ws-rst");
             s.write_all(b"hello").unwrap();
             // The echo, then the close the target's RST must turn into.
             let got = read_to_close(&mut s);
             assert!(got.len() <= 5, "{got:?}");
         }
         "WebSocket client vanishes" => {
-            s.write_all(&get("/ws", UPGRADE)).unwrap();
-            let mut head = vec![0u8; 1024];
-            let n = s.read(&mut head).unwrap();
-            assert_eq!(status(&head[..n]), 101);
+            switched(&mut s, "/ws");
         }
         "WebSocket upstream drops after the 101" => {
             s.write_all(&get("/ws-drop", UPGRADE)).unwrap();
