@@ -9,7 +9,11 @@
 #   BENCH_IR_MODE=ws bench/instructions.sh   # 100-byte WebSocket echoes instead of GETs
 #
 # A BINARY named `nginx` runs nginx (bench/nginx.conf, one process: master_process
-# off) for reference; any other is a switchyard binary.
+# off) for reference; `floor` runs `bench_pair bare` (hyper and tokio passing
+# requests through untouched) and `engine` runs `bench_pair proxy` (the engine
+# crate's `Proxy::listen` with default options, one worker), to split the
+# server's cost into the floor, the engine's share and the server's share (http
+# mode only); any other is a switchyard binary.
 #
 # http (default): each proxy runs under valgrind --tool=callgrind with
 # --worker-threads 1 in front of `bench_pair origin` (13-byte answers), is
@@ -71,7 +75,16 @@ fi
 first=""
 for bin in "${binaries[@]}"; do
     port="$(free_port)"
-    if [[ "$bin" == nginx ]]; then
+    if [[ ("$bin" == floor || "$bin" == engine) && "$mode" != http ]]; then
+        echo "instructions.sh: $bin runs in http mode only" >&2
+        exit 1
+    elif [[ "$bin" == floor || "$bin" == engine ]]; then
+        # bench_pair: `bare` is the hyper/tokio floor, `proxy` the engine alone
+        # (`Proxy::listen`, default options, no CHP routing or server features).
+        [[ "$bin" == floor ]] && how=bare || how=proxy
+        WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$scratch/cg.%p" \
+            "$pair" "$how" "127.0.0.1:$port" "http://127.0.0.1:$origin_port" >/dev/null 2>&1 &
+    elif [[ "$bin" == nginx ]]; then
         mkdir -p "$scratch/nginx"
         sed -e "s|@DIR@|$scratch/nginx|g; s|@UPSTREAM_PORT@|$origin_port|; s|@PORT@|$port|; s|@H2_PORT@|$(free_port)|" \
             -e "s|@LOCATIONS@||; s|@WORKERS@|1; master_process off|; s|@SSL@||; s|@TLS@||" \
