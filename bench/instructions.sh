@@ -7,6 +7,7 @@
 #
 #   bench/instructions.sh [BINARY...]        # default: $CARGO_TARGET_DIR/release/switchyard
 #   BENCH_IR_MODE=ws bench/instructions.sh   # 100-byte WebSocket echoes instead of GETs
+#   BENCH_IR_MODE=https bench/instructions.sh   # the GETs over TLS 1.3
 #
 # A BINARY named `nginx` runs nginx (bench/nginx.conf, one process: master_process
 # off) for reference; `floor` runs `bench_pair bare` (hyper and tokio passing
@@ -23,6 +24,8 @@
 # ws: the same in front of `loadgen ws-backend`; `loadgen ws-echo` with
 # BENCH_IR_CONNS connections sends 100-byte messages for BENCH_IR_SECONDS [5]
 # after the zeroing: instructions per echoed message (there and back).
+# https: as http, with the proxy terminating TLS 1.3 (an ECDSA P-256 certificate made
+# with openssl) and h2load speaking HTTP/1.1 over it (ALPN http/1.1), kept alive.
 # newconn: the same origin as http; wrk with `Connection: close` over BENCH_IR_CONNS
 # connections for BENCH_IR_SECONDS: instructions per connection (one request
 # each, accept to close). Needs wrk.
@@ -72,6 +75,21 @@ else
     until curl -s -o /dev/null "http://127.0.0.1:$origin_port/"; do sleep 0.1; done
 fi
 
+scheme=http
+tls_args=()
+nginx_ssl=""
+nginx_tls=""
+if [[ "$mode" == https ]]; then
+    command -v openssl >/dev/null || { echo "instructions.sh: https needs openssl" >&2; exit 1; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$scratch/key.pem" -out "$scratch/cert.pem" -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+    scheme=https
+    tls_args=(--ssl-key "$scratch/key.pem" --ssl-cert "$scratch/cert.pem")
+    nginx_ssl=" ssl"
+    nginx_tls="ssl_certificate $scratch/cert.pem; ssl_certificate_key $scratch/key.pem; ssl_protocols TLSv1.3;"
+fi
+
 first=""
 for bin in "${binaries[@]}"; do
     port="$(free_port)"
@@ -87,14 +105,15 @@ for bin in "${binaries[@]}"; do
     elif [[ "$bin" == nginx ]]; then
         mkdir -p "$scratch/nginx"
         sed -e "s|@DIR@|$scratch/nginx|g; s|@UPSTREAM_PORT@|$origin_port|; s|@PORT@|$port|; s|@H2_PORT@|$(free_port)|" \
-            -e "s|@LOCATIONS@||; s|@WORKERS@|1; master_process off|; s|@SSL@||; s|@TLS@||" \
+            -e "s|@LOCATIONS@||; s|@WORKERS@|1; master_process off|; s|@SSL@|$nginx_ssl|; s|@TLS@|$nginx_tls|" \
             "$here/nginx.conf" >"$scratch/nginx/nginx.conf"
         valgrind --tool=callgrind --callgrind-out-file="$scratch/cg.%p" \
             nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" -e stderr >/dev/null 2>&1 &
     else
         valgrind --tool=callgrind --callgrind-out-file="$scratch/cg.%p" "$bin" --worker-threads 1 \
             --ip 127.0.0.1 --port "$port" --api-ip 127.0.0.1 --api-port "$(free_port)" \
-            --default-target "http://127.0.0.1:$origin_port" --log-level warn ${BENCH_IR_ARGS:-} >/dev/null 2>&1 &
+            --default-target "http://127.0.0.1:$origin_port" --log-level warn "${tls_args[@]}" \
+            ${BENCH_IR_ARGS:-} >/dev/null 2>&1 &
     fi
     pid=$!
     pids+=("$pid")
@@ -115,10 +134,10 @@ for bin in "${binaries[@]}"; do
         [[ "$count" -gt 0 ]] || { echo "instructions.sh: new-connection requests through $bin failed" >&2; exit 1; }
         unit="connection"
     else
-        until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.2; done
-        h2load --h1 -n 2000 -c "$conns" "http://127.0.0.1:$port/" >/dev/null
+        until curl -sk -o /dev/null "$scheme://127.0.0.1:$port/"; do sleep 0.2; done
+        h2load --h1 -n 2000 -c "$conns" "$scheme://127.0.0.1:$port/" >/dev/null
         callgrind_control -z "$pid" >/dev/null 2>&1
-        h2load --h1 -n "$requests" -c "$conns" "http://127.0.0.1:$port/" | grep -q "$requests succeeded" \
+        h2load --h1 -n "$requests" -c "$conns" "$scheme://127.0.0.1:$port/" | grep -q "$requests succeeded" \
             || { echo "instructions.sh: not every request succeeded through $bin" >&2; exit 1; }
         count="$requests"
         unit="request"
