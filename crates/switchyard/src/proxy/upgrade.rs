@@ -16,9 +16,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
@@ -124,12 +127,12 @@ async fn tunnel<H: Hooks>(
     let mut u2c = Direction::new(inner.tunnels.register());
     let hooks = &inner.hooks;
     let (result, client_ended) = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = c2u.poll_copy(cx, &mut client, &mut upstream, |n| {
+        if let Poll::Ready(r) = c2u.poll_woken(cx, &mut client, &mut upstream, |n| {
             hooks.on_tunnel_data(ctx, true, n)
         }) {
             return Poll::Ready((r, true));
         }
-        u2c.poll_copy(cx, &mut upstream, &mut client, |n| {
+        u2c.poll_woken(cx, &mut upstream, &mut client, |n| {
             hooks.on_tunnel_data(ctx, false, n)
         })
         .map(|r| (r, false))
@@ -145,7 +148,7 @@ async fn tunnel<H: Hooks>(
     let other = match limit {
         Some(limit) if client_ended => {
             let rest = std::future::poll_fn(|cx| {
-                u2c.poll_copy(cx, &mut upstream, &mut client, |n| {
+                u2c.poll_woken(cx, &mut upstream, &mut client, |n| {
                     hooks.on_tunnel_data(ctx, false, n)
                 })
             });
@@ -153,7 +156,7 @@ async fn tunnel<H: Hooks>(
         }
         Some(limit) => {
             let rest = std::future::poll_fn(|cx| {
-                c2u.poll_copy(cx, &mut client, &mut upstream, |n| {
+                c2u.poll_woken(cx, &mut client, &mut upstream, |n| {
                     hooks.on_tunnel_data(ctx, true, n)
                 })
             });
@@ -230,6 +233,34 @@ struct Direction {
     /// idle tunnel.
     finishing: Option<Pin<Box<Sleep>>>,
     step: Step,
+    /// The waker this direction is polled with: a wake-up of the tunnel's task polls
+    /// only the directions that were woken.
+    wake: Arc<Woken>,
+}
+
+/// A direction's waker: marks the direction as woken, then wakes the tunnel's task.
+/// Without it each wake-up would poll both directions, and the one with nothing to do
+/// would go through every layer of its reader to learn that.
+struct Woken {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Woken {
+    /// Whether the direction was woken since the last call (or never polled), with the
+    /// task's waker registered for its next wake-up.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        // Registered before the flag is read: a wake in between is not lost.
+        self.task.register(cx.waker());
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl ArcWake for Woken {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake();
+    }
 }
 
 /// Where a [`Direction`]'s copy loop stands.
@@ -255,7 +286,35 @@ impl Direction {
             closing,
             finishing: None,
             step: Step::Read,
+            wake: Arc::new(Woken {
+                woken: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
         }
+    }
+
+    /// [`poll_copy`](Self::poll_copy), if the direction was woken since its last poll,
+    /// with its own waker: `Pending` otherwise.
+    fn poll_woken<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        on_data: impl FnMut(usize),
+    ) -> Poll<io::Result<End>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if !self.wake.take(cx) {
+            return Poll::Pending;
+        }
+        // Everything the direction waits on (its reader and writer, the drain, the frame's
+        // deadline, the runtime's budget) registers this waker. A clone of the `Arc`, so
+        // that the waker does not borrow `self`.
+        let wake = Arc::clone(&self.wake);
+        let waker = waker_ref(&wake);
+        self.poll_copy(&mut Context::from_waker(&waker), r, w, on_data)
     }
 
     /// Copies from `r` to `w` until the reader's side ends (its end passed on to `w`:
