@@ -16,16 +16,19 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::end::{self, Ending};
@@ -114,42 +117,58 @@ async fn tunnel<H: Hooks>(
     inner: &Inner<H>,
     ctx: &H::Ctx,
 ) -> TunnelStats {
-    let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
-    let (mut ur, mut uw) = tokio::io::split(TokioIo::new(upstream));
-    let (mut up, mut down) = (0u64, 0u64);
-    // One registration per direction: each copy loop watches for `close_tunnels` while it
+    // One task owns both sockets, so one poll can drive both directions, each borrowing
+    // the reader of one socket and the writer of the other, without splitting the
+    // sockets into halves behind locks.
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    // One registration per direction: each direction watches for `close_tunnels` while it
     // waits to read, so a close never interrupts a write.
-    let mut up_closing = inner.tunnels.register();
-    let mut down_closing = inner.tunnels.register();
-    let (up_end, down_end) = {
-        let mut c2u = std::pin::pin!(copy(&mut cr, &mut uw, &mut up, &mut up_closing, |n| inner
-            .hooks
-            .on_tunnel_data(ctx, true, n),));
-        let mut u2c = std::pin::pin!(copy(&mut ur, &mut cw, &mut down, &mut down_closing, |n| {
-            inner.hooks.on_tunnel_data(ctx, false, n)
-        },));
-        let (result, client_ended) = tokio::select! {
-            r = &mut c2u => (r, true),
-            r = &mut u2c => (r, false),
-        };
-        // One side ended cleanly: let the other drain briefly. Closing: the other
-        // direction is closing too, bounded by its own deadline.
-        let limit = match result {
-            Ok(End::Eof) => Some(CLOSE_GRACE),
-            Ok(End::Closing) => Some(FINISH_FRAME + CLOSE_GRACE),
-            Err(_) => None,
-        };
-        let other = match limit {
-            Some(limit) if client_ended => tokio::time::timeout(limit, &mut u2c).await,
-            Some(limit) => tokio::time::timeout(limit, &mut c2u).await,
-            None => Ok(Err(io::ErrorKind::ConnectionAborted.into())),
+    let mut c2u = Direction::new(inner.tunnels.register());
+    let mut u2c = Direction::new(inner.tunnels.register());
+    let hooks = &inner.hooks;
+    let (result, client_ended) = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = c2u.poll_woken(cx, &mut client, &mut upstream, |n| {
+            hooks.on_tunnel_data(ctx, true, n)
+        }) {
+            return Poll::Ready((r, true));
         }
-        .unwrap_or(Ok(End::Eof));
-        if client_ended {
-            (result, other)
-        } else {
-            (other, result)
+        u2c.poll_woken(cx, &mut upstream, &mut client, |n| {
+            hooks.on_tunnel_data(ctx, false, n)
+        })
+        .map(|r| (r, false))
+    })
+    .await;
+    // One side ended cleanly: let the other drain briefly. Closing: the other
+    // direction is closing too, bounded by its own deadline.
+    let limit = match result {
+        Ok(End::Eof) => Some(CLOSE_GRACE),
+        Ok(End::Closing) => Some(FINISH_FRAME + CLOSE_GRACE),
+        Err(_) => None,
+    };
+    let other = match limit {
+        Some(limit) if client_ended => {
+            let rest = std::future::poll_fn(|cx| {
+                u2c.poll_woken(cx, &mut upstream, &mut client, |n| {
+                    hooks.on_tunnel_data(ctx, false, n)
+                })
+            });
+            tokio::time::timeout(limit, rest).await
         }
+        Some(limit) => {
+            let rest = std::future::poll_fn(|cx| {
+                c2u.poll_woken(cx, &mut client, &mut upstream, |n| {
+                    hooks.on_tunnel_data(ctx, true, n)
+                })
+            });
+            tokio::time::timeout(limit, rest).await
+        }
+        None => Ok(Err(io::ErrorKind::ConnectionAborted.into())),
+    }
+    .unwrap_or(Ok(End::Eof));
+    let (up_end, down_end) = if client_ended {
+        (result, other)
+    } else {
+        (other, result)
     };
     // Closing at a frame boundary: a close frame each way that is at one (the target's
     // masked, as a client's must be, RFC 6455 §5.3), then a short wait for the peers'
@@ -159,18 +178,18 @@ async fn tunnel<H: Hooks>(
     if up_at_boundary || down_at_boundary {
         let goodbye = async {
             if down_at_boundary {
-                let _ = cw.write_all(&close_frame(None)).await;
-                let _ = cw.shutdown().await;
+                let _ = client.write_all(&close_frame(None)).await;
+                let _ = client.shutdown().await;
             }
             if up_at_boundary {
-                let _ = uw.write_all(&close_frame(Some(mask_key()))).await;
-                let _ = uw.shutdown().await;
+                let _ = upstream.write_all(&close_frame(Some(mask_key()))).await;
+                let _ = upstream.shutdown().await;
             }
             // The peers' close frames and ends, read and dropped.
             let (mut sink_c, mut sink_u) = ([0u8; IDLE_BUF], [0u8; IDLE_BUF]);
             tokio::join!(
-                async { while matches!(cr.read(&mut sink_c).await, Ok(n) if n > 0) {} },
-                async { while matches!(ur.read(&mut sink_u).await, Ok(n) if n > 0) {} },
+                async { while matches!(client.read(&mut sink_c).await, Ok(n) if n > 0) {} },
+                async { while matches!(upstream.read(&mut sink_u).await, Ok(n) if n > 0) {} },
             );
         };
         // Boxed, as it runs once at the end: kept inline, its state would be a part of
@@ -179,8 +198,8 @@ async fn tunnel<H: Hooks>(
         debug!("WebSocket tunnel closed (1001)");
     }
     TunnelStats {
-        client_to_upstream: up,
-        upstream_to_client: down,
+        client_to_upstream: c2u.count,
+        upstream_to_client: u2c.count,
         duration: Duration::ZERO,
     }
 }
@@ -195,100 +214,235 @@ enum End {
     Closing,
 }
 
-async fn copy<R, W>(
-    r: &mut R,
-    w: &mut W,
-    count: &mut u64,
-    closing: &mut Registration,
-    mut on_data: impl FnMut(usize),
-) -> io::Result<End>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+/// One direction of a tunnel: a copy loop written as a state machine, so that both
+/// directions can be polled from one task, each given its reader and writer per poll.
+struct Direction {
     // Most tunnels (notebook kernels, terminals) sit idle for hours: read
     // into a small buffer, take a large one only while reads fill the small
     // one, and give it back when traffic calms down. Idle memory per tunnel
     // stays at a few hundred bytes per direction instead of a full buffer.
-    let mut small = [0u8; IDLE_BUF];
-    let mut large: Option<Box<[u8]>> = None;
-    // Where the frames of this direction end, so a close frame can be put between two.
-    let mut frames = Frames::default();
-    loop {
-        let buf = match large.as_deref_mut() {
-            Some(buf) => buf,
-            None => &mut small[..],
-        };
-        let n = match read_unless_closing(r, buf, closing).await {
-            Some(read) => read?,
-            // Boxed for the reason `goodbye` is: it runs once, at a close.
-            None => return Box::pin(finish_frame(r, w, count, &mut frames, buf)).await,
-        };
-        if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(End::Eof);
+    small: [u8; IDLE_BUF],
+    large: Option<Box<[u8]>>,
+    /// Where the frames of this direction end, so a close frame can be put between two.
+    frames: Frames,
+    /// Bytes written to the other side.
+    count: u64,
+    closing: Registration,
+    /// Once `close_tunnels` was seen: the deadline for the frame in progress to end.
+    /// Boxed, as it is needed once at a close: inline, it would be a part of every
+    /// idle tunnel.
+    finishing: Option<Pin<Box<Sleep>>>,
+    step: Step,
+    /// The waker this direction is polled with: a wake-up of the tunnel's task polls
+    /// only the directions that were woken.
+    wake: Arc<Woken>,
+}
+
+/// A direction's waker: marks the direction as woken, then wakes the tunnel's task.
+/// Without it each wake-up would poll both directions, and the one with nothing to do
+/// would go through every layer of its reader to learn that.
+struct Woken {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Woken {
+    /// Whether the direction was woken since the last call (or never polled), with the
+    /// task's waker registered for its next wake-up.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        // Registered before the flag is read: a wake in between is not lost.
+        self.task.register(cx.waker());
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl ArcWake for Woken {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake();
+    }
+}
+
+/// Where a [`Direction`]'s copy loop stands.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Waiting for bytes to read.
+    Read,
+    /// Writing `buf[at..len]` of what was read.
+    Write { at: usize, len: usize },
+    /// Flushing the `len` bytes just written.
+    Flush { len: usize },
+    /// The reader's side ended: passing its end on.
+    Shutdown,
+}
+
+impl Direction {
+    fn new(closing: Registration) -> Self {
+        Self {
+            small: [0u8; IDLE_BUF],
+            large: None,
+            frames: Frames::default(),
+            count: 0,
+            closing,
+            finishing: None,
+            step: Step::Read,
+            wake: Arc::new(Woken {
+                woken: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
         }
-        on_data(n);
-        frames.feed(&buf[..n], false);
-        w.write_all(&buf[..n]).await?;
-        w.flush().await?;
-        *count += n as u64;
-        match &large {
-            None if n == IDLE_BUF => large = Some(vec![0u8; BUF].into_boxed_slice()),
-            Some(_) if n < IDLE_BUF => large = None,
-            _ => {}
+    }
+
+    /// [`poll_copy`](Self::poll_copy), if the direction was woken since its last poll,
+    /// with its own waker: `Pending` otherwise.
+    fn poll_woken<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        on_data: impl FnMut(usize),
+    ) -> Poll<io::Result<End>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if !self.wake.take(cx) {
+            return Poll::Pending;
+        }
+        // Everything the direction waits on (its reader and writer, the drain, the frame's
+        // deadline, the runtime's budget) registers this waker. A clone of the `Arc`, so
+        // that the waker does not borrow `self`.
+        let wake = Arc::clone(&self.wake);
+        let waker = waker_ref(&wake);
+        self.poll_copy(&mut Context::from_waker(&waker), r, w, on_data)
+    }
+
+    /// Copies from `r` to `w` until the reader's side ends (its end passed on to `w`:
+    /// `Eof`), an error, or [`close_tunnels`](crate::Proxy::close_tunnels): then the
+    /// rest of the frame in progress, if any, is copied and nothing after it (`Closing`
+    /// once at a boundary; an error when the frame does not end within
+    /// [`FINISH_FRAME`]). `on_data` is told of each read while copying. Not to be
+    /// polled again once ready.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        on_data: impl FnMut(usize),
+    ) -> Poll<io::Result<End>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let copied = self.poll_steps(cx, r, w, on_data);
+        if copied.is_pending()
+            && let Some(deadline) = &mut self.finishing
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        copied
+    }
+
+    fn poll_steps<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        mut on_data: impl FnMut(usize),
+    ) -> Poll<io::Result<End>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            let finishing = self.finishing.is_some();
+            let buf = match self.large.as_deref_mut() {
+                Some(buf) => buf,
+                None => &mut self.small[..],
+            };
+            match self.step {
+                Step::Read if finishing => {
+                    if self.frames.at_boundary() {
+                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        return Poll::Ready(Ok(End::Closing));
+                    }
+                    let n = ready!(poll_read(cx, r, buf))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    let len = self.frames.feed(&buf[..n], true);
+                    self.step = Step::Write { at: 0, len };
+                }
+                Step::Read => {
+                    // Checked before each read: from then on nothing past the frame in
+                    // progress is copied.
+                    if self.closing.poll_stopping(cx) {
+                        self.finishing = Some(Box::pin(tokio::time::sleep(FINISH_FRAME)));
+                        continue;
+                    }
+                    let n = ready!(poll_read(cx, r, buf))?;
+                    if n == 0 {
+                        self.step = Step::Shutdown;
+                        continue;
+                    }
+                    on_data(n);
+                    self.frames.feed(&buf[..n], false);
+                    self.step = Step::Write { at: 0, len: n };
+                }
+                Step::Write { mut at, len } => {
+                    while at < len {
+                        let written = Pin::new(&mut *w).poll_write(cx, &buf[at..len]);
+                        match written {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                            }
+                            Poll::Ready(Ok(n)) => at += n,
+                            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                            Poll::Pending => {
+                                self.step = Step::Write { at, len };
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    if finishing {
+                        // While finishing a frame, one flush at its end.
+                        self.count += len as u64;
+                        self.step = Step::Read;
+                    } else {
+                        self.step = Step::Flush { len };
+                    }
+                }
+                Step::Flush { len } => {
+                    ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                    self.count += len as u64;
+                    match &self.large {
+                        None if len == IDLE_BUF => {
+                            self.large = Some(vec![0u8; BUF].into_boxed_slice());
+                        }
+                        Some(_) if len < IDLE_BUF => self.large = None,
+                        _ => {}
+                    }
+                    self.step = Step::Read;
+                }
+                Step::Shutdown => {
+                    let _ = ready!(Pin::new(&mut *w).poll_shutdown(cx));
+                    return Poll::Ready(Ok(End::Eof));
+                }
+            }
         }
     }
 }
 
-/// Reads into `buf`, or `None` once the tunnels are told to close (checked first: from
-/// then on nothing past the frame in progress is copied).
-async fn read_unless_closing<R: AsyncRead + Unpin>(
+/// Reads into `buf`: how many bytes were read.
+fn poll_read<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
     r: &mut R,
     buf: &mut [u8],
-    closing: &mut Registration,
-) -> Option<io::Result<usize>> {
+) -> Poll<io::Result<usize>> {
     let mut buf = ReadBuf::new(buf);
-    std::future::poll_fn(|cx| {
-        if closing.poll_stopping(cx) {
-            return Poll::Ready(None);
-        }
-        Pin::new(&mut *r)
-            .poll_read(cx, &mut buf)
-            .map(|result| Some(result.map(|()| buf.filled().len())))
-    })
-    .await
-}
-
-/// Copies the rest of the frame in progress, if any, and nothing after it: `Closing` once
-/// at a boundary; an error when the frame does not end within [`FINISH_FRAME`].
-async fn finish_frame<R, W>(
-    r: &mut R,
-    w: &mut W,
-    count: &mut u64,
-    frames: &mut Frames,
-    buf: &mut [u8],
-) -> io::Result<End>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let finish = async {
-        while !frames.at_boundary() {
-            let n = r.read(buf).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let k = frames.feed(&buf[..n], true);
-            w.write_all(&buf[..k]).await?;
-            *count += k as u64;
-        }
-        w.flush().await?;
-        Ok(End::Closing)
-    };
-    tokio::time::timeout(FINISH_FRAME, finish)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    ready!(Pin::new(r).poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().len()))
 }
 
 /// A close frame with status 1001, "going away" (RFC 6455 §5.5.1, §7.4.1): unmasked for
