@@ -20,8 +20,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-tools="$target/bench-tools"
-chp_version="5.3.0"
+# shellcheck source=bench/tools.sh
+source "$here/tools.sh"
 
 harness_pid=""
 cleanup() {
@@ -34,12 +34,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-say() { printf '\n== %s\n' "$*" >&2; }
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
-
 # ---------------------------------------------------------------- tools
 say "checking tools"
 missing=()
@@ -51,37 +45,11 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-python="${PYTHON:-python3}"
-if ! "$python" -c 'import aiohttp' 2>/dev/null; then
-    if /usr/bin/python3 -c 'import aiohttp' 2>/dev/null; then
-        python=/usr/bin/python3
-    else
-        missing+=(python3-aiohttp)
-        python=/usr/bin/python3
-    fi
-fi
-if ((${#missing[@]})); then
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        echo "missing: ${missing[*]} (BENCH_NO_INSTALL=1)" >&2
-        exit 1
-    fi
-    say "installing ${missing[*]} with apt-get"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+find_python
+install_missing
 export PATH="$PATH:/usr/sbin:/sbin"
 
-chp="${CHP:-$tools/chp/node_modules/.bin/configurable-http-proxy}"
-if [[ ! -x "$chp" ]]; then
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        echo "configurable-http-proxy not found at $chp (BENCH_NO_INSTALL=1)" >&2
-        exit 1
-    fi
-    say "installing configurable-http-proxy@$chp_version with npm into $tools/chp"
-    mkdir -p "$tools/chp"
-    npm install --no-audit --no-fund --silent --prefix "$tools/chp" \
-        "configurable-http-proxy@$chp_version"
-fi
+ensure_chp
 for t in wrk h2load nginx curl taskset node openssl; do
     command -v "$t" >/dev/null || { echo "still missing: $t" >&2; exit 1; }
 done

@@ -14,40 +14,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-tools="$target/bench-tools"
-chp_version="5.3.0"
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=bench/tools.sh
+source "$here/tools.sh"
 
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-python="${PYTHON:-python3}"
-if ! "$python" -c 'import aiohttp' 2>/dev/null; then
-    python=/usr/bin/python3
-    /usr/bin/python3 -c 'import aiohttp' 2>/dev/null || missing+=(python3-aiohttp)
-fi
-if ((${#missing[@]})); then
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        echo "missing: ${missing[*]} (BENCH_NO_INSTALL=1)" >&2
-        exit 1
-    fi
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
-
-chp="${CHP:-$tools/chp/node_modules/.bin/configurable-http-proxy}"
-if [[ ! -x "$chp" ]]; then
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        echo "configurable-http-proxy not found at $chp (BENCH_NO_INSTALL=1)" >&2
-        exit 1
-    fi
-    mkdir -p "$tools/chp"
-    npm install --no-audit --no-fund --silent --prefix "$tools/chp" \
-        "configurable-http-proxy@$chp_version"
-fi
+find_python
+install_missing
+ensure_chp
 
 switchyard="${SWITCHYARD:-$target/release/switchyard}"
 if [[ -z "${SWITCHYARD:-}" && "${BENCH_NO_BUILD:-0}" != 1 ]]; then
