@@ -293,8 +293,13 @@ impl Direction {
         }
     }
 
-    /// [`poll_copy`](Self::poll_copy), if the direction was woken since its last poll,
-    /// with its own waker: `Pending` otherwise.
+    /// Copies from `r` to `w` until the reader's side ends (its end passed on to `w`:
+    /// `Eof`), an error, or [`close_tunnels`](crate::Proxy::close_tunnels): then the
+    /// rest of the frame in progress, if any, is copied and nothing after it (`Closing`
+    /// once at a boundary; an error when the frame does not end within
+    /// [`FINISH_FRAME`]). `on_data` is told of each read while copying. Polled with the
+    /// direction's own waker, and only if the direction was woken since its last poll
+    /// (`Pending` otherwise). Not to be polled again once ready.
     fn poll_woken<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -314,26 +319,7 @@ impl Direction {
         // that the waker does not borrow `self`.
         let wake = Arc::clone(&self.wake);
         let waker = waker_ref(&wake);
-        self.poll_copy(&mut Context::from_waker(&waker), r, w, on_data)
-    }
-
-    /// Copies from `r` to `w` until the reader's side ends (its end passed on to `w`:
-    /// `Eof`), an error, or [`close_tunnels`](crate::Proxy::close_tunnels): then the
-    /// rest of the frame in progress, if any, is copied and nothing after it (`Closing`
-    /// once at a boundary; an error when the frame does not end within
-    /// [`FINISH_FRAME`]). `on_data` is told of each read while copying. Not to be
-    /// polled again once ready.
-    fn poll_copy<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
-        on_data: impl FnMut(usize),
-    ) -> Poll<io::Result<End>>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
+        let cx = &mut Context::from_waker(&waker);
         let copied = self.poll_steps(cx, r, w, on_data);
         if copied.is_pending()
             && let Some(deadline) = &mut self.finishing
@@ -344,6 +330,8 @@ impl Direction {
         copied
     }
 
+    /// The copy loop of [`poll_woken`](Self::poll_woken): its steps, as far as they go
+    /// without waiting.
     fn poll_steps<R, W>(
         &mut self,
         cx: &mut Context<'_>,
