@@ -44,6 +44,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use hyper::rt::{Sleep, Timer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -55,6 +56,13 @@ thread_local! {
 /// hyper's timeout for waiting while keep-alive is off but the head timeout is on: hyper
 /// only tells the clock it waits for a head when it has a header read timeout.
 pub(crate) const NO_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// What a fresh connection's first read takes from the socket when its caller asks for
+/// less. hyper-util tells HTTP/2 from HTTP/1 by reading the first 24 bytes alone (the
+/// length of HTTP/2's preface), so without this the rest of the first head would take a
+/// second `recvfrom`, one more system call per connection than the head needs. A head
+/// longer than this is read on by hyper as usual.
+const READ_AHEAD: usize = 4096;
 
 /// Where a connection is, as far as its head deadlines go.
 const FRESH: u8 = 0;
@@ -411,11 +419,16 @@ impl Drop for Current<'_> {
 pin_project_lite::pin_project! {
     /// A client connection's IO, seen through its [`Clock`]: notes the first byte of each
     /// head, and once a deadline has passed, reads as closed (after writing a `408` when
-    /// a head was half read).
+    /// a head was half read). With `read_ahead`, its first read takes up to
+    /// [`READ_AHEAD`] bytes however little its caller asks for, and hands them out from
+    /// `ahead` over the next reads.
     pub(crate) struct HeadIo<T> {
         #[pin]
         inner: T,
         clock: Arc<Clock>,
+        read_ahead: bool,
+        // Read from the socket, not yet handed out; no allocation once empty.
+        ahead: BytesMut,
         // The `408` still to write, and how much of it went out.
         refusal: Option<(Vec<u8>, usize)>,
         closed: bool,
@@ -432,10 +445,14 @@ impl<T> std::fmt::Debug for HeadIo<T> {
 }
 
 impl<T> HeadIo<T> {
-    pub(crate) fn new(inner: T, clock: Arc<Clock>) -> Self {
+    /// `read_ahead` where a read costs a system call (a plain socket, not TLS: rustls
+    /// reads whole records and hands out the plaintext from its own buffer).
+    pub(crate) fn new(inner: T, clock: Arc<Clock>, read_ahead: bool) -> Self {
         Self {
             inner,
             clock,
+            read_ahead,
+            ahead: BytesMut::new(),
             refusal: None,
             closed: false,
         }
@@ -485,7 +502,8 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
         let state = self.clock.state();
         // A body or a tunnel: nothing to note.
         if state == BUSY {
-            return self.project().inner.poll_read(cx, buf);
+            let this = self.project();
+            return read(this.inner, this.ahead, false, cx, buf);
         }
         let phase = state & PHASE;
         if state & EXPIRED != 0 {
@@ -501,12 +519,45 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
         }
         let this = self.project();
         let before = buf.filled().len();
-        ready!(this.inner.poll_read(cx, buf))?;
+        let ahead = *this.read_ahead && phase == FRESH;
+        ready!(read(this.inner, this.ahead, ahead, cx, buf))?;
         if buf.filled().len() > before && matches!(phase, FRESH | IDLE) {
             this.clock.received();
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Reads what `ahead` holds first, then from `inner`. With `read_ahead` and a caller that
+/// asks for less than [`READ_AHEAD`], fills `ahead` from `inner` first: one read of the
+/// socket for what would otherwise take two.
+fn read<T: AsyncRead>(
+    inner: Pin<&mut T>,
+    ahead: &mut BytesMut,
+    read_ahead: bool,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if ahead.is_empty() {
+        if !read_ahead || buf.remaining() >= READ_AHEAD {
+            return inner.poll_read(cx, buf);
+        }
+        // Kept while the read is pending: a connection whose first bytes have not come yet
+        // allocates once.
+        ahead.reserve(READ_AHEAD);
+        if ready!(tokio_util::io::poll_read_buf(inner, cx, ahead))? == 0 {
+            *ahead = BytesMut::new();
+            return Poll::Ready(Ok(()));
+        }
+    }
+    let n = ahead.len().min(buf.remaining());
+    buf.put_slice(&ahead[..n]);
+    ahead.advance(n);
+    if ahead.is_empty() {
+        // Its memory goes back now, not when the connection ends.
+        *ahead = BytesMut::new();
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl<T: AsyncWrite> AsyncWrite for HeadIo<T> {

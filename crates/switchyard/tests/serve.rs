@@ -513,3 +513,60 @@ async fn shutdown_refuses_new_connections_and_finishes_the_request_in_flight() {
     assert!(answer.ends_with("finished"), "{answer}");
     within(stopping).await.unwrap();
 }
+
+/// What the first read of a plain connection takes (a head, a body, the next requests) all
+/// reaches hyper, in order: requests pipelined into one write, one with a body and one
+/// with a head longer than the first read; a head dribbled in small writes; and HTTP/2
+/// with prior knowledge, told apart from HTTP/1 by its first bytes.
+#[tokio::test]
+async fn the_first_bytes_of_a_connection_all_reach_the_service() {
+    use http_body_util::BodyExt;
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        let line = format!("{} {}", req.method(), req.uri().path());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let answer = format!("{line} {}", String::from_utf8_lossy(&body));
+        Ok::<_, Infallible>(Response::new(Body::from(answer)))
+    });
+    let server = serve(
+        tcp_listener().await,
+        move |_| service,
+        ListenOptions::default(),
+    );
+    let big = "b".repeat(6000);
+    let pipelined = format!(
+        "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+         GET /b HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n\
+         GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let answer = exchange(server.local_addr(), pipelined.as_bytes()).await;
+    let bodies: Vec<&str> = answer
+        .split("HTTP/1.1 200 OK\r\n")
+        .skip(1)
+        .map(|response| response.split("\r\n\r\n").nth(1).unwrap())
+        .collect();
+    assert_eq!(bodies, ["POST /a hello", "GET /b ", "GET /c "], "{answer}");
+
+    let mut conn = within(TcpStream::connect(server.local_addr().tcp().unwrap()))
+        .await
+        .unwrap();
+    conn.set_nodelay(true).unwrap();
+    for piece in [
+        &b"GE"[..],
+        b"T /d HTTP/1.1\r\nHo",
+        b"st: x\r\nConnection: close\r\n\r\n",
+    ] {
+        conn.write_all(piece).await.unwrap();
+        conn.flush().await.unwrap();
+    }
+    let answer = read_to_close(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nGET /d "), "{answer}");
+
+    let mut h2 = h2c_conn(server.local_addr().tcp().unwrap()).await;
+    let res = within(h2.send_request(Request::get("http://x/e").body(Body::empty()).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "GET /e ");
+}

@@ -261,7 +261,7 @@ fn spawn_connection<IO, M, S, B>(
             drain: shared.drain.clone(),
         };
         let result = match &shared.options.tls {
-            None => serve_io(stream, service, &shared, registration).await,
+            None => serve_io(stream, service, &shared, registration, true).await,
             Some(tls) => {
                 let acceptor = TlsAcceptor::from(tls.for_handshake(shared.options.http2));
                 let accept = acceptor.accept(stream);
@@ -277,7 +277,7 @@ fn spawn_connection<IO, M, S, B>(
                     return;
                 };
                 match stream {
-                    Ok(stream) => serve_io(stream, service, &shared, registration).await,
+                    Ok(stream) => serve_io(stream, service, &shared, registration, false).await,
                     Err(err) => {
                         debug!(error = %err, "TLS handshake failed");
                         return;
@@ -297,6 +297,7 @@ async fn serve_io<IO, M, S, B>(
     service: ConnService<S>,
     shared: &Shared<M>,
     registration: Registration,
+    read_ahead: bool,
 ) -> Result<(), BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -311,7 +312,7 @@ where
         options.keep_alive_timeout,
         options.request_head_timeout,
     ));
-    let io = TokioIo::new(HeadIo::new(io, clock.clone()));
+    let io = TokioIo::new(HeadIo::new(io, clock.clone(), read_ahead));
     let conn = shared
         .builder
         .serve_connection_with_upgrades(io, service)
