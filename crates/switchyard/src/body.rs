@@ -68,8 +68,12 @@ struct Watched {
 
 struct Idle {
     limit: Duration,
-    /// When the body fails unless a frame arrives first.
-    at: Instant,
+    /// When the body fails unless a frame arrives first. An idle limit's is set at the
+    /// first wait after a frame (and after the start), not at the frame: a body whose
+    /// frames are ready when asked for (most small ones) reads no clock, and the time
+    /// its reader takes between frames (a client slow to take them) does not count
+    /// against the body.
+    at: Option<Instant>,
     /// Armed at the first wait only: a body whose frames are ready when asked
     /// for (most small ones) never touches the timer wheel.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -168,7 +172,7 @@ impl Body {
         limit: Duration,
         error: fn(Duration) -> BoxError,
     ) -> Self {
-        self.with_timer(limit, Instant::now() + limit, error, true)
+        self.with_timer(limit, None, error, true)
     }
 
     /// Adds a deadline: if the body has not ended by `at`, it fails with
@@ -179,13 +183,13 @@ impl Body {
         limit: Duration,
         error: fn(Duration) -> BoxError,
     ) -> Self {
-        self.with_timer(limit, at, error, false)
+        self.with_timer(limit, Some(at), error, false)
     }
 
     fn with_timer(
         self,
         limit: Duration,
-        at: Instant,
+        at: Option<Instant>,
         error: fn(Duration) -> BoxError,
         resets: bool,
     ) -> Self {
@@ -428,7 +432,7 @@ impl Watched {
         match polled {
             Poll::Pending => {
                 if let Some(idle) = &mut self.idle {
-                    let at = idle.at;
+                    let at = *idle.at.get_or_insert_with(|| Instant::now() + idle.limit);
                     let sleep = idle
                         .sleep
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -452,7 +456,7 @@ impl Watched {
                 if let Some(idle) = &mut self.idle
                     && idle.resets
                 {
-                    idle.at = Instant::now() + idle.limit;
+                    idle.at = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -531,6 +535,27 @@ mod tests {
             .with_idle_timeout(Duration::from_secs(5), |d| Box::new(BodyIdleTimeout(d)));
         let err = body.collect().await.unwrap_err();
         assert!(err.is::<BodyIdleTimeout>());
+    }
+
+    /// The idle limit counts while the body is waited on, from the first wait after a
+    /// frame: a reader that takes 10 s over a frame does not fail a body whose limit is
+    /// 5 s, and a body silent for 5 s from then fails.
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_wait_not_the_frame() {
+        let limit = Duration::from_secs(5);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stream = http_body_util::StreamBody::new(tokio_stream_shim::ReceiverStream(rx));
+        let mut body = Body::new(stream).with_idle_timeout(limit, |d| Box::new(BodyIdleTimeout(d)));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "a");
+        tokio::time::advance(limit * 2).await;
+        let waited = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<BodyIdleTimeout>());
+        assert_eq!(waited.elapsed(), limit);
     }
 
     /// A minimal receiver stream, to avoid a dependency on tokio-stream.

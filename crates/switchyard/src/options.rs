@@ -66,8 +66,9 @@ pub struct Options {
     pub cookie_domain_rewrite: CookieRewrite,
     /// Rewrite `Path=` of `Set-Cookie` headers.
     pub cookie_path_rewrite: CookieRewrite,
-    /// Upstream timeout: for the response head, and then for each gap in the
-    /// response body. Expiry before the head is a 504.
+    /// Upstream timeout: for the response head, and then for each wait for a
+    /// frame of the response body (the time the client takes between frames
+    /// does not count). Expiry before the head is a 504.
     pub proxy_timeout: Option<Duration>,
     /// Incoming timeout: how long the client may leave us waiting, for
     /// request body bytes or (while we wait for the upstream) at all. Expiry
@@ -78,11 +79,14 @@ pub struct Options {
     /// is handed to the connection (a fixed limit, unlike `proxy_timeout`).
     /// Expiry is [`ProxyError::UpstreamTimeout`](crate::ProxyError), a 504.
     pub headers_timeout: Option<Duration>,
-    /// The longest gap between two frames of the response body. Expiry
-    /// fails the body with [`BodyIdleTimeout`](crate::BodyIdleTimeout).
+    /// The longest wait for the next frame of the response body, counted
+    /// while the body is read (the time the client takes between frames does
+    /// not count). Expiry fails the body with
+    /// [`BodyIdleTimeout`](crate::BodyIdleTimeout).
     pub body_timeout: Option<Duration>,
-    /// The longest gap between two frames of the request body (a slow-body
-    /// attack). Expiry aborts the upstream request and is
+    /// The longest wait for the next frame of the request body, counted while
+    /// the body is read (a slow-body attack; the time the upstream connection
+    /// takes between frames does not count). Expiry aborts the upstream request and is
     /// [`ProxyError::ClientTimeout`](crate::ProxyError): the client's
     /// connection is dropped. Unlike `timeout`, the wait for the upstream's
     /// answer does not count.
