@@ -144,7 +144,9 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     let started = (std::time::Instant::now(), time::now_ms());
     // TLS first: a bad certificate must stop us before any port is bound.
     let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(
+        Metrics::new().with_timings(cli.metrics_port.is_some() || cli.metrics_socket.is_some()),
+    );
     let access_log = open_access_log(&cli)?;
     metrics.watch_access_log(access_log.clone());
     let engine = public::engine(&cli, metrics.clone(), access_log.clone()).map_err(StartError)?;

@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -313,9 +312,10 @@ fn route_as<B>(state: &PublicState, req: &Request<B>, upgrade: bool) -> Result<R
     } else {
         decoded
     };
-    let started = Instant::now();
-    let found = state.store.lookup(&lookup_path);
-    state.metrics.find_target_for_req.observe(started.elapsed());
+    let metrics = &state.metrics;
+    let found = metrics.timed(&metrics.find_target_for_req, || {
+        state.store.lookup(&lookup_path)
+    });
     let found = found.ok_or(StatusCode::NOT_FOUND)?;
     let mut forward_path_and_query = if state.include_prefix {
         normalized.into_owned()
@@ -478,9 +478,7 @@ fn record_request_activity(
 }
 
 fn touch(route: &Route, metrics: &Metrics) {
-    let started = Instant::now();
-    route.touch();
-    metrics.last_activity_updating.observe(started.elapsed());
+    metrics.timed(&metrics.last_activity_updating, || route.touch());
 }
 
 /// The error page for a web request; a bare status and `Connection: close` for an upgrade
