@@ -243,7 +243,7 @@ fn spawn_connection<IO, M, S, B>(
     B::Error: Into<BoxError>,
 {
     // Counted from now on: a shutdown waits for the TLS handshake too.
-    let mut registration = shared.drain.register();
+    let registration = shared.drain.register();
     let shared = shared.clone();
     // Boxed: the connection's future is several KiB, and a task moves its future a few
     // times on the way into its cell and writes its whole stage again when it ends. A box
@@ -262,34 +262,55 @@ fn spawn_connection<IO, M, S, B>(
         };
         let result = match &shared.options.tls {
             None => serve_io(stream, service, &shared, registration, true).await,
-            Some(tls) => {
-                let acceptor = TlsAcceptor::from(tls.for_handshake(shared.options.http2));
-                let accept = acceptor.accept(stream);
-                let limit = shared.options.tls_handshake_timeout;
-                let handshake = registration.unless_closed(async {
-                    match limit {
-                        Some(limit) => tokio::time::timeout(limit, accept).await.ok(),
-                        None => Some(accept.await),
-                    }
-                });
-                // Closed by the drain, or past the handshake's time limit.
-                let Some(Some(stream)) = handshake.await else {
-                    return;
-                };
-                match stream {
-                    Ok(stream) => serve_io(stream, service, &shared, registration, false).await,
-                    Err(err) => {
-                        debug!(error = %err, "TLS handshake failed");
-                        return;
-                    }
-                }
-            }
+            // Boxed: the handshake's state (rustls's connection inside tokio-rustls's
+            // accept future, about 5 KiB) would otherwise be room in the task of every
+            // connection, plain ones too.
+            Some(tls) => Box::pin(serve_tls(stream, tls, service, &shared, registration)).await,
         };
         // Ends at the drain's deadline too (`Drain::close`: the connection is dropped).
         if let Err(err) = result {
             debug!(error = %err, "connection ended with an error");
         }
     }));
+}
+
+/// A TLS connection: the handshake (within its time limit, unless the drain closes
+/// first), then [`serve_io`]. A failed handshake ends the connection quietly.
+async fn serve_tls<IO, M, S, B>(
+    stream: IO,
+    tls: &super::TlsConfig,
+    service: ConnService<S>,
+    shared: &Shared<M>,
+    mut registration: Registration,
+) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let acceptor = TlsAcceptor::from(tls.for_handshake(shared.options.http2));
+    let accept = acceptor.accept(stream);
+    let limit = shared.options.tls_handshake_timeout;
+    let handshake = registration.unless_closed(async {
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, accept).await.ok(),
+            None => Some(accept.await),
+        }
+    });
+    // Closed by the drain, or past the handshake's time limit.
+    let Some(Some(stream)) = handshake.await else {
+        return Ok(());
+    };
+    match stream {
+        Ok(stream) => serve_io(stream, service, shared, registration, false).await,
+        Err(err) => {
+            debug!(error = %err, "TLS handshake failed");
+            Ok(())
+        }
+    }
 }
 
 async fn serve_io<IO, M, S, B>(
