@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::Notify;
+
+/// hyper's error bound (`crate::error`'s alias is a layer above this module).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -53,7 +55,7 @@ impl Drain {
     /// told once to shut down gracefully; ended (dropped, closing its socket)
     /// at [`Drain::close`].
     #[cfg(test)]
-    pub(crate) fn watch<C: GracefulConnection>(&self, conn: C) -> Drained<C> {
+    pub(crate) fn watch<C: Graceful>(&self, conn: C) -> Drained<C> {
         self.register().watch(conn)
     }
 
@@ -143,7 +145,7 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Serves `conn` under the drain (as [`Drain::watch`]).
-    pub(crate) fn watch<C: GracefulConnection>(self, conn: C) -> Drained<C> {
+    pub(crate) fn watch<C: Graceful>(self, conn: C) -> Drained<C> {
         Drained {
             conn,
             told: false,
@@ -200,6 +202,63 @@ impl Drop for Registration {
     }
 }
 
+/// A connection that can be asked to finish what it is doing and close: hyper's. (The
+/// like trait of hyper-util, `GracefulConnection`, is sealed and leaves out hyper's
+/// HTTP/1 connection with upgrades.)
+pub(crate) trait Graceful: Future<Output = Result<(), Self::Error>> {
+    type Error;
+
+    /// Starts the graceful shutdown: no new request is taken, the one in flight ends.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Error = hyper::Error;
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        Self::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Error = hyper::Error;
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        Self::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Graceful for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = BoxError;
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A connection watched by a [`Drain`] (see [`Drain::watch`]).
     #[derive(Debug)]
@@ -211,7 +270,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<C: GracefulConnection> Future for Drained<C> {
+impl<C: Graceful> Future for Drained<C> {
     type Output = Result<(), C::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -57,11 +57,8 @@ thread_local! {
 /// only tells the clock it waits for a head when it has a header read timeout.
 pub(crate) const NO_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
-/// What a fresh connection's first read takes from the socket when its caller asks for
-/// less. hyper-util tells HTTP/2 from HTTP/1 by reading the first 24 bytes alone (the
-/// length of HTTP/2's preface), so without this the rest of the first head would take a
-/// second `recvfrom`, one more system call per connection than the head needs. A head
-/// longer than this is read on by hyper as usual.
+/// What [`HeadIo::poll_read_ahead`] asks the socket for at least: the whole first head
+/// of most requests, read in one system call before the version is known.
 const READ_AHEAD: usize = 4096;
 
 /// Where a connection is, as far as its head deadlines go.
@@ -419,14 +416,11 @@ impl Drop for Current<'_> {
 pin_project_lite::pin_project! {
     /// A client connection's IO, seen through its [`Clock`]: notes the first byte of each
     /// head, and once a deadline has passed, reads as closed (after writing a `408` when
-    /// a head was half read). With `read_ahead`, its first read takes up to
-    /// [`READ_AHEAD`] bytes however little its caller asks for, and hands them out from
-    /// `ahead` over the next reads.
+    /// a head was half read). What [`HeadIo::poll_read_ahead`] read is handed out first.
     pub(crate) struct HeadIo<T> {
         #[pin]
         inner: T,
         clock: Arc<Clock>,
-        read_ahead: bool,
         // Read from the socket, not yet handed out; no allocation once empty.
         ahead: BytesMut,
         // The `408` still to write, and how much of it went out.
@@ -445,13 +439,10 @@ impl<T> std::fmt::Debug for HeadIo<T> {
 }
 
 impl<T> HeadIo<T> {
-    /// `read_ahead` where a read costs a system call (a plain socket, not TLS: rustls
-    /// reads whole records and hands out the plaintext from its own buffer).
-    pub(crate) fn new(inner: T, clock: Arc<Clock>, read_ahead: bool) -> Self {
+    pub(crate) fn new(inner: T, clock: Arc<Clock>) -> Self {
         Self {
             inner,
             clock,
-            read_ahead,
             ahead: BytesMut::new(),
             refusal: None,
             closed: false,
@@ -460,6 +451,33 @@ impl<T> HeadIo<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite> HeadIo<T> {
+    /// What was read ahead and not handed out yet.
+    pub(crate) fn ahead(&self) -> &[u8] {
+        &self.ahead
+    }
+
+    /// Reads once more from the socket into what [`HeadIo::ahead`] holds, at least
+    /// [`READ_AHEAD`] bytes' worth: `false` at the end of the stream, or once a deadline
+    /// has passed. For looking at a connection's first bytes before hyper reads them.
+    pub(crate) fn poll_read_ahead(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let state = self.clock.state();
+        if self.closed || state & EXPIRED != 0 {
+            return Poll::Ready(Ok(false));
+        }
+        let this = self.project();
+        this.ahead.reserve(READ_AHEAD);
+        if ready!(tokio_util::io::poll_read_buf(this.inner, cx, this.ahead))? == 0 {
+            return Poll::Ready(Ok(false));
+        }
+        if matches!(state & PHASE, FRESH | IDLE) {
+            this.clock.received();
+        }
+        Poll::Ready(Ok(true))
+    }
+
     /// Writes the `408` (what fits at once: a client that does not read gets the close
     /// alone), then reads as closed from now on.
     fn poll_refuse(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -503,7 +521,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
         // A body or a tunnel: nothing to note.
         if state == BUSY {
             let this = self.project();
-            return read(this.inner, this.ahead, false, cx, buf);
+            return read(this.inner, this.ahead, cx, buf);
         }
         let phase = state & PHASE;
         if state & EXPIRED != 0 {
@@ -519,8 +537,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
         }
         let this = self.project();
         let before = buf.filled().len();
-        let ahead = *this.read_ahead && phase == FRESH;
-        ready!(read(this.inner, this.ahead, ahead, cx, buf))?;
+        ready!(read(this.inner, this.ahead, cx, buf))?;
         if buf.filled().len() > before && matches!(phase, FRESH | IDLE) {
             this.clock.received();
         }
@@ -528,27 +545,15 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeadIo<T> {
     }
 }
 
-/// Reads what `ahead` holds first, then from `inner`. With `read_ahead` and a caller that
-/// asks for less than [`READ_AHEAD`], fills `ahead` from `inner` first: one read of the
-/// socket for what would otherwise take two.
+/// Reads what `ahead` holds first, then from `inner`.
 fn read<T: AsyncRead>(
     inner: Pin<&mut T>,
     ahead: &mut BytesMut,
-    read_ahead: bool,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
     if ahead.is_empty() {
-        if !read_ahead || buf.remaining() >= READ_AHEAD {
-            return inner.poll_read(cx, buf);
-        }
-        // Kept while the read is pending: a connection whose first bytes have not come yet
-        // allocates once.
-        ahead.reserve(READ_AHEAD);
-        if ready!(tokio_util::io::poll_read_buf(inner, cx, ahead))? == 0 {
-            *ahead = BytesMut::new();
-            return Poll::Ready(Ok(()));
-        }
+        return inner.poll_read(cx, buf);
     }
     let n = ahead.len().min(buf.remaining());
     buf.put_slice(&ahead[..n]);

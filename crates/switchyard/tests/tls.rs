@@ -354,3 +354,45 @@ async fn upstream_tls_reload_and_replace_apply_to_new_connections() {
     assert_eq!(res.status(), 502);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Over TLS, the protocol ALPN agreed on is the one served: a client that agreed on
+/// `http/1.1` and then sends HTTP/2's preface is not answered with HTTP/2 (hyper's
+/// HTTP/1.1 side closes the connection on the `HTTP/2.0` request line). A
+/// client that named no protocol is served what its first bytes are: HTTP/2 here.
+#[tokio::test]
+async fn alpn_decides_the_protocol_and_without_it_the_first_bytes_do() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pki();
+    let (b, _seen) = recording_backend().await;
+    let proxy = Proxy::builder().target(b.target()).build().unwrap();
+    let server = tls_listen(&proxy, &pki).await;
+
+    let (mut tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    // The preface and an empty SETTINGS frame.
+    let mut h2_start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_start.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    tls.write_all(&h2_start).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = within(tls.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 4"),
+        "HTTP/2 frames after ALPN http/1.1: {answer:?}"
+    );
+
+    let (tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[]).await;
+    assert_eq!(alpn, None);
+    let (mut send, conn) = within(hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://localhost/prior")
+        .body(Body::empty())
+        .unwrap();
+    let res = within(send.send_request(req)).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(body_bytes(res.into_body()).await, "/prior");
+}

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +26,7 @@ use tracing::{debug, warn};
 use super::send::SendTimed;
 use super::{DEFAULT_MAX_HEADERS, Kind, ListenOptions, Listener};
 use crate::body::Body;
-use crate::drain::{Drain, Registration};
+use crate::drain::{Drain, Drained, Graceful, Registration};
 use crate::error::{BoxError, ProxyError};
 use crate::head_timer::{self, Clock, HeadIo, HeadTimer, Watched};
 use crate::hooks::Hooks;
@@ -35,6 +36,9 @@ use crate::proxy::{ConnInfo, Proxy};
 /// What every connection of one listener shares.
 struct Shared<M> {
     make_service: M,
+    /// HTTP/1.1, for connections known to speak it.
+    http1: http1::Builder,
+    /// HTTP/2 (when on), with HTTP/1.1 for a TLS client that named no protocol.
     builder: auto::Builder<TokioExecutor>,
     options: ListenOptions,
     limits: HeadLimits,
@@ -60,6 +64,7 @@ pub(super) async fn accept_loop<M, S, B>(
 {
     let shared = Arc::new(Shared {
         make_service,
+        http1: http1_builder(&options),
         builder: http_builder(&options),
         limits: options.head_limits(),
         hint: options
@@ -170,26 +175,43 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Bytes queued per HTTP/2 stream for a client that does not take them.
 const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 
-/// The HTTP/1.1 and HTTP/2 connection builder of a listener.
-fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's buffer has room for a long URI too, so that it reaches the 414 check
-    // instead of being hyper's 431 (see `HeadLimits`).
-    let read_buffer = options.head_limits().read_buffer();
-    // hyper tells the head clock that it waits for a head only when it has a header
-    // read timeout: the keep-alive timeout, or one that never ends first.
-    let head_wait = match (options.keep_alive_timeout, options.request_head_timeout) {
+/// hyper's HTTP/1 read timeout for a head: hyper tells the head clock that it waits for
+/// a head only when it has one; the keep-alive timeout, or one that never ends first.
+fn head_wait(options: &ListenOptions) -> Option<Duration> {
+    match (options.keep_alive_timeout, options.request_head_timeout) {
         (Some(idle), _) => Some(idle),
         (None, Some(_)) => Some(head_timer::NO_IDLE_LIMIT),
         (None, None) => None,
-    };
+    }
+}
+
+/// The HTTP/1.1 connection builder of a listener.
+fn http1_builder(options: &ListenOptions) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // hyper's buffer has room for a long URI too, so that it reaches the 414 check
+    // instead of being hyper's 431 (see `HeadLimits`).
+    builder
+        .timer(HeadTimer)
+        .header_read_timeout(head_wait(options))
+        .max_buf_size(options.head_limits().read_buffer());
+    if options.max_headers != DEFAULT_MAX_HEADERS {
+        // Off the default, hyper allocates the header array per request.
+        builder.max_headers(options.max_headers);
+    }
+    builder
+}
+
+/// The connection builder of a listener for HTTP/2, or a protocol to be told from the
+/// first bytes: its HTTP/1.1 side is set up as [`http1_builder`]'s.
+fn http_builder(options: &ListenOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let read_buffer = options.head_limits().read_buffer();
     builder
         .http1()
         .timer(HeadTimer)
-        .header_read_timeout(head_wait)
+        .header_read_timeout(head_wait(options))
         .max_buf_size(read_buffer);
     if options.max_headers != DEFAULT_MAX_HEADERS {
-        // Off the default, hyper allocates the header array per request.
         builder.http1().max_headers(options.max_headers);
     }
     // HTTP/2's limits, each set here rather than left to hyper's and h2's defaults, so
@@ -261,7 +283,7 @@ fn spawn_connection<IO, M, S, B>(
             drain: shared.drain.clone(),
         };
         let result = match &shared.options.tls {
-            None => serve_io(stream, service, &shared, registration, true).await,
+            None => serve_io(stream, service, &shared, registration, None).await,
             // Boxed: the handshake's state (rustls's connection inside tokio-rustls's
             // accept future, about 5 KiB) would otherwise be room in the task of every
             // connection, plain ones too.
@@ -305,7 +327,17 @@ where
         return Ok(());
     };
     match stream {
-        Ok(stream) => serve_io(stream, service, shared, registration, false).await,
+        Ok(stream) => {
+            // ALPN's choice, when the client named protocols.
+            let version = stream.get_ref().1.alpn_protocol().map(|p| {
+                if p == b"h2" {
+                    Protocol::H2
+                } else {
+                    Protocol::H1
+                }
+            });
+            serve_io(stream, service, shared, registration, version).await
+        }
         Err(err) => {
             debug!(error = %err, "TLS handshake failed");
             Ok(())
@@ -313,13 +345,37 @@ where
     }
 }
 
-async fn serve_io<IO, M, S, B>(
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    H1,
+    H2,
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one connection: `version` is ALPN's choice over TLS; without one, the first
+/// bytes tell HTTP/2 (when it is on) from HTTP/1.1.
+///
+/// hyper-util's `auto` connection could tell them too, but it reads the first 24 bytes
+/// alone and hands them to hyper in a read of their own (hyper#3511): a second system
+/// call for the rest of the head, a parse of the 24 bytes that fails, and hyper's read
+/// buffer grown from 8 to 16 KiB on every connection to hold both reads. Here the first
+/// read takes the whole head, hyper gets it in one read, and HTTP/1.1 connections are
+/// hyper's own (one read layer less than `auto`'s on every read). Over TLS, a client
+/// that agreed on `http/1.1` cannot switch to HTTP/2 by sending its preface.
+///
+/// Not an `async fn`: one would keep `io` and the connection in its future beside the
+/// watched connection that holds them (two TLS streams' worth of room over TLS, with a
+/// kilobyte each), in the task of every connection.
+fn serve_io<'a, IO, M, S, B>(
     io: IO,
     service: ConnService<S>,
-    shared: &Shared<M>,
+    shared: &'a Shared<M>,
     registration: Registration,
-    read_ahead: bool,
-) -> Result<(), BoxError>
+    version: Option<Protocol>,
+) -> Watched<Drained<ServedConn<'a, IO, S>>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -333,12 +389,163 @@ where
         options.keep_alive_timeout,
         options.request_head_timeout,
     ));
-    let io = TokioIo::new(HeadIo::new(io, clock.clone(), read_ahead));
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    Watched::new(registration.watch(conn), clock).await
+    let io = HeadIo::new(io, clock.clone());
+    let conn = match version {
+        Some(version) => Served::start(version, io, service, shared),
+        None if !options.http2 => Served::start(Protocol::H1, io, service, shared),
+        None => Served::Sniffing {
+            io: Some(io),
+            service: Some(service),
+            builders: (&shared.http1, &shared.builder),
+            stop: false,
+        },
+    };
+    Watched::new(registration.watch(conn), clock)
+}
+
+/// Reads ahead until the first bytes are HTTP/2's preface or cannot be: `None` when the
+/// connection ends (or its idle time runs out) before.
+fn poll_version<T: AsyncRead + AsyncWrite>(
+    mut io: Pin<&mut HeadIo<T>>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<Option<Protocol>>> {
+    loop {
+        let seen = io.ahead();
+        if seen.len() >= H2_PREFACE.len() {
+            let h2 = seen.starts_with(H2_PREFACE);
+            return Poll::Ready(Ok(Some(if h2 { Protocol::H2 } else { Protocol::H1 })));
+        }
+        if !H2_PREFACE.starts_with(seen) {
+            return Poll::Ready(Ok(Some(Protocol::H1)));
+        }
+        if !ready!(io.as_mut().poll_read_ahead(cx))? {
+            return Poll::Ready(Ok(None));
+        }
+    }
+}
+
+/// A connection's hyper connection, for HTTP/1.1 its own, for HTTP/2 hyper-util's.
+type H1Conn<IO, S> = http1::UpgradeableConnection<TokioIo<HeadIo<IO>>, ConnService<S>>;
+type AutoConn<IO, S> =
+    auto::UpgradeableConnection<'static, TokioIo<HeadIo<IO>>, ConnService<S>, TokioExecutor>;
+type ServedConn<'a, IO, S> = Served<'a, IO, S, H1Conn<IO, S>, AutoConn<IO, S>>;
+
+pin_project_lite::pin_project! {
+    /// A connection, served: its first bytes read until they tell the protocol, then
+    /// hyper's connection for it.
+    #[project = ServedProj]
+    enum Served<'a, IO, S, H1, A> {
+        Sniffing {
+            io: Option<HeadIo<IO>>,
+            service: Option<ConnService<S>>,
+            builders: (&'a http1::Builder, &'a auto::Builder<TokioExecutor>),
+            // The drain began: ended before a request was read (as hyper-util's would).
+            stop: bool,
+        },
+        H1 { #[pin] conn: H1 },
+        // Boxed: HTTP/2's state is larger than HTTP/1's, and the task of every HTTP/1.1
+        // connection would carry room for it.
+        Auto { conn: Pin<Box<A>> },
+    }
+}
+
+impl<'a, IO, S, B> ServedConn<'a, IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// hyper's connection for `protocol`.
+    fn start<M>(
+        protocol: Protocol,
+        io: HeadIo<IO>,
+        service: ConnService<S>,
+        shared: &'a Shared<M>,
+    ) -> Self {
+        Self::with(protocol, io, service, (&shared.http1, &shared.builder))
+    }
+
+    fn with(
+        protocol: Protocol,
+        io: HeadIo<IO>,
+        service: ConnService<S>,
+        (http1, auto): (&'a http1::Builder, &'a auto::Builder<TokioExecutor>),
+    ) -> Self {
+        let io = TokioIo::new(io);
+        match protocol {
+            Protocol::H1 => Self::H1 {
+                conn: http1.serve_connection(io, service).with_upgrades(),
+            },
+            Protocol::H2 => Self::Auto {
+                conn: Box::pin(
+                    auto.serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                ),
+            },
+        }
+    }
+}
+
+impl<IO, S, B> Future for ServedConn<'_, IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                ServedProj::H1 { conn } => return conn.poll(cx).map_err(Into::into),
+                ServedProj::Auto { conn } => return conn.as_mut().poll(cx).map_err(Into::into),
+                ServedProj::Sniffing {
+                    io,
+                    service,
+                    builders,
+                    stop,
+                } => {
+                    let (Some(head_io), false) = (io.as_mut(), *stop) else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    let Some(protocol) = ready!(poll_version(Pin::new(head_io), cx))? else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    let (Some(io), Some(service)) = (io.take(), service.take()) else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    let builders = *builders;
+                    self.set(Self::with(protocol, io, service, builders));
+                }
+            }
+        }
+    }
+}
+
+impl<IO, S, B> Graceful for ServedConn<'_, IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Error = BoxError;
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServedProj::Sniffing { stop, .. } => *stop = true,
+            ServedProj::H1 { conn } => conn.graceful_shutdown(),
+            ServedProj::Auto { conn } => conn.as_mut().graceful_shutdown(),
+        }
+    }
 }
 
 /// The service hyper calls for each request of one connection: the head checks, then the
