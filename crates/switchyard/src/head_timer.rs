@@ -63,7 +63,8 @@ const READ_AHEAD: usize = 4096;
 
 /// Where a connection is, as far as its head deadlines go.
 const FRESH: u8 = 0;
-/// A byte arrived before hyper waited for a head (HTTP/1 version sniffing, or HTTP/2).
+/// A byte arrived before hyper waited for a head (read ahead to tell the protocol, or
+/// HTTP/2).
 const STARTED: u8 = 1;
 /// hyper waits for a head; no byte of it yet.
 const IDLE: u8 = 2;
