@@ -528,14 +528,11 @@ where
     }
 }
 
-impl<IO, S, B> Graceful for ServedConn<'_, IO, S>
+impl<IO, S, H1, A> Graceful for Served<'_, IO, S, H1, A>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    Self: Future<Output = Result<(), BoxError>>,
+    H1: Graceful,
+    A: Graceful,
 {
     type Error = BoxError;
 
