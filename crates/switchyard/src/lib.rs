@@ -137,7 +137,8 @@
 // layers (`tests/layering.rs` checks it), so there is no import cycle and each
 // can be read knowing only what is below it:
 //
-// 1. `error`, `routing`, `drain`, `head_timer`, `crypto`: stand on their own;
+// 1. `error`, `routing`, `drain`, `head_timer`, `send_timer`, `crypto`: stand on
+//    their own;
 // 2. `target`: where a request goes;
 // 3. `options`, `body`: what a call is given and streams;
 // 4. `hooks` (user code), `upstream` (the pools, TLS and the connector);
@@ -158,6 +159,7 @@ mod proxy;
 mod reply;
 mod retry;
 pub mod routing;
+mod send_timer;
 pub mod server;
 mod service;
 mod target;

@@ -36,7 +36,6 @@
 //! [`ListenOptions::shutdown_timeout`], then closes what is left.
 
 mod conn;
-mod send;
 mod tls;
 
 use std::fmt;

@@ -11,7 +11,14 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first; the modules of one line do not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["error", "routing", "drain", "head_timer", "crypto"],
+    &[
+        "error",
+        "routing",
+        "drain",
+        "head_timer",
+        "send_timer",
+        "crypto",
+    ],
     &["target"],
     &["options", "body"],
     &["hooks", "upstream"],

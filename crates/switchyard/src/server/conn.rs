@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 use tracing::{debug, warn};
 
-use super::send::SendTimed;
 use super::{DEFAULT_MAX_HEADERS, Kind, ListenOptions, Listener};
 use crate::body::Body;
 use crate::drain::{Drain, Drained, Graceful, Registration};
@@ -32,6 +31,7 @@ use crate::head_timer::{self, Clock, HeadIo, HeadTimer, Watched};
 use crate::hooks::Hooks;
 use crate::proxy::hygiene::HeadLimits;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::send_timer::SendTimed;
 
 /// What every connection of one listener shares.
 struct Shared<M> {

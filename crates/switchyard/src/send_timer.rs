@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 pin_project_lite::pin_project! {
     /// A client connection whose waiting writes are timed.
-    pub(super) struct SendTimed<T> {
+    pub(crate) struct SendTimed<T> {
         #[pin]
         inner: T,
         limit: Option<Duration>,
@@ -35,7 +35,7 @@ pin_project_lite::pin_project! {
 pub(crate) struct SendTimeout(pub(crate) Duration);
 
 impl<T> SendTimed<T> {
-    pub(super) fn new(inner: T, limit: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: T, limit: Option<Duration>) -> Self {
         Self {
             inner,
             limit,
