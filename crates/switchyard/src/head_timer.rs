@@ -449,6 +449,12 @@ impl<T> HeadIo<T> {
             closed: false,
         }
     }
+
+    /// The socket, and what was read ahead of hyper and not handed to it: for a tunnel,
+    /// which needs none of the head's timing once the connection is upgraded.
+    pub(crate) fn into_parts(self) -> (T, BytesMut) {
+        (self.inner, self.ahead)
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite> HeadIo<T> {

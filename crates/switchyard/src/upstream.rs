@@ -14,7 +14,7 @@
 //! URI names the target and answers a response head or an error.
 
 mod classify;
-mod connect;
+pub(crate) mod connect;
 mod h1;
 mod head;
 mod recent;

@@ -584,3 +584,151 @@ async fn close_tunnels_finishes_the_frame_in_progress() {
     assert_eq!(u16::from_be_bytes(code), 1001);
     assert_eq!(to_client, [0x88, 2, 0x03, 0xe9]);
 }
+
+/// Reads from `stream` until `buf` holds `end` somewhere: what was read, all of it.
+async fn read_until(stream: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    while !buf.windows(end.len()).any(|w| w == end) {
+        let mut chunk = [0u8; 1024];
+        let n = within(stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "closed before {end:?} arrived: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf
+}
+
+const UPGRADE: &[u8] = b"GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+    Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+const SWITCHED: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+    Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+/// A target that writes its first bytes in the same write as its 101 (hyper's client reads
+/// them with the head): the client gets them right after the 101, and the tunnel goes on.
+/// More than the tunnel's small buffer holds.
+#[tokio::test]
+async fn bytes_sent_with_the_101_reach_the_client() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_until(&mut s, b"\r\n\r\n").await;
+        let first = [&[b'x'; 2000][..], b"first words"].concat();
+        s.write_all(&[SWITCHED, &first].concat()).await.unwrap();
+        // Then an echo of whatever comes.
+        let got = read_until(&mut s, b"ping").await;
+        s.write_all(&got).await.unwrap();
+    });
+    let server = ws_proxy(target).await;
+    let mut client = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    client.write_all(UPGRADE).await.unwrap();
+    let got = read_until(&mut client, b"first words").await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let first = [b"\r\n\r\n", &[b'x'; 2000][..], b"first words"].concat();
+    assert!(got.ends_with(&first), "{}", String::from_utf8_lossy(&got));
+    client.write_all(b"ping").await.unwrap();
+    assert_eq!(read_until(&mut client, b"ping").await, b"ping");
+}
+
+/// A client that sends its first bytes in the same write as its upgrade request (hyper's
+/// server reads them with the head): the target gets them right after its 101, and the
+/// tunnel goes on.
+#[tokio::test]
+async fn bytes_sent_with_the_upgrade_request_reach_the_target() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (early_tx, early) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let head = read_until(&mut s, b"\r\n\r\n").await;
+        s.write_all(SWITCHED).await.unwrap();
+        let mut got = head[head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..].to_vec();
+        if !got.ends_with(b"early words") {
+            got = read_until(&mut s, b"early words").await;
+        }
+        early_tx.send(got).unwrap();
+        s.write_all(b"pong").await.unwrap();
+    });
+    let server = ws_proxy(target).await;
+    let mut client = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    client
+        .write_all(&[UPGRADE, b"early words"].concat())
+        .await
+        .unwrap();
+    assert_eq!(within(early).await.unwrap(), b"early words");
+    let got = read_until(&mut client, b"pong").await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        got.ends_with(b"\r\n\r\npong"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// A client that stops reading a WebSocket while its target goes on sending is cut off at
+/// the send timeout, and so is the target's connection: the tunnel does not hold both for
+/// ever.
+#[tokio::test]
+async fn a_websocket_client_that_stops_reading_is_cut_at_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (cut_tx, cut) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_until(&mut s, b"\r\n\r\n").await;
+        s.write_all(SWITCHED).await.unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0usize;
+        let err = loop {
+            match s.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(err) => break err,
+            }
+        };
+        cut_tx.send((sent, err.kind())).unwrap();
+    });
+    let proxy = Proxy::builder()
+        .target(Target::parse(&format!("ws://{target}")).unwrap())
+        .configure(|o| o.ws = true)
+        .build()
+        .unwrap();
+    let options = switchyard::server::ListenOptions::default()
+        .send_timeout(std::time::Duration::from_millis(300));
+    let server = proxy.listen_with("127.0.0.1:0", options).await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    client.write_all(UPGRADE).await.unwrap();
+    // The client reads nothing: the target's bytes fill the sockets, the proxy's write to
+    // the client waits past the limit, and the tunnel drops both connections.
+    let (sent, kind) = within(cut).await.unwrap();
+    assert!(sent > 0, "the target sent nothing before it was cut off");
+    assert!(
+        matches!(
+            kind,
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{kind:?}"
+    );
+    // The client's connection ends too, after what reached it.
+    let mut rest = Vec::new();
+    let ended = within(tokio::io::AsyncReadExt::read_to_end(&mut client, &mut rest)).await;
+    assert!(rest.starts_with(b"HTTP/1.1 101"));
+    assert!(ended.is_ok() || ended.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset));
+}

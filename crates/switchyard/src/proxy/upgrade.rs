@@ -26,7 +26,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
@@ -37,6 +36,10 @@ use crate::body::Body;
 use crate::drain::Registration;
 use crate::error::BoxError;
 use crate::hooks::{Hooks, TunnelStats};
+
+mod socket;
+
+use socket::Socket;
 
 /// How long the other direction may go on after one side has ended.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -120,12 +123,18 @@ async fn tunnel<H: Hooks>(
     // One task owns both sockets, so one poll can drive both directions, each borrowing
     // the reader of one socket and the writer of the other, without splitting the
     // sockets into halves behind locks.
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let (mut client, client_first) = Socket::new(client);
+    let (mut upstream, upstream_first) = Socket::new(upstream);
     // One registration per direction: each direction watches for `close_tunnels` while it
     // waits to read, so a close never interrupts a write.
-    let mut c2u = Direction::new(inner.tunnels.register());
-    let mut u2c = Direction::new(inner.tunnels.register());
+    let mut c2u = Direction::new(inner.tunnels.register(), &client_first);
+    let mut u2c = Direction::new(inner.tunnels.register(), &upstream_first);
     let hooks = &inner.hooks;
+    for (from_client, first) in [(true, &client_first), (false, &upstream_first)] {
+        if !first.is_empty() {
+            hooks.on_tunnel_data(ctx, from_client, first.len());
+        }
+    }
     let (result, client_ended) = std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = c2u.poll_woken(cx, &mut client, &mut upstream, |n| {
             hooks.on_tunnel_data(ctx, true, n)
@@ -277,8 +286,10 @@ enum Step {
 }
 
 impl Direction {
-    fn new(closing: Registration) -> Self {
-        Self {
+    /// A direction whose first bytes to pass on, `first`, were read already (by hyper,
+    /// past the head that asked for the upgrade).
+    fn new(closing: Registration, first: &[u8]) -> Self {
+        let mut direction = Self {
             small: [0u8; IDLE_BUF],
             large: None,
             frames: Frames::default(),
@@ -290,7 +301,23 @@ impl Direction {
                 woken: AtomicBool::new(true),
                 task: AtomicWaker::new(),
             }),
+        };
+        if !first.is_empty() {
+            let buf = if first.len() <= IDLE_BUF {
+                &mut direction.small[..]
+            } else {
+                direction
+                    .large
+                    .insert(vec![0u8; first.len().max(BUF)].into_boxed_slice())
+            };
+            buf[..first.len()].copy_from_slice(first);
+            direction.frames.feed(first, false);
+            direction.step = Step::Write {
+                at: 0,
+                len: first.len(),
+            };
         }
+        direction
     }
 
     /// Copies from `r` to `w` until the reader's side ends (its end passed on to `w`:
