@@ -3,7 +3,8 @@
 //! one echoed message, all open at once. Meanwhile fresh requests are served with normal
 //! latency, the API and metrics ports answer and `switchyard_client_connections` counts
 //! the connections; once all are closed, the proxy's descriptors and resident memory come
-//! back to within a small margin of where they were before.
+//! back to within a small margin of where they were before. And what an idle WebSocket
+//! costs in resident memory: a few KiB.
 //!
 //! The test raises its own open-files limit to the hard limit, and fails (never skips)
 //! when that is too low for it. The targets are tokio tasks on the test's one runtime;
@@ -182,6 +183,47 @@ fn ten_thousand_idle_connections_and_two_thousand_websockets_come_and_go() {
         closing.elapsed(),
         started.elapsed()
     );
+}
+
+/// WebSockets held open to measure what an idle one costs the proxy.
+const IDLE_WEBSOCKETS: usize = 1_000;
+
+/// What an idle WebSocket may add to the proxy's resident memory, in KiB. Measured
+/// (`bench/ws_idle.py`, 2,000 WebSockets): about 3.5 KiB each with the release build,
+/// 3.9 KiB with the debug build the tests run; a tunnel that kept hyper's read buffers
+/// (8 KiB a side) held 11.7 KiB with the release build.
+const IDLE_WEBSOCKET_KIB: f64 = 7.0;
+
+/// An idle WebSocket costs the proxy a few KiB: 1,000 of them, each after one echoed
+/// message, raise its resident memory by at most [`IDLE_WEBSOCKET_KIB`] each.
+#[test]
+fn an_idle_websocket_costs_a_few_kib() {
+    raise_open_files_limit((2 * IDLE_WEBSOCKETS + 500) as u64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ws = rt.block_on(websocket_target());
+    let p = Proxy::start(&["--log-level", "warn"]);
+    p.add("/ws", &format!("http://127.0.0.1:{ws}"));
+    let port = p.port;
+    // A first batch, kept: the runtime's and the allocator's first growth is in the
+    // baseline, not in the figure.
+    let warm = rt.block_on(open(BATCH, move |i| websocket(port, i)));
+    let rss = p.rss_kib();
+    let sessions = rt.block_on(open(IDLE_WEBSOCKETS, move |i| websocket(port, i)));
+    let rss_open = p.rss_kib();
+    let per_connection = rss_open.saturating_sub(rss) as f64 / IDLE_WEBSOCKETS as f64;
+    eprintln!(
+        "idle WebSockets: RSS {rss} KiB before, {rss_open} KiB with {IDLE_WEBSOCKETS} more \
+         open: {per_connection:.1} KiB each"
+    );
+    assert!(
+        per_connection <= IDLE_WEBSOCKET_KIB,
+        "{per_connection:.1} KiB per idle WebSocket (RSS {rss} KiB before, {rss_open} KiB \
+         with {IDLE_WEBSOCKETS} open); at most {IDLE_WEBSOCKET_KIB} expected"
+    );
+    drop((warm, sessions));
 }
 
 /// Raises this process's soft open-files limit to its hard limit (the proxy, its child,

@@ -39,7 +39,9 @@ pub(super) enum Socket {
 
 impl Socket {
     /// The socket under `upgraded`, and the bytes already read from it past the head, to
-    /// be passed on first (empty when they stay inside an [`Socket::Upgraded`]).
+    /// be passed on first (empty when they stay inside an [`Socket::Upgraded`]). The
+    /// bytes are a slice of hyper's read buffer, which they keep alive: they are to be
+    /// dropped once passed on, not kept for the tunnel's life.
     pub(super) fn new(upgraded: Upgraded) -> (Self, Bytes) {
         let upgraded = match served::<SendTimed<TcpStream>>(upgraded) {
             Ok((io, first)) => return (Self::Tcp(io), first),
@@ -50,7 +52,10 @@ impl Socket {
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<Stream>>() {
-            Ok(parts) => (Self::Target(parts.io.into_inner()), parts.read_buf),
+            Ok(parts) => (
+                Self::Target(parts.io.into_inner()),
+                unshared(parts.read_buf),
+            ),
             Err(upgraded) => (Self::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
         }
     }
@@ -66,13 +71,23 @@ where
     let parts = upgraded.downcast::<TokioIo<HeadIo<T>>>()?;
     let (io, ahead) = parts.io.into_inner().into_parts();
     let first = if ahead.is_empty() {
-        parts.read_buf
+        unshared(parts.read_buf)
     } else {
         let mut first = BytesMut::from(parts.read_buf);
         first.extend_from_slice(&ahead);
         first.freeze()
     };
     Ok((io, first))
+}
+
+/// `bytes`, or when empty a `Bytes` that holds no buffer: hyper's read buffer (8 KiB or
+/// more) is freed as soon as nothing else refers to it.
+fn unshared(bytes: Bytes) -> Bytes {
+    if bytes.is_empty() {
+        Bytes::new()
+    } else {
+        bytes
+    }
 }
 
 /// Runs `$body` with `$s` bound to the pinned socket of whichever kind `$socket` is.
