@@ -363,7 +363,9 @@ def main():
                 f"{' '.join(meta.get('loadavg_start', '?').split()[:3])} / "
                 f"{' '.join(meta.get('loadavg_end', '?').split()[:3])}"],
                ["wall time", f"{meta.get('wall_seconds', '?')} s"],
-               ["switchyard commit", f"`{meta.get('commit', '?')}`"],
+               ["switchyard commit", f"`{meta.get('commit', '?')}`"
+                + "".join(f"; {r['scenarios']} measured again at `{r['commit']}` ({r['why']})"
+                          for r in meta.get("reruns", []))],
                ["rustc", V.get("rustc", "?")], ["nginx", V.get("nginx", "?")],
                ["node", V.get("node", "?")],
                ["configurable-http-proxy", V.get("configurable-http-proxy", "?")],
