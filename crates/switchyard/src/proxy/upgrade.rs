@@ -376,6 +376,8 @@ impl Direction {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        // Whether this poll has looked at the drain yet.
+        let mut looked = false;
         loop {
             let finishing = self.finishing.is_some();
             let buf = match self.large.as_deref_mut() {
@@ -396,9 +398,13 @@ impl Direction {
                     self.step = Step::Write { at: 0, len };
                 }
                 Step::Read => {
-                    // Checked before each read: from then on nothing past the frame in
-                    // progress is copied.
-                    if self.closing.poll_stopping(cx) {
+                    // Checked before the first read of each poll: from then on nothing
+                    // past the frame in progress is copied. Once a poll is enough: a
+                    // close that begins during the poll wakes the direction, and the next
+                    // poll sees it (a message is two reads, the second one `Pending`).
+                    let stopping = !looked && self.closing.poll_stopping(cx);
+                    looked = true;
+                    if stopping {
                         self.finishing = Some(Box::pin(tokio::time::sleep(FINISH_FRAME)));
                         continue;
                     }
