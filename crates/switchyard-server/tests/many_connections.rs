@@ -20,6 +20,7 @@
 mod common;
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +32,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{IO_TIMEOUT, Proxy, request};
+
+/// Held by each test while it runs: together they would need more descriptors in this
+/// process (both ends of every WebSocket are here) than a 20,000 limit leaves room for.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Idle keep-alive connections held open, each after one `GET`.
 const IDLE: usize = 10_000;
@@ -81,6 +86,9 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// when they close, its descriptors and memory go back to within a small margin.
 #[test]
 fn ten_thousand_idle_connections_and_two_thousand_websockets_come_and_go() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = Instant::now();
     raise_open_files_limit(NEEDED_FDS);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -198,6 +206,9 @@ const IDLE_WEBSOCKET_KIB: f64 = 7.0;
 /// message, raise its resident memory by at most [`IDLE_WEBSOCKET_KIB`] each.
 #[test]
 fn an_idle_websocket_costs_a_few_kib() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     raise_open_files_limit((2 * IDLE_WEBSOCKETS + 500) as u64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
