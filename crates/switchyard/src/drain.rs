@@ -212,21 +212,6 @@ pub(crate) trait Graceful: Future<Output = Result<(), Self::Error>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<I, S, B> Graceful for hyper::server::conn::http1::Connection<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<BoxError>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Error = hyper::Error;
-
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        Self::graceful_shutdown(self);
-    }
-}
-
 impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
@@ -322,8 +307,11 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(http::Response::new(String::from("done")))
             }
         });
-        let conn =
-            drain.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        let conn = drain.watch(
+            http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades(),
+        );
         let task = tokio::spawn(async move {
             let _ = conn.await;
         });

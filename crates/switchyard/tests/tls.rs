@@ -207,13 +207,7 @@ async fn h2_over_tls_to_an_http1_upstream() {
     let server = tls_listen(&proxy, &pki).await;
     let (tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[b"h2", b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-    let (mut send, conn) = within(hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    ))
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_over(tls).await;
     let req = Request::get("https://localhost:8443/h2")
         .body(Body::empty())
         .unwrap();
@@ -382,13 +376,7 @@ async fn alpn_decides_the_protocol_and_without_it_the_first_bytes_do() {
 
     let (tls, alpn) = tls_connect(server.local_addr(), &pki.ca_pem, &[]).await;
     assert_eq!(alpn, None);
-    let (mut send, conn) = within(hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    ))
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_over(tls).await;
     let req = Request::get("https://localhost/prior")
         .body(Body::empty())
         .unwrap();

@@ -33,6 +33,42 @@ use crate::proxy::hygiene::HeadLimits;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::send_timer::SendTimed;
 
+/// A listener's service for one connection, as `make_service` gives it: a tower service
+/// for hyper's requests whose future and errors cross tasks. Named once for the functions
+/// that pass it on.
+pub(super) trait Handler<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Handler<B> for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// The body of a response a connection writes.
+pub(super) trait ResponseBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Default + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B
+where
+    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// What every connection of one listener shares.
 struct Shared<M> {
     make_service: M,
@@ -56,11 +92,8 @@ pub(super) async fn accept_loop<M, S, B>(
     drain: Drain,
 ) where
     M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Handler<B>,
+    B: ResponseBody,
 {
     let shared = Arc::new(Shared {
         make_service,
@@ -258,11 +291,8 @@ fn spawn_connection<IO, M, S, B>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Handler<B>,
+    B: ResponseBody,
 {
     // Counted from now on: a shutdown waits for the TLS handshake too.
     let registration = shared.drain.register();
@@ -307,11 +337,8 @@ async fn serve_tls<IO, M, S, B>(
 ) -> Result<(), BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Handler<B>,
+    B: ResponseBody,
 {
     let acceptor = TlsAcceptor::from(tls.for_handshake(shared.options.http2));
     let accept = acceptor.accept(stream);
@@ -378,11 +405,8 @@ fn serve_io<'a, IO, M, S, B>(
 ) -> Watched<Drained<ServedConn<'a, IO, S>>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Handler<B>,
+    B: ResponseBody,
 {
     let options = &shared.options;
     let clock = Arc::new(Clock::new(
@@ -390,13 +414,14 @@ where
         options.request_head_timeout,
     ));
     let io = HeadIo::new(io, clock.clone());
+    let builders = (&shared.http1, &shared.builder);
     let conn = match version {
-        Some(version) => Served::start(version, io, service, shared),
-        None if !options.http2 => Served::start(Protocol::H1, io, service, shared),
+        Some(version) => Served::with(version, io, service, builders),
+        None if !options.http2 => Served::with(Protocol::H1, io, service, builders),
         None => Served::Sniffing {
             io: Some(io),
             service: Some(service),
-            builders: (&shared.http1, &shared.builder),
+            builders,
             stop: false,
         },
     };
@@ -429,6 +454,8 @@ type H1Conn<IO, S> = http1::UpgradeableConnection<TokioIo<HeadIo<IO>>, ConnServi
 type AutoConn<IO, S> =
     auto::UpgradeableConnection<'static, TokioIo<HeadIo<IO>>, ConnService<S>, TokioExecutor>;
 type ServedConn<'a, IO, S> = Served<'a, IO, S, H1Conn<IO, S>, AutoConn<IO, S>>;
+/// The listener's builders: HTTP/1.1's, and hyper-util's for HTTP/2.
+type Builders<'a> = (&'a http1::Builder, &'a auto::Builder<TokioExecutor>);
 
 pin_project_lite::pin_project! {
     /// A connection, served: its first bytes read until they tell the protocol, then
@@ -438,7 +465,7 @@ pin_project_lite::pin_project! {
         Sniffing {
             io: Option<HeadIo<IO>>,
             service: Option<ConnService<S>>,
-            builders: (&'a http1::Builder, &'a auto::Builder<TokioExecutor>),
+            builders: Builders<'a>,
             // The drain began: ended before a request was read (as hyper-util's would).
             stop: bool,
         },
@@ -452,27 +479,16 @@ pin_project_lite::pin_project! {
 impl<'a, IO, S, B> ServedConn<'a, IO, S>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    // `Response = …` again: an impl's parameter must appear outside a trait's parameters.
+    S: Handler<B> + Service<Request<Incoming>, Response = Response<B>>,
+    B: ResponseBody,
 {
     /// hyper's connection for `protocol`.
-    fn start<M>(
-        protocol: Protocol,
-        io: HeadIo<IO>,
-        service: ConnService<S>,
-        shared: &'a Shared<M>,
-    ) -> Self {
-        Self::with(protocol, io, service, (&shared.http1, &shared.builder))
-    }
-
     fn with(
         protocol: Protocol,
         io: HeadIo<IO>,
         service: ConnService<S>,
-        (http1, auto): (&'a http1::Builder, &'a auto::Builder<TokioExecutor>),
+        (http1, auto): Builders<'a>,
     ) -> Self {
         let io = TokioIo::new(io);
         match protocol {
@@ -492,11 +508,8 @@ where
 impl<IO, S, B> Future for ServedConn<'_, IO, S>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Handler<B> + Service<Request<Incoming>, Response = Response<B>>,
+    B: ResponseBody,
 {
     type Output = Result<(), BoxError>;
 

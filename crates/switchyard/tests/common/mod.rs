@@ -278,10 +278,18 @@ pub async fn h1_conn(
 pub async fn h2c_conn(
     addr: SocketAddr,
 ) -> hyper::client::conn::http2::SendRequest<switchyard::Body> {
-    let tcp = within(TcpStream::connect(addr)).await.unwrap();
+    h2_over(within(TcpStream::connect(addr)).await.unwrap()).await
+}
+
+/// An HTTP/2 client connection over `io` (a TCP stream, or a TLS one that agreed on h2
+/// or on nothing), its task spawned.
+pub async fn h2_over<IO>(io: IO) -> hyper::client::conn::http2::SendRequest<switchyard::Body>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, conn) = within(hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
-        TokioIo::new(tcp),
+        TokioIo::new(io),
     ))
     .await
     .unwrap();
