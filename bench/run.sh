@@ -14,7 +14,7 @@
 #   CHP [installed with npm under $CARGO_TARGET_DIR/bench-tools/chp]
 #   BENCH_NO_INSTALL=1: only check the tools, never call apt-get or npm.
 #   BENCH_NO_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release.
-#   BENCH_ALT=0: no second switchyard (rustls on aws-lc-rs) in the https scenario.
+#   BENCH_ALT=0: no second switchyard (rustls on ring) in the https scenario.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,16 +65,17 @@ if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
         -p switchyard-server --bin switchyard -p switchyard --example bench_pair \
         -p switchyard-loadgen --bin loadgen)
 fi
-# The same server with rustls on aws-lc-rs instead of ring, measured beside it over
-# HTTPS (its own target directory: the features differ). BENCH_ALT=0 skips it.
+# The same server with rustls on ring instead of aws-lc-rs (the default), measured
+# beside it over HTTPS (its own target directory: the features differ). BENCH_ALT=0
+# skips it.
 alt_args=()
 if [[ "${BENCH_ALT:-1}" != 0 ]]; then
     if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
-        say "building switchyard with aws-lc-rs into $target/aws-lc-rs"
-        (cd "$repo" && CARGO_TARGET_DIR="$target/aws-lc-rs" cargo build --release --locked \
-            -p switchyard-server --bin switchyard --features aws-lc-rs)
+        say "building switchyard with ring into $target/ring"
+        (cd "$repo" && CARGO_TARGET_DIR="$target/ring" cargo build --release --locked \
+            -p switchyard-server --bin switchyard --no-default-features)
     fi
-    alt_args=(--switchyard-alt "$target/aws-lc-rs/release/switchyard" --alt-label "aws-lc-rs")
+    alt_args=(--switchyard-alt "$target/ring/release/switchyard" --alt-label "ring")
 fi
 switchyard="$target/release/switchyard"
 bench_pair="$target/release/examples/bench_pair"

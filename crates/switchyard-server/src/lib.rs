@@ -141,6 +141,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
 /// [`StartError`] naming what could not be used or bound.
 pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
     warn_at_start(&cli, &env);
+    // Before any TLS configuration is built, ours or another crate's.
+    switchyard::crypto::install_default();
     let started = (std::time::Instant::now(), time::now_ms());
     // TLS first: a bad certificate must stop us before any port is bound.
     let tls = tls::Listeners::from_cli(&cli, &env).map_err(|e| StartError(e.to_string()))?;
