@@ -1,10 +1,10 @@
 //! The rustls crypto provider that every TLS configuration of the engine and
 //! the server uses, chosen at build time: *ring* unless the `aws-lc-rs` feature
-//! is on. The engine library defaults to ring (no C compiler needed to embed
-//! it); the server binary turns `aws-lc-rs` on by default, because it measured
-//! as cheap or cheaper everywhere and about half of ring's CPU for an RSA
-//! handshake on CPUs with AVX-512 IFMA. `bench/run.sh` measures both side by
-//! side; `bench/README.md` has the figures.
+//! is on. The engine library defaults to ring (the smaller build; the program
+//! that embeds it chooses); the server binary turns `aws-lc-rs` on by default,
+//! because it measured as cheap or cheaper everywhere and about half of ring's
+//! CPU for an RSA handshake on CPUs with AVX-512 IFMA. `bench/run.sh` measures
+//! both side by side; `bench/README.md` has the figures.
 
 use std::sync::Arc;
 
