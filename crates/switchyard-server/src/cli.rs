@@ -253,8 +253,9 @@ pub struct Cli {
     /// (Not in CHP, where NODE_OPTIONS=--max-http-header-size was the workaround.)
     #[arg(long, value_name = "bytes", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..=16_777_216))]
     pub(crate) max_header_size: u32,
-    /// Threads that serve connections (not in CHP). Default: one per CPU core (or
-    /// TOKIO_WORKER_THREADS). With 1, everything runs on a single thread, like one nginx worker.
+    /// Threads that serve connections (not in CHP). Default: one per CPU this process may
+    /// use (or TOKIO_WORKER_THREADS). With 1, asked for or by default, everything runs on a
+    /// single thread, like one nginx worker.
     #[arg(long, value_name = "n", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) worker_threads: Option<u16>,
     /// Most header fields in a request; more gets 431 and the connection is closed.

@@ -124,6 +124,17 @@ impl Bound {
                 self.https_port(cli)
             );
         }
+        // Not in CHP: how many threads serve (`--worker-threads`, or the CPUs by default).
+        let runtime = tokio::runtime::Handle::current();
+        match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => {
+                tracing::info!("Serving on one thread");
+            }
+            _ => tracing::info!(
+                "Serving on {} worker threads",
+                runtime.metrics().num_workers()
+            ),
+        }
     }
 
     /// The listeners as the dashboard lists them: name, address as bound, TLS or not.

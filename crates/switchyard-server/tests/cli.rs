@@ -444,6 +444,38 @@ fn worker_threads() {
     );
 }
 
+/// Without `--worker-threads`, one worker per CPU the process may run on: limited to one
+/// CPU (as a container with a one-CPU quota is), it serves on a current-thread runtime, as
+/// `--worker-threads 1` does, not on a work-stealing runtime with one worker;
+/// `TOKIO_WORKER_THREADS` still sets the count.
+#[test]
+fn default_worker_threads_follow_the_cpus() {
+    let serving = |wrapper: &[&str]| {
+        let mut p = Proxy::start_under(
+            wrapper,
+            &["--metrics-ip", "127.0.0.1", "--metrics-port", "0"],
+            Some(TOKEN),
+        );
+        let metrics = p.metrics_port();
+        let line = p.wait_for_line("Serving on ");
+        assert_eq!(p.public("GET", "/_chp_healthz", &[]).status, 200);
+        let m = common::request(metrics, "GET", "/metrics", &[], None);
+        let workers = m
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_tokio_workers "))
+            .unwrap_or_else(|| panic!("no workers gauge in {}", m.body))
+            .to_owned();
+        (line, workers)
+    };
+    let (line, workers) = serving(&["env", "-u", "TOKIO_WORKER_THREADS", "taskset", "-c", "0"]);
+    assert!(line.ends_with("Serving on one thread"), "{line}");
+    assert_eq!(workers, "1");
+    let (line, workers) = serving(&["env", "TOKIO_WORKER_THREADS=2", "taskset", "-c", "0"]);
+    assert!(line.ends_with("Serving on 2 worker threads"), "{line}");
+    assert_eq!(workers, "2");
+}
+
 /// With the container image's environment (`SWITCHYARD_CHP_IMAGE=1`), the binary does what
 /// configurable-http-proxy's image entrypoint does: the API on every interface unless
 /// `--api-ip` is given, and the token read from `CONFIGPROXY_AUTH_TOKEN_FILE` (exclusive
