@@ -105,7 +105,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<(), StartError> {
     let delay = Duration::from_millis(cli.shutdown_delay);
     let running = start(cli, env).await?;
     // The allocator's free pages go back to the system after a burst.
-    tokio::spawn(reclaim::run());
+    tokio::spawn(reclaim::run(running.public.stats().runtimes().to_vec()));
     let stop = wait_for_signal(&mut term, &mut int).await;
     tracing::warn!("{stop}");
     let pid_file = running.pid_file.clone();
@@ -190,7 +190,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
         }
         None => (None, None, None),
     };
-    bound.log(
+    let startup_lines = bound.startup_lines(
         &cli,
         (
             tls.public.is_some() || acme_tls.is_some(),
@@ -242,6 +242,7 @@ pub async fn start(cli: Cli, env: Env) -> Result<Running, StartError> {
             dashboard,
         },
     );
+    listeners::log_startup(startup_lines);
     let reopen = access_log.map(reopen_on_sigusr1).transpose()?;
     if let Some(pid_file) = &cli.pid_file {
         tracing::info!(
@@ -377,27 +378,27 @@ fn certificates(
     Ok((public_tls, api_tls, reloader))
 }
 
-/// The tokio runtime for `--worker-threads`: one thread per CPU by default; with one
-/// worker thread, asked for or by default, a current-thread runtime, which serves
-/// everything on the main thread with no work-stealing between threads (about 8 % less
-/// CPU per request than a work-stealing runtime with one worker, `bench/README.md`).
+/// The main thread's tokio runtime, a current-thread one. It runs the REST API, the
+/// metrics and redirect servers, the route store and the certificates, and the public
+/// listener too when `--worker-threads` (or the CPU count) is one; with more, the
+/// public listener is served by that many threads of its own, each with a
+/// current-thread runtime (`ListenOptions::threads`).
 ///
 /// # Errors
 ///
 /// When the runtime cannot be built.
-pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = cli.worker_threads.map_or_else(
+pub fn runtime(_cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// The threads that serve the public listener: `--worker-threads`, else one per CPU.
+pub(crate) fn workers(cli: &Cli) -> usize {
+    cli.worker_threads.map_or_else(
         || default_workers(std::env::var("TOKIO_WORKER_THREADS").ok()),
         usize::from,
-    );
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(workers);
-        builder
-    };
-    builder.enable_all().build()
+    )
 }
 
 /// The worker threads without `--worker-threads`: `TOKIO_WORKER_THREADS` (`env`) when it

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -99,42 +100,44 @@ impl Bound {
 
     /// CHP's start-up lines, with the addresses as bound (the port the system chose for
     /// port 0).
-    pub(crate) fn log(
+    /// Written once every listener is served (its threads started), so that a reader of
+    /// the lines finds the process as it stays.
+    pub(crate) fn startup_lines(
         &self,
         cli: &Cli,
         (public_tls, api_tls): (bool, bool),
         default_target: Option<&Target>,
-    ) {
-        tracing::info!(
-            "Proxying {} to {}",
-            self.public.local_addr().url(public_tls),
-            default_target.map_or("(no default)", Target::as_str)
-        );
-        tracing::info!(
-            "Proxy API at {}/api/routes",
-            self.api.local_addr().url(api_tls)
-        );
+    ) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "Proxying {} to {}",
+                self.public.local_addr().url(public_tls),
+                default_target.map_or("(no default)", Target::as_str)
+            ),
+            format!(
+                "Proxy API at {}/api/routes",
+                self.api.local_addr().url(api_tls)
+            ),
+        ];
         if let Some(l) = &self.metrics {
-            tracing::info!("Serve metrics at {}/metrics", l.local_addr().url(false));
+            lines.push(format!(
+                "Serve metrics at {}/metrics",
+                l.local_addr().url(false)
+            ));
         }
         if let Some(l) = &self.redirect {
-            tracing::info!(
+            lines.push(format!(
                 "Added HTTP to HTTPS redirection from {} to {}",
                 l.local_addr().url(false),
                 self.https_port(cli)
-            );
+            ));
         }
         // Not in CHP: how many threads serve (`--worker-threads`, or the CPUs by default).
-        let runtime = tokio::runtime::Handle::current();
-        match runtime.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => {
-                tracing::info!("Serving on one thread");
-            }
-            _ => tracing::info!(
-                "Serving on {} worker threads",
-                runtime.metrics().num_workers()
-            ),
-        }
+        lines.push(match crate::workers(cli) {
+            1 => "Serving on one thread".to_owned(),
+            n => format!("Serving on {n} worker threads"),
+        });
+        lines
     }
 
     /// The listeners as the dashboard lists them: name, address as bound, TLS or not.
@@ -174,10 +177,15 @@ impl Bound {
         // The public listeners (and the redirect one) are the ones anyone can fill: each
         // has `--max-connections`; the API and metrics ports stay reachable when they
         // are full.
+        // With more than one worker, threads of their own serve the public port (each a
+        // current-thread runtime with its own share of the target pool); with one, the
+        // main thread does.
+        let workers = NonZeroUsize::new(crate::workers(cli)).filter(|n| n.get() > 1);
         let public_options = limits
             .clone()
             .keep_alive_timeout(cli.keep_alive_timeout())
-            .max_connections(shared.max_connections);
+            .max_connections(shared.max_connections)
+            .threads(workers);
         // The API, metrics and redirect servers speak HTTP/1.1 only, as in CHP.
         let api_options = limits.http2(false).keep_alive_timeout(NODE_KEEP_ALIVE);
         let https_port = self.https_port(cli);
@@ -228,6 +236,14 @@ impl Bound {
             metrics,
             redirect,
         }
+    }
+}
+
+/// Writes [`Bound::startup_lines`]. From this module: a quiet `--log-level` still lets
+/// its info lines through, the ports among them.
+pub(crate) fn log_startup(lines: Vec<String>) {
+    for line in lines {
+        tracing::info!("{line}");
     }
 }
 

@@ -287,18 +287,23 @@ impl Metrics {
                 "# HELP switchyard_tokio_alive_tasks Tasks alive in the async runtime.\n\
                  # TYPE switchyard_tokio_alive_tasks gauge\n",
             );
-            out.push_str(&format!(
-                "switchyard_tokio_alive_tasks {}\n",
-                handle.metrics().num_alive_tasks()
-            ));
+            let serving = self.public.get().map_or(&[][..], |p| p.runtimes());
+            let alive = handle.metrics().num_alive_tasks()
+                + serving
+                    .iter()
+                    .map(|r| r.metrics().num_alive_tasks())
+                    .sum::<usize>();
+            out.push_str(&format!("switchyard_tokio_alive_tasks {alive}\n"));
             out.push_str(
                 "# HELP switchyard_tokio_workers Threads serving connections (--worker-threads).\n\
                  # TYPE switchyard_tokio_workers gauge\n",
             );
-            out.push_str(&format!(
-                "switchyard_tokio_workers {}\n",
+            let workers = if serving.is_empty() {
                 handle.metrics().num_workers()
-            ));
+            } else {
+                serving.len()
+            };
+            out.push_str(&format!("switchyard_tokio_workers {workers}\n"));
         }
         if let Some(engine) = self.engine.get() {
             let _ = writeln!(

@@ -50,7 +50,7 @@ const MAX_RETRY: Duration = Duration::from_secs(600);
 /// less than [`WORTH`] found the memory in use: the next waits until fewer descriptors
 /// are open than then (connections closed, so memory freed), or for a retry time that
 /// doubles while reclaims give nothing.
-pub(crate) async fn run() {
+pub(crate) async fn run(serving: Vec<tokio::runtime::Handle>) {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut lowest = u64::MAX;
     let mut previous = 0;
@@ -74,9 +74,9 @@ pub(crate) async fn run() {
         if in_use_at.is_some_and(|(then, until)| fds >= then && now < until) {
             continue;
         }
-        collect_everywhere(workers).await;
+        collect_everywhere(workers, &serving).await;
         tokio::time::sleep(PURGE_DELAY).await;
-        collect_everywhere(workers).await;
+        collect_everywhere(workers, &serving).await;
         let after = resident_kib().unwrap_or(rss);
         tracing::debug!("allocator reclaim: {rss} KiB resident, {after} KiB after");
         if after + WORTH > rss {
@@ -92,7 +92,12 @@ pub(crate) async fn run() {
 
 /// Makes each worker thread collect its heap: tasks are spawned, round after round,
 /// until each worker has run one (the runtime hands them to idle workers).
-async fn collect_everywhere(workers: usize) {
+async fn collect_everywhere(workers: usize, serving: &[tokio::runtime::Handle]) {
+    // The serving threads' runtimes are current-thread ones: a task spawned on one runs
+    // on its thread.
+    for handle in serving {
+        let _ = handle.spawn(async { collect() }).await;
+    }
     let mut reached: HashSet<ThreadId> = HashSet::new();
     for _ in 0..ROUNDS {
         let tasks: Vec<_> = (0..workers * 2)

@@ -38,7 +38,9 @@ fn fd_exhaustion_is_survived_and_recovered_from() {
     let backend = backends::ok_backend();
     // A connection limit above the descriptor limit: the default, derived from it, would
     // keep the table from filling.
-    let mut p = Proxy::start_under(&wrapper, &["--max-connections", "1000"], Some(TOKEN));
+    // One serving thread: with more, each logs its own summary of the failures it met.
+    let args = ["--max-connections", "1000", "--worker-threads", "1"];
+    let mut p = Proxy::start_under(&wrapper, &args, Some(TOKEN));
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     let baseline = p.open_fds();
     assert!(baseline < NOFILE / 2, "{baseline} descriptors at start");

@@ -40,7 +40,9 @@ const MEMORY_MARGIN_KIB: u64 = 16 * 1024;
 #[test]
 fn a_slow_reader_holds_a_bounded_buffer_and_goes_after_the_idle_timeout() {
     let (backend, report) = endless_download();
-    let p = Proxy::start(&["--body-idle-timeout", "1000"]);
+    // One serving thread: each pools its own target connections, and the descriptor
+    // baseline below counts the pooled one.
+    let p = Proxy::start(&["--body-idle-timeout", "1000", "--worker-threads", "1"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     // One request first, so that the allocator's and the runtime's first growth is in
     // the baseline.
@@ -110,7 +112,9 @@ const SLOW_WRITERS: usize = 100;
 fn slow_writers_do_not_starve_others_and_go_after_the_idle_timeout() {
     let (backend, heads, closed) = body_sink();
     let other = backends::ok_backend();
-    let p = Proxy::start(&["--body-idle-timeout", "3000"]);
+    // One serving thread: each pools its own target connections, and the descriptor
+    // baseline below counts the pooled one.
+    let p = Proxy::start(&["--body-idle-timeout", "3000", "--worker-threads", "1"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     p.add("/other", &format!("http://127.0.0.1:{other}"));
     // The pooled connection to the other target is in the baseline.
@@ -177,7 +181,9 @@ fn slow_writers_do_not_starve_others_and_go_after_the_idle_timeout() {
 #[test]
 fn a_websocket_client_that_never_reads_goes_after_the_idle_timeout() {
     let (backend, report) = websocket_target(Target::Floods);
-    let p = Proxy::start(&["--body-idle-timeout", "1000"]);
+    // One serving thread: each pools its own target connections, and the descriptor
+    // baseline below counts the pooled one.
+    let p = Proxy::start(&["--body-idle-timeout", "1000", "--worker-threads", "1"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     assert_eq!(
         request(p.port, "GET", "/_chp_healthz", &[], None).status,
@@ -219,7 +225,9 @@ fn a_websocket_client_that_never_reads_goes_after_the_idle_timeout() {
 #[test]
 fn a_one_gib_websocket_frame_crosses_with_bounded_memory() {
     let (backend, report) = websocket_target(Target::Drains);
-    let p = Proxy::start(&[]);
+    // One serving thread: each pools its own target connections, and the descriptor
+    // baseline below counts the pooled one.
+    let p = Proxy::start(&["--worker-threads", "1"]);
     p.add("/", &format!("http://127.0.0.1:{backend}"));
     assert_eq!(
         request(p.port, "GET", "/_chp_healthz", &[], None).status,

@@ -276,8 +276,11 @@ fn promtool_is_content_before_any_traffic() {
 fn gauges_follow_routes_connections_and_tunnels() {
     let b = Backend::echo_target();
     let (ws_port, _handshakes) = ws_backend(None);
-    // Idle connections stay open for as long as the test needs them.
-    let (p, metrics) = proxy_with_metrics(&["--keep-alive-timeout", "600000"]);
+    // Idle connections stay open for as long as the test needs them. One serving thread:
+    // each thread keeps its own idle target connections, and the two clients below could
+    // land on two of them.
+    let (p, metrics) =
+        proxy_with_metrics(&["--keep-alive-timeout", "600000", "--worker-threads", "1"]);
     let m = scrape(metrics);
     assert_eq!(value(&m, "switchyard_routes"), Some(0.0), "{m}");
     for protocol in ["http1.1", "http2", "websocket", "pending"] {

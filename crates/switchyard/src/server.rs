@@ -41,7 +41,9 @@ mod tls;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +51,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, ToSocketAddrs, UnixListener};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_service::Service;
 
 pub use self::tls::TlsConfig;
@@ -72,6 +74,31 @@ enum Kind {
     Tcp(TcpListener),
     /// With the path to remove when the server ends, when this listener created it.
     Unix(UnixListener, Option<PathBuf>),
+}
+
+/// A listening socket handed from one runtime to others (see [`ListenOptions::threads`]).
+#[derive(Debug)]
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdListener {
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(l) => Self::Tcp(l.try_clone()?),
+            Self::Unix(l) => Self::Unix(l.try_clone()?),
+        })
+    }
+
+    /// Registered with the current runtime; the socket file stays in place at the end.
+    fn into_listener(self, local_addr: LocalAddr) -> io::Result<Listener> {
+        let kind = match self {
+            Self::Tcp(l) => Kind::Tcp(TcpListener::from_std(l)?),
+            Self::Unix(l) => Kind::Unix(UnixListener::from_std(l)?, None),
+        };
+        Ok(Listener { kind, local_addr })
+    }
 }
 
 /// Where a listener listens.
@@ -129,6 +156,15 @@ pub struct ListenOptions {
     /// hold a target connection too, so size it against the process's descriptor limit.
     /// At least 1. Default none (no limit).
     pub max_connections: Option<usize>,
+    /// Serve on this many threads of the server's own, each running a current-thread
+    /// Tokio runtime that accepts from the listener and serves the connections it
+    /// accepted start to end, with its own share of the upstream connection pool (as
+    /// nginx's worker processes do). Default none: every connection is a task of the
+    /// runtime [`serve`] is called from, which with a work-stealing runtime moves tasks
+    /// between its workers (one shared poller; a task woken on one worker is stolen by
+    /// another), and on a machine shared with other work that costs more than the second
+    /// thread gives (`bench/README.md`, "Both cores").
+    pub threads: Option<NonZeroUsize>,
 }
 
 /// A running server. [`Server::shutdown`] stops it and waits for the drain; dropping it
@@ -142,6 +178,10 @@ pub struct Server<A = SocketAddr> {
     cancel: CancellationToken,
     drain: Drain,
     task: Option<JoinHandle<()>>,
+    /// The runtimes of its own threads ([`ListenOptions::threads`]).
+    runtimes: Arc<[tokio::runtime::Handle]>,
+    /// Ends those threads when the server and its stats are all dropped.
+    threads: Option<Arc<DropGuard>>,
 }
 
 /// Live counts of a [`Server`], for metrics; from [`Server::stats`]. Cheap to clone, and
@@ -149,6 +189,9 @@ pub struct Server<A = SocketAddr> {
 #[derive(Debug, Clone)]
 pub struct ServerStats {
     drain: Drain,
+    runtimes: Arc<[tokio::runtime::Handle]>,
+    /// Kept for its drop (see [`Server`]'s field).
+    _threads: Option<Arc<DropGuard>>,
 }
 
 /// A service made of a closure from a request to a future of a response: always ready,
@@ -172,7 +215,8 @@ pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 /// service never sees.
 ///
 /// Must be called inside a Tokio runtime: it spawns the accept loop and a task per
-/// connection.
+/// connection, or with [`ListenOptions::threads`] the serving threads and a task that
+/// waits for them.
 pub fn serve<M, S, B>(
     listener: Listener,
     make_service: M,
@@ -189,18 +233,31 @@ where
     let local_addr = listener.local_addr.clone();
     let cancel = CancellationToken::new();
     let drain = Drain::new();
-    let task = tokio::spawn(conn::accept_loop(
-        listener,
-        make_service,
-        options,
-        cancel.clone(),
-        drain.clone(),
-    ));
+    let (task, runtimes, threads) = match options.threads {
+        None => {
+            let task = tokio::spawn(conn::accept_loop(
+                listener,
+                make_service,
+                options,
+                cancel.clone(),
+                drain.clone(),
+                None,
+            ));
+            (task, Vec::new(), None)
+        }
+        Some(threads) => {
+            let (task, runtimes, release) =
+                conn::serve_on_threads(listener, make_service, &options, threads, &cancel, &drain);
+            (task, runtimes, Some(Arc::new(release.drop_guard())))
+        }
+    };
     Server {
         local_addr,
         cancel,
         drain,
         task: Some(task),
+        runtimes: runtimes.into(),
+        threads,
     }
 }
 
@@ -264,6 +321,15 @@ impl Listener {
         Ok(Self {
             kind: Kind::Unix(listener, Some(path.to_owned())),
             local_addr: LocalAddr::Unix(path.to_owned()),
+        })
+    }
+
+    /// The socket as the standard library's, for a listener served from other threads'
+    /// runtimes, and the path of a UNIX socket file this listener created.
+    fn into_std(self) -> io::Result<(StdListener, LocalAddr, Option<PathBuf>)> {
+        Ok(match self.kind {
+            Kind::Tcp(l) => (StdListener::Tcp(l.into_std()?), self.local_addr, None),
+            Kind::Unix(l, path) => (StdListener::Unix(l.into_std()?), self.local_addr, path),
         })
     }
 
@@ -351,6 +417,7 @@ impl Default for ListenOptions {
             max_headers: DEFAULT_MAX_HEADERS,
             shutdown_timeout: Duration::from_secs(30),
             max_connections: None,
+            threads: None,
         }
     }
 }
@@ -447,6 +514,13 @@ impl ListenOptions {
         self.max_connections = limit.into();
         self
     }
+
+    /// Sets [`threads`](Self::threads).
+    #[must_use]
+    pub fn threads(mut self, threads: impl Into<Option<NonZeroUsize>>) -> Self {
+        self.threads = threads.into();
+        self
+    }
 }
 
 // === impl ServerStats ===
@@ -455,6 +529,13 @@ impl ServerStats {
     /// How many client connections are open, as [`Server::connections`].
     pub fn connections(&self) -> usize {
         self.drain.connections()
+    }
+
+    /// The runtimes of the server's own threads, one each ([`ListenOptions::threads`]),
+    /// for their metrics or to run work on each thread; empty when it serves on the
+    /// runtime [`serve`] was called from.
+    pub fn runtimes(&self) -> &[tokio::runtime::Handle] {
+        &self.runtimes
     }
 }
 
@@ -469,7 +550,10 @@ impl<A: Clone> Server<A> {
 
 impl<A> Server<A> {
     /// Stops accepting connections, lets in-flight requests finish (up to the shutdown
-    /// timeout), closes what is left, and returns when that is done.
+    /// timeout), closes what is left, and returns when that is done. On threads of its
+    /// own ([`ListenOptions::threads`]) the threads go on running what else they run
+    /// (WebSocket tunnels, for their closing handshakes) until the server and every
+    /// [`ServerStats`] of it are dropped.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
@@ -492,6 +576,8 @@ impl<A> Server<A> {
     pub fn stats(&self) -> ServerStats {
         ServerStats {
             drain: self.drain.clone(),
+            runtimes: self.runtimes.clone(),
+            _threads: self.threads.clone(),
         }
     }
 
@@ -501,6 +587,8 @@ impl<A> Server<A> {
             cancel: self.cancel.clone(),
             drain: self.drain.clone(),
             task: self.task.take(),
+            runtimes: self.runtimes.clone(),
+            threads: self.threads.clone(),
         }
     }
 }

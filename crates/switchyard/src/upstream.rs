@@ -21,7 +21,7 @@ mod recent;
 mod record;
 pub(crate) mod tls;
 
-pub(crate) use h1::IdleCount;
+pub(crate) use h1::{IdleCount, set_shard};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -570,3 +570,107 @@ async fn the_first_bytes_of_a_connection_all_reach_the_service() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "GET /e ");
 }
+
+/// The names of this process's threads that start with `prefix`.
+fn threads_named(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `ListenOptions::threads`: the listener is served by that many threads of the server's
+/// own, each connection start to end on one of them; one connection limit holds for all
+/// of them; a shutdown finishes the request in flight, refuses new connections, and
+/// returns once the threads have ended.
+#[tokio::test]
+async fn on_threads_of_its_own_one_limit_and_one_shutdown() {
+    let (arrived, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let service = {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        tower::service_fn(move |req: Request<Incoming>| {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                if req.uri().path() == "/hold" {
+                    arrived.notify_one();
+                    release.notified().await;
+                }
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                Ok::<_, Infallible>(Response::new(Body::from(thread)))
+            }
+        })
+    };
+    let two = std::num::NonZeroUsize::new(2).unwrap();
+    let server = serve(
+        tcp_listener().await,
+        move |_| service.clone(),
+        ListenOptions::default().threads(two).max_connections(1),
+    );
+    assert_eq!(server.stats().runtimes().len(), 2);
+    // Each thread names itself as it starts.
+    within(async {
+        while threads_named("switchyard-") != ["switchyard-0", "switchyard-1"] {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let addr = server.local_addr().tcp().unwrap();
+
+    for _ in 0..4 {
+        let answer = exchange(
+            server.local_addr(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let thread = answer.rsplit("\r\n\r\n").next().unwrap();
+        assert!(
+            ["switchyard-0", "switchyard-1"].contains(&thread),
+            "served on {thread:?}: {answer}"
+        );
+    }
+
+    // One connection held open on one thread: the other thread accepts nothing either.
+    let mut held = within(TcpStream::connect(addr)).await.unwrap();
+    held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    within(arrived.notified()).await;
+    let mut waiting = within(TcpStream::connect(addr)).await.unwrap();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0; 1];
+    // A negative check needs a window: nothing comes in it, and nothing was accepted.
+    let early = tokio::time::timeout(Duration::from_millis(200), waiting.read(&mut first)).await;
+    assert!(early.is_err(), "answered past the limit: {early:?}");
+    assert_eq!(server.connections(), 1);
+
+    server.cancel_token().cancel();
+    let stopping = tokio::spawn(server.shutdown());
+    release.notify_one();
+    let answer = read_to_close(&mut held).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    within(stopping).await.unwrap();
+    within(async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The threads end right after they say so.
+    within(async {
+        while !threads_named("switchyard-").is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -90,6 +90,7 @@ pub(super) async fn accept_loop<M, S, B>(
     options: ListenOptions,
     cancel: CancellationToken,
     drain: Drain,
+    shared_slots: Option<Slots>,
 ) where
     M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
     S: Handler<B>,
@@ -109,10 +110,13 @@ pub(super) async fn accept_loop<M, S, B>(
         options,
     });
     let url = listener.local_addr.url(shared.options.tls.is_some());
-    let mut slots = shared
-        .options
-        .max_connections
-        .map(|n| Slots::new(n, url.clone()));
+    // Shared with the other threads' loops on the same listener, or this loop's own.
+    let mut slots = shared_slots.or_else(|| {
+        shared
+            .options
+            .max_connections
+            .map(|n| Slots::new(n, url.clone()))
+    });
     let mut accept_errors = AcceptErrors::new(url);
     loop {
         // A permit per connection, held by its task: at the limit, nothing is accepted
@@ -182,6 +186,118 @@ pub(super) async fn accept_loop<M, S, B>(
     }
     // Whatever is left (nothing, after a drain that ended in time) ends now.
     shared.drain.close();
+}
+
+/// Serves `listener` on `threads` threads of their own, each a current-thread runtime
+/// running an [`accept_loop`] on a duplicate of the socket, with one drain, one
+/// cancellation and one connection limit for all. Returns a task of the calling runtime
+/// that ends when every thread has drained and ended. A thread that cannot start is
+/// logged and left out; the others serve.
+///
+/// The task ends once every loop has drained; the threads go on running their runtimes
+/// (the WebSocket tunnels, the target connections) until the returned token is
+/// cancelled, which the [`Server`](super::Server) does when its last handle is dropped.
+pub(super) fn serve_on_threads<M, S, B>(
+    listener: Listener,
+    make_service: M,
+    options: &ListenOptions,
+    threads: std::num::NonZeroUsize,
+    cancel: &CancellationToken,
+    drain: &Drain,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Vec<tokio::runtime::Handle>,
+    CancellationToken,
+)
+where
+    M: Fn(Option<ConnInfo>) -> S + Send + Sync + 'static,
+    S: Handler<B>,
+    B: ResponseBody,
+{
+    let url = listener.local_addr.url(options.tls.is_some());
+    let slots = options.max_connections.map(|n| Slots::new(n, url.clone()));
+    let make_service = Arc::new(make_service);
+    let (socket, local_addr, path) = match listener.into_std() {
+        Ok(parts) => parts,
+        Err(e) => {
+            warn!(error = %e, "cannot hand {url} to its serving threads");
+            return (tokio::spawn(async {}), Vec::new(), CancellationToken::new());
+        }
+    };
+    let mut ended = Vec::with_capacity(threads.get());
+    let mut handles = Vec::with_capacity(threads.get());
+    let release = CancellationToken::new();
+    for index in 0..threads.get() {
+        let socket = match socket.try_clone() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "serving {url} on {index} threads, not {threads}");
+                break;
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                warn!(error = %e, "serving {url} on {index} threads, not {threads}");
+                break;
+            }
+        };
+        let handle = runtime.handle().clone();
+        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let (make_service, local_addr) = (make_service.clone(), local_addr.clone());
+        let (options, cancel, drain, slots) = (
+            options.clone(),
+            cancel.clone(),
+            drain.clone(),
+            slots.clone(),
+        );
+        let at = url.clone();
+        // Registered with the thread's own runtime, inside it.
+        let serve = async move {
+            match socket.into_listener(local_addr) {
+                Ok(listener) => {
+                    let make_service = move |conn| make_service(conn);
+                    accept_loop(listener, make_service, options, cancel, drain, slots).await;
+                }
+                Err(e) => warn!(error = %e, "serving thread {index} cannot listen on {at}"),
+            }
+        };
+        let released = release.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("switchyard-{index}"))
+            .spawn(move || {
+                crate::upstream::set_shard(index);
+                runtime.block_on(serve);
+                drop(done);
+                // Its tasks go on (a tunnel being closed, say) until the server is let go.
+                runtime.block_on(released.cancelled());
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            });
+        match spawned {
+            Ok(_) => {
+                ended.push(end);
+                handles.push(handle);
+            }
+            Err(e) => {
+                warn!(error = %e, "serving {url} on {index} threads, not {threads}");
+                break;
+            }
+        }
+    }
+    // The duplicates keep the socket open; this one is not needed.
+    drop(socket);
+    let task = tokio::spawn(async move {
+        for end in ended {
+            let _ = end.await;
+        }
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
+    });
+    (task, handles, release)
 }
 
 enum Accepted {
@@ -777,7 +893,8 @@ fn keep_alive_hint(timeout: Duration) -> HeaderValue {
 /// 1,000… failures, and one line when an accept succeeds again.
 #[derive(Debug)]
 /// The connection limit of a listener: one permit per open connection.
-struct Slots {
+#[derive(Clone)]
+pub(super) struct Slots {
     permits: Arc<Semaphore>,
     limit: usize,
     listener: String,

@@ -22,11 +22,12 @@
 //! §9.2.2, and a body held in memory, or none). Each retry is counted
 //! ([`Counters`]).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -98,8 +99,26 @@ pub(crate) struct IdleCount(Weak<Shared>);
 /// The idle connections of each key, most recently used last.
 type IdleMap = HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>;
 
+/// Shards of the idle connections: one per serving thread (modulo), see [`set_shard`].
+const SHARDS: usize = 16;
+
+thread_local! {
+    /// The shard this thread takes idle connections from and gives them back to.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread take and give back the idle connections of shard `index` (modulo
+/// [`SHARDS`]). A connection is driven by a task on the runtime of the thread that
+/// dialed it; used from another thread, every exchange would wake that thread and wait
+/// on it. The server's serving threads, each with a runtime of its own, call this with
+/// their number; every other thread shares shard 0, as a work-stealing runtime's workers
+/// do (their tasks move between threads anyway).
+pub(crate) fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index % SHARDS));
+}
+
 struct Shared {
-    idle: Mutex<IdleMap>,
+    idle: [Mutex<IdleMap>; SHARDS],
     connector: Connector,
     builder: Builder,
     idle_timeout: Option<Duration>,
@@ -136,7 +155,7 @@ impl Pool {
         let idle_timeout = opts.pool_idle_timeout;
         Self {
             shared: Arc::new(Shared {
-                idle: Mutex::default(),
+                idle: std::array::from_fn(|_| Mutex::default()),
                 connector,
                 builder,
                 idle_timeout,
@@ -351,9 +370,7 @@ impl Pool {
 impl IdleCount {
     /// The connections idle in the pool now; 0 once the pool is gone.
     pub(crate) fn get(&self) -> usize {
-        self.0
-            .upgrade()
-            .map_or(0, |shared| shared.lock().values().map(Vec::len).sum())
+        self.0.upgrade().map_or(0, |shared| shared.idle_total())
     }
 }
 
@@ -365,7 +382,7 @@ impl std::fmt::Debug for IdleCount {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle: usize = self.shared.lock().values().map(Vec::len).sum();
+        let idle = self.shared.idle_total();
         f.debug_struct("Pool")
             .field("idle", &idle)
             .finish_non_exhaustive()
@@ -378,10 +395,24 @@ impl Shared {
         self.idle_timeout.and_then(|t| now.checked_sub(t))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    /// This thread's shard of the idle connections.
+    fn lock(&self) -> MutexGuard<'_, IdleMap> {
+        lock(&self.idle[SHARD.with(Cell::get)])
+    }
+
+    fn idle_total(&self) -> usize {
+        self.idle
+            .iter()
+            .map(|shard| lock(shard).values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 }
+
+fn lock(shard: &Mutex<IdleMap>) -> MutexGuard<'_, IdleMap> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {}
 
 /// Closes connections idle for longer than the pool's idle timeout (and those
 /// their upstream closed), every `tick`, while any are idle; a later `put`
@@ -396,20 +427,27 @@ async fn sweep(running: Sweeping, tick: Duration) {
         };
         let now = Instant::now();
         let expired = shared.expired_before(now);
-        let mut idle = shared.lock();
-        idle.retain(|_, list| {
-            list.retain(|e| {
-                expired.is_none_or(|at| e.since > at)
-                    && e.keep_until.is_none_or(|at| now < at)
-                    && !e.conn.tx.is_closed()
+        let mut kept = false;
+        for shard in &shared.idle {
+            let mut idle = lock(shard);
+            idle.retain(|_, list| {
+                list.retain(|e| {
+                    expired.is_none_or(|at| e.since > at)
+                        && e.keep_until.is_none_or(|at| now < at)
+                        && !e.conn.tx.is_closed()
+                });
+                !list.is_empty()
             });
-            !list.is_empty()
-        });
-        if idle.is_empty() {
-            // Cleared under the lock: a `put` after it sees the flag clear and
-            // starts a sweep.
-            drop(running);
-            return;
+            kept |= !idle.is_empty();
+        }
+        if !kept {
+            // Cleared under every shard's lock (taken in order, as no `put` takes two):
+            // a `put` after it sees the flag clear and starts a sweep.
+            let all: Vec<_> = shared.idle.iter().map(lock).collect();
+            if all.iter().all(|idle| idle.is_empty()) {
+                drop(running);
+                return;
+            }
         }
     }
 }
