@@ -387,7 +387,7 @@ fn certificates(
 /// # Errors
 ///
 /// When the runtime cannot be built.
-pub fn runtime(_cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

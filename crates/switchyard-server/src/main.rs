@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         }
     }
     switchyard_server::init_logging(&cli);
-    let runtime = match switchyard_server::runtime(&cli) {
+    let runtime = match switchyard_server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -9,15 +9,13 @@
 //! 24 MiB before, 267 MiB open, 192 MiB 20 s after closing without this task; 27 MiB
 //! 4 s after with it). The `mimalloc` crate has no safe call to collect, so every
 //! second a task looks at the process's resident memory, and when it is well above its
-//! lowest and has stopped growing, has every worker thread make those allocations
-//! itself, twice, [`PURGE_DELAY`] apart: under a millisecond of work per worker. The
-//! tasks that do it reach each worker through the runtime's work stealing, so with many
-//! workers a reclaim may take a few rounds (at most [`ROUNDS`]); off Linux (no `/proc`)
-//! the task ends at once.
+//! lowest and has stopped growing, has every thread that serves make those allocations
+//! itself, twice, [`PURGE_DELAY`] apart: under a millisecond of work per thread. The
+//! main thread does it in place; each serving thread runs a current-thread runtime, so
+//! a task spawned on its handle does it there. Off Linux (no `/proc`) the task ends at
+//! once.
 
-use std::collections::HashSet;
 use std::hint::black_box;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 /// How often resident memory is looked at.
@@ -36,9 +34,6 @@ const CALLS: usize = 10_000;
 /// The size of each: past the small sizes, in a size class that is rarely in use.
 const SIZE: usize = 2048;
 
-/// Rounds of tasks spawned to reach every worker thread, at most.
-const ROUNDS: usize = 8;
-
 /// After a reclaim that gave nothing back, the next is tried anyway after this long
 /// (doubled each time it gives nothing, up to [`MAX_RETRY`]), even with no descriptor
 /// closed: a reclaim made while connections were still closing finds their memory in
@@ -49,9 +44,9 @@ const MAX_RETRY: Duration = Duration::from_secs(600);
 /// Runs until the runtime stops: reclaims after each burst. A reclaim that gives back
 /// less than [`WORTH`] found the memory in use: the next waits until fewer descriptors
 /// are open than then (connections closed, so memory freed), or for a retry time that
-/// doubles while reclaims give nothing.
+/// doubles while reclaims give nothing. `serving`: the runtimes of the public listener's
+/// threads (none when the main thread serves it).
 pub(crate) async fn run(serving: Vec<tokio::runtime::Handle>) {
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut lowest = u64::MAX;
     let mut previous = 0;
     // The descriptors open at the last reclaim that gave nothing back, and when to try
@@ -74,9 +69,9 @@ pub(crate) async fn run(serving: Vec<tokio::runtime::Handle>) {
         if in_use_at.is_some_and(|(then, until)| fds >= then && now < until) {
             continue;
         }
-        collect_everywhere(workers, &serving).await;
+        collect_everywhere(&serving).await;
         tokio::time::sleep(PURGE_DELAY).await;
-        collect_everywhere(workers, &serving).await;
+        collect_everywhere(&serving).await;
         let after = resident_kib().unwrap_or(rss);
         tracing::debug!("allocator reclaim: {rss} KiB resident, {after} KiB after");
         if after + WORTH > rss {
@@ -90,32 +85,12 @@ pub(crate) async fn run(serving: Vec<tokio::runtime::Handle>) {
     }
 }
 
-/// Makes each worker thread collect its heap: tasks are spawned, round after round,
-/// until each worker has run one (the runtime hands them to idle workers).
-async fn collect_everywhere(workers: usize, serving: &[tokio::runtime::Handle]) {
-    // The serving threads' runtimes are current-thread ones: a task spawned on one runs
-    // on its thread.
+/// Makes the main thread (this one: the server's main runtime is a current-thread one)
+/// and each serving thread collect its heap.
+async fn collect_everywhere(serving: &[tokio::runtime::Handle]) {
+    collect();
     for handle in serving {
         let _ = handle.spawn(async { collect() }).await;
-    }
-    let mut reached: HashSet<ThreadId> = HashSet::new();
-    for _ in 0..ROUNDS {
-        let tasks: Vec<_> = (0..workers * 2)
-            .map(|_| {
-                tokio::spawn(async {
-                    collect();
-                    std::thread::current().id()
-                })
-            })
-            .collect();
-        for task in tasks {
-            if let Ok(thread) = task.await {
-                reached.insert(thread);
-            }
-        }
-        if reached.len() >= workers {
-            return;
-        }
     }
 }
 

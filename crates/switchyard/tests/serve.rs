@@ -37,6 +37,46 @@ fn answering(
     })
 }
 
+/// Requests held by a service until released (see [`Hold::service`]).
+#[derive(Default, Clone)]
+struct Hold {
+    /// Told as each held request arrives.
+    arrived: Arc<tokio::sync::Notify>,
+    /// Lets a held request go on.
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Hold {
+    /// A service that holds the requests whose path `held` picks: each says so on
+    /// `arrived`, then waits for `release`. Every answer's body is `answer()`, made where
+    /// the request is served.
+    fn service(
+        self,
+        held: fn(&str) -> bool,
+        answer: fn() -> String,
+    ) -> impl tower::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let Self { arrived, release } = self;
+        tower::service_fn(move |req: Request<Incoming>| {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                if held(req.uri().path()) {
+                    arrived.notify_one();
+                    release.notified().await;
+                }
+                Ok::<_, Infallible>(Response::new(Body::from(answer())))
+            }
+        })
+    }
+}
+
 async fn tcp_listener() -> Listener {
     Listener::bind("127.0.0.1:0").await.unwrap()
 }
@@ -471,21 +511,9 @@ async fn at_max_connections_new_connections_wait_for_one_to_end() {
 /// request in flight finishes and gets its answer, with `Connection: close`.
 #[tokio::test]
 async fn shutdown_refuses_new_connections_and_finishes_the_request_in_flight() {
-    let (arrived, release) = (
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let service = {
-        let (arrived, release) = (arrived.clone(), release.clone());
-        tower::service_fn(move |_req: Request<Incoming>| {
-            let (arrived, release) = (arrived.clone(), release.clone());
-            async move {
-                arrived.notify_one();
-                release.notified().await;
-                Ok::<_, Infallible>(Response::new(Body::from("finished")))
-            }
-        })
-    };
+    let hold = Hold::default();
+    let service = hold.clone().service(|_| true, || "finished".to_owned());
+    let Hold { arrived, release } = hold;
     let server = serve(
         tcp_listener().await,
         move |_| service.clone(),
@@ -589,24 +617,12 @@ fn threads_named(prefix: &str) -> Vec<String> {
 /// returns once the threads have ended.
 #[tokio::test]
 async fn on_threads_of_its_own_one_limit_and_one_shutdown() {
-    let (arrived, release) = (
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(tokio::sync::Notify::new()),
+    let hold = Hold::default();
+    let service = hold.clone().service(
+        |path| path == "/hold",
+        || std::thread::current().name().unwrap_or("").to_owned(),
     );
-    let service = {
-        let (arrived, release) = (arrived.clone(), release.clone());
-        tower::service_fn(move |req: Request<Incoming>| {
-            let (arrived, release) = (arrived.clone(), release.clone());
-            async move {
-                if req.uri().path() == "/hold" {
-                    arrived.notify_one();
-                    release.notified().await;
-                }
-                let thread = std::thread::current().name().unwrap_or("").to_owned();
-                Ok::<_, Infallible>(Response::new(Body::from(thread)))
-            }
-        })
-    };
+    let Hold { arrived, release } = hold;
     let two = std::num::NonZeroUsize::new(2).unwrap();
     let server = serve(
         tcp_listener().await,

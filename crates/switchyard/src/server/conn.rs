@@ -190,13 +190,13 @@ pub(super) async fn accept_loop<M, S, B>(
 
 /// Serves `listener` on `threads` threads of their own, each a current-thread runtime
 /// running an [`accept_loop`] on a duplicate of the socket, with one drain, one
-/// cancellation and one connection limit for all. Returns a task of the calling runtime
-/// that ends when every thread has drained and ended. A thread that cannot start is
-/// logged and left out; the others serve.
+/// cancellation and one connection limit for all. A thread that cannot start is logged
+/// and left out; the others serve.
 ///
-/// The task ends once every loop has drained; the threads go on running their runtimes
-/// (the WebSocket tunnels, the target connections) until the returned token is
-/// cancelled, which the [`Server`](super::Server) does when its last handle is dropped.
+/// Returns a task of the calling runtime that ends once every loop has drained, the
+/// threads' runtime handles, and a token: the threads go on running their runtimes (the
+/// WebSocket tunnels, the target connections) until it is cancelled, which the
+/// [`Server`](super::Server) does when its last handle is dropped.
 pub(super) fn serve_on_threads<M, S, B>(
     listener: Listener,
     make_service: M,
